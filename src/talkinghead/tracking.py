@@ -1,0 +1,112 @@
+"""MLflow tracking for DVC stages.
+
+- Tracking URI: $MLFLOW_TRACKING_URI, else a local SQLite store ``mlflow.db`` in the project root
+  (view it with ``make ui``).
+- One parent run per ``dvc repro`` and one child run per stage. DVC starts every stage as its own process,
+  so the parent is found, not passed: ``talkinghead repro`` (and ``make``) sets $TALKINGHEAD_PARENT_RUN;
+  under a bare ``dvc repro`` the stages look up the parent tagged with the id of their ``dvc`` ancestor
+  process and create it if they are the first stage.
+- Every child run is tagged with the DVC stage, the presenter and the git commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+EXPERIMENT = "talkinghead"
+PARENT_ENV = "TALKINGHEAD_PARENT_RUN"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _dvc_ancestor_key() -> str | None:
+    """'<pid>-<start time>' of the nearest ancestor process running dvc, or None outside DVC."""
+    import psutil
+
+    proc = psutil.Process()
+    for parent in proc.parents():
+        try:
+            cmd = " ".join(parent.cmdline())
+        except (psutil.AccessDenied, psutil.NoSuchProcess):
+            continue
+        if "dvc" in Path(cmd.split(" ")[0]).name or " dvc " in f" {cmd} " or "/dvc " in cmd:
+            return f"{parent.pid}-{int(parent.create_time())}"
+    return None
+
+
+def _client():
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    experiment = mlflow.set_experiment(EXPERIMENT)
+    return mlflow, mlflow.MlflowClient(), experiment.experiment_id
+
+
+def start_parent_run(name: str = "repro") -> str:
+    """Create a parent run for one pipeline invocation and return its id (used by ``talkinghead repro``)."""
+    _, client, exp_id = _client()
+    run = client.create_run(exp_id, run_name=name, tags={"git_commit": git_commit(), "kind": "repro"})
+    return run.info.run_id
+
+
+def _parent_run_id(client, exp_id: str) -> str | None:
+    if os.environ.get(PARENT_ENV):
+        return os.environ[PARENT_ENV]
+    key = _dvc_ancestor_key()
+    if key is None:
+        return None
+    found = client.search_runs([exp_id], filter_string=f"tags.dvc_repro = '{key}'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(exp_id, run_name=f"dvc repro {key}",
+                            tags={"dvc_repro": key, "git_commit": git_commit(), "kind": "repro"})
+    return run.info.run_id
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, presenter: str | None = None, params: dict[str, Any] | None = None) -> Iterator[Any]:
+    """Context manager: an MLflow child run for one stage. Yields the ``mlflow`` module for log_* calls.
+
+    >>> with stage_run("extract", "demo", params) as mlflow:
+    ...     mlflow.log_metrics({"frames": 1875}, step=0)
+    """
+    mlflow, client, exp_id = _client()
+    tags = {"dvc_stage": stage if presenter is None else f"{stage}@{presenter}", "stage": stage,
+            "git_commit": git_commit()}
+    if presenter is not None:
+        tags["presenter"] = presenter
+    parent = _parent_run_id(client, exp_id)
+    if parent is not None:
+        tags["mlflow.parentRunId"] = parent
+    with mlflow.start_run(run_name=tags["dvc_stage"], tags=tags) as run:
+        if params:
+            mlflow.log_params(flatten(params))
+        yield mlflow
+    del run
+
+
+def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; MLflow params are flat strings."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
