@@ -15,6 +15,9 @@ PRESENTER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 DATA = Path("data")
 RAW = DATA / "raw"
 INTERIM = DATA / "interim"
+# Artifacts downstream of the (shared) lip model live apart from data/interim: train_lip depends on the whole
+# data/interim folder (every presenter's features and fits), so nothing it feeds may be written there (DVC cycle).
+PROCESSED = DATA / "processed"
 MODELS = Path("models")
 REPORTS = Path("reports")
 ASSETS = Path("assets")
@@ -33,6 +36,7 @@ class PresenterPaths:
     name: str
     raw_dir: Path
     interim: Path
+    processed: Path
     report_dir: Path
     gan_dir: Path
 
@@ -43,9 +47,17 @@ class PresenterPaths:
             name=name,
             raw_dir=root / RAW / name,
             interim=root / INTERIM / name,
+            processed=root / PROCESSED / name,
             report_dir=root / REPORTS,
             gan_dir=root / MODELS / "gan" / name,
         )
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> "PresenterPaths":
+        """From a presenter folder given on a stage's command line, e.g. ``data/interim/demo`` or ``data/raw/demo``:
+        the name is its last component and the project root three levels up."""
+        folder = Path(folder)
+        return cls.of(folder.name, root=folder.parent.parent.parent)
 
     # extract
     @property
@@ -85,17 +97,17 @@ class PresenterPaths:
     # lip model outputs
     @property
     def lip_coeffs(self) -> Path:
-        return self.interim / "lip_coeffs.parquet"
+        return self.processed / "lip_coeffs.parquet"
 
     # composites
     @property
     def composites(self) -> Path:
         """uint8 tensor file (.npy) [N, S, S, 3]."""
-        return self.interim / "composites.npy"
+        return self.processed / "composites.npy"
 
     @property
     def composites_table(self) -> Path:
-        return self.interim / "composites.parquet"
+        return self.processed / "composites.parquet"
 
     @property
     def gan_checkpoint(self) -> Path:

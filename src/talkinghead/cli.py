@@ -1,0 +1,86 @@
+"""`talkinghead` command line: onboarding, running the pipeline, speaking, benchmarking.
+
+Every subcommand imports its implementation lazily, so `talkinghead --help` stays instant.
+Bad input ends with one line `error: <file>: <reason>` on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+from .errors import InputError
+
+COMMANDS = {
+    "add-presenter": "add a presenter from a raw video: talkinghead add-presenter NAME VIDEO [--force]",
+    "check": "check whether a video is usable for onboarding (exit 0 usable, 2 not)",
+    "repro": "run `dvc repro` (all stages, or the ones named) under one MLflow parent run",
+    "demo": "run the whole pipeline on the embedded demo presenter and write reports/demo/demo.mp4",
+    "speak": "new speech -> video: talkinghead speak --presenter NAME --audio FILE --out OUT.mp4",
+    "bench": "time every stage on this machine and print JSON",
+    "report": "write reports/index.html from the metrics and plots of every presenter",
+}
+
+
+def repro(targets: list[str] | None = None, extra: list[str] | None = None) -> int:
+    """`dvc repro [targets]` with one MLflow parent run that every stage's child run attaches to."""
+    from .tracking import PARENT_ENV, start_parent_run
+
+    env = dict(os.environ)
+    # Stage commands say `python -m ...`: make that the interpreter running us (the project venv).
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+    if PARENT_ENV not in env:
+        env[PARENT_ENV] = start_parent_run("repro " + " ".join(targets or ["(all)"]))
+    cmd = [sys.executable, "-m", "dvc", "repro", *(extra or []), *(targets or [])]
+    return subprocess.call(cmd, env=env)
+
+
+def _repro_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="talkinghead repro", description=COMMANDS["repro"])
+    parser.add_argument("targets", nargs="*", help="stages, e.g. extract@demo (default: all)")
+    parser.add_argument("--force", action="store_true", help="rerun even if nothing changed")
+    args = parser.parse_args(argv)
+    return repro(args.targets, ["--force"] if args.force else [])
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        known = argv and argv[0] not in ("-h", "--help")
+        out = sys.stderr if known else sys.stdout
+        if known:
+            print(f"error: unknown command {argv[0]!r}", file=out)
+        print("usage: talkinghead COMMAND [ARGS]\n\ncommands:", file=out)
+        for name, text in COMMANDS.items():
+            print(f"  {name:<14} {text}", file=out)
+        raise SystemExit(2 if known else 0)
+    command, rest = argv[0], argv[1:]
+    try:
+        if command == "add-presenter":
+            from .onboard import add_presenter_main as run
+        elif command == "check":
+            from .onboard import check_main as run
+        elif command == "repro":
+            run = _repro_main
+        elif command == "demo":
+            from .demo_run import demo_main as run
+        elif command == "speak":
+            from .speak import speak_main as run
+        elif command == "bench":
+            from .bench import bench_main as run
+        else:
+            from .report import report_main as run
+        code = run(rest)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    raise SystemExit(code or 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Generator: composite (rendered lower face pasted on the real crop) -> photoreal face crop.
+
+A small U-Net built for CPU speed (>= 10 frames/s at 256x256 on two cores):
+- encoder: one full-resolution conv, then per level a stride-2 conv and a conv (no transposed convs anywhere);
+- decoder (FPN-style): project the coarser features to the finer width with a 3x3 conv at the *coarse*
+  resolution, upsample bilinearly (smooth, so no checkerboard), add the encoder skip, refine with a 3x3 conv.
+  Doing the width change before upsampling keeps the expensive full-resolution layers 16 channels wide;
+- head: RGB and a blend weight alpha; output = alpha * rgb + (1 - alpha) * composite. Outside the rendered
+  region the composite already *is* the real frame, so the network learns alpha ~ 0 there and cannot drift
+  colours; inside it paints texture and teeth.
+Optionally a reference frame of the same presenter (a closed-mouth training frame, stored in the checkpoint)
+is concatenated to the input, giving the network the presenter's true skin and lip appearance.
+Images are float tensors in [-1, 1], [B, 3, H, W]; H and W must be multiples of 2 ** (levels - 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class GeneratorConfig:
+    channels: tuple[int, ...] = (16, 32, 64, 128)  # width per level; level i works at 1 / 2**i resolution
+    use_reference: bool = True
+    image_size: int = 256  # the resolution it is trained for (fully convolutional: any multiple works)
+    alpha_bias: float = -1.0  # initial blend logit: start close to the composite
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GeneratorConfig":
+        d = dict(d)
+        d["channels"] = tuple(d["channels"])
+        return cls(**d)
+
+    @property
+    def in_channels(self) -> int:
+        return 6 if self.use_reference else 3
+
+    @property
+    def multiple(self) -> int:
+        return 2 ** (len(self.channels) - 1)
+
+
+def conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1)
+
+
+def act() -> nn.Module:
+    return nn.LeakyReLU(0.2, inplace=True)
+
+
+class Generator(nn.Module):
+    def __init__(self, config: GeneratorConfig | None = None):
+        super().__init__()
+        config = config or GeneratorConfig()
+        self.config = config
+        ch = config.channels
+        self.stem = nn.Sequential(conv3x3(config.in_channels, ch[0]), act())
+        self.down = nn.ModuleList(
+            nn.Sequential(conv3x3(ch[i - 1], ch[i], stride=2), act(), conv3x3(ch[i], ch[i]), act())
+            for i in range(1, len(ch))
+        )
+        # project[i] maps level i+1 features to level i width (applied before upsampling)
+        self.project = nn.ModuleList(nn.Sequential(conv3x3(ch[i + 1], ch[i]), act()) for i in range(len(ch) - 1))
+        self.refine = nn.ModuleList(nn.Sequential(conv3x3(ch[i], ch[i]), act()) for i in range(len(ch) - 1))
+        self.head = conv3x3(ch[0], 4)
+        with torch.no_grad():
+            self.head.bias[3].fill_(config.alpha_bias)
+        # a reference frame of the presenter ([1, 3, S, S] in [-1, 1]); empty until training picks one
+        self.register_buffer("reference", torch.zeros(0))
+
+    def forward(self, composite: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """composite [B, 3, H, W] in [-1, 1]; reference [B or 1, 3, H, W] (default: the stored one) -> [B, 3, H, W]."""
+        if self.config.use_reference:
+            if reference is None:
+                if self.reference.numel() == 0:
+                    raise ValueError("this generator needs a reference frame and none is stored")
+                reference = self.reference
+            reference = reference.to(composite.dtype).expand(composite.shape[0], -1, -1, -1)
+            x = torch.cat([composite, reference], dim=1)  # [B, 6, H, W]
+        else:
+            x = composite
+        skips = [self.stem(x)]
+        for block in self.down:
+            skips.append(block(skips[-1]))
+        y = skips[-1]
+        for i in reversed(range(len(self.refine))):
+            y = self.project[i](y)
+            y = F.interpolate(y, size=skips[i].shape[-2:], mode="bilinear", align_corners=False)
+            y = self.refine[i](y + skips[i])
+        out = self.head(y)  # [B, 4, H, W]
+        rgb = torch.tanh(out[:, :3])
+        alpha = torch.sigmoid(out[:, 3:4])
+        return alpha * rgb + (1 - alpha) * composite
+
+
+def to_unit(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, H, W, 3] -> float [B, 3, H, W] in [-1, 1]."""
+    return images_uint8.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)  # [B, H, W, 3] -> [B, 3, H, W]
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """float [B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3]."""
+    return images.float().add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)

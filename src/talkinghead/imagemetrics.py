@@ -1,0 +1,81 @@
+"""Image quality metrics on uint8 RGB batches [B, H, W, 3]: PSNR and SSIM (torch, CPU or CUDA).
+
+Both return the mean over the batch of the per-image value, so a batch of frames scores like its average frame.
+SSIM follows Wang et al. 2004: 11x11 gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03, data range 255,
+computed per colour channel on the 'valid' part of the image (no padding) and averaged -- the same numbers as
+``skimage.metrics.structural_similarity(..., gaussian_weights=True, use_sample_covariance=False, data_range=255)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DATA_RANGE = 255.0
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+
+
+def _as_float_batch(a: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
+    """uint8 [B, H, W, 3] (numpy or torch) -> float64 [B, 3, H, W] in 0..255."""
+    t = torch.as_tensor(np.asarray(a)) if not isinstance(a, torch.Tensor) else a
+    if t.dtype != torch.uint8 or t.ndim != 4 or t.shape[-1] != 3:
+        raise ValueError(f"{name}: expected uint8 [B, H, W, 3], got {t.dtype} {tuple(t.shape)}")
+    return t.permute(0, 3, 1, 2).to(torch.float64)  # [B, H, W, 3] -> [B, 3, H, W]
+
+
+def _pair(a, b) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = _as_float_batch(a, "a"), _as_float_batch(b, "b")
+    if x.shape != y.shape:
+        raise ValueError(f"shape mismatch: {tuple(x.shape)} vs {tuple(y.shape)}")
+    return x, y.to(x.device)
+
+
+def psnr_per_image(a, b) -> np.ndarray:
+    """Peak signal-to-noise ratio in dB of each image pair, [B]; inf where the images are identical."""
+    x, y = _pair(a, b)
+    mse = (x - y).pow(2).flatten(1).mean(1)  # [B]
+    with np.errstate(divide="ignore"):
+        return (10.0 * np.log10(DATA_RANGE**2 / mse.cpu().numpy())).astype(np.float64)
+
+
+def psnr(a, b) -> float:
+    """Mean PSNR (dB) over the batch of uint8 [B, H, W, 3] images; inf if all pairs are identical."""
+    return float(np.mean(psnr_per_image(a, b)))
+
+
+def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> torch.Tensor:
+    coords = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    g = g / g.sum()
+    window = g[:, None] * g[None, :]  # [size, size]
+    return window.expand(channels, 1, size, size).contiguous()  # depthwise kernel [C, 1, size, size]
+
+
+def ssim_per_image(a, b) -> np.ndarray:
+    """Structural similarity of each image pair, [B], mean over channels and valid window positions."""
+    x, y = _pair(a, b)
+    if min(x.shape[-2:]) < SSIM_WINDOW:
+        raise ValueError(f"images must be at least {SSIM_WINDOW}x{SSIM_WINDOW} for SSIM, got {tuple(x.shape[-2:])}")
+    channels = x.shape[1]
+    w = _gaussian_window(SSIM_WINDOW, SSIM_SIGMA, channels, x.device, x.dtype)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, w, groups=channels)
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    c1 = (SSIM_K1 * DATA_RANGE) ** 2
+    c2 = (SSIM_K2 * DATA_RANGE) ** 2
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return ssim_map.flatten(1).mean(1).cpu().numpy()  # [B, C, h, w] -> [B]
+
+
+def ssim(a, b) -> float:
+    """Mean SSIM over the batch of uint8 [B, H, W, 3] images (1.0 for identical images)."""
+    return float(np.mean(ssim_per_image(a, b)))

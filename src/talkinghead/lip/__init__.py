@@ -1,0 +1,114 @@
+"""Lip model: audio features -> the "second 53-d coefficients" (50 expression + 3 jaw).
+
+>>> from talkinghead.lip import predict
+>>> expression = predict("models/lip/lip.pt", features, "demo")   # features float32 [N, C, 80] -> [N, 53]
+
+Long inputs are cut into overlapping windows of ``config.window`` frames (the length the model was trained on) and
+cross-faded, so inference costs the same per second of audio whatever the clip length.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from .model import LipConfig, LipTransformer
+
+__all__ = ["LipConfig", "LipTransformer", "LoadedLipModel", "load_lip_model", "predict", "predict_with"]
+
+
+@dataclass
+class LoadedLipModel:
+    """A network in eval mode plus what is needed to turn its outputs back into expression coefficients."""
+
+    model: LipTransformer
+    target_mean: torch.Tensor  # [53]
+    target_std: torch.Tensor  # [53]
+    align: dict  # the align params the features were made with (context, n_mels, ...)
+    device: torch.device
+
+
+def checkpoint_payload(model: LipTransformer, target_mean: np.ndarray, target_std: np.ndarray, align: dict,
+                       extra: dict | None = None) -> dict:
+    """What ``load_lip_model`` expects in a checkpoint file (written by the trainer with torch.save)."""
+    return {"config": model.config.to_dict(), "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "target_mean": np.asarray(target_mean, np.float32), "target_std": np.asarray(target_std, np.float32),
+            "align": dict(align), **(extra or {})}
+
+
+def load_lip_model(checkpoint_path: str | Path, device: str | torch.device | None = None) -> LoadedLipModel:
+    """Load a checkpoint written by ``talkinghead.stages.train_lip``."""
+    path = Path(checkpoint_path)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if not path.is_file():
+        raise InputError(path, "lip checkpoint missing; run `dvc repro train_lip`")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        config = LipConfig.from_dict(ckpt["config"])
+        model = LipTransformer(config)
+        model.load_state_dict(ckpt["state_dict"])
+    except (KeyError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise InputError(path, f"not a lip-model checkpoint ({exc.__class__.__name__}: {exc})") from exc
+    model.eval().to(device)
+    return LoadedLipModel(model, torch.as_tensor(ckpt["target_mean"]).to(device),
+                          torch.as_tensor(ckpt["target_std"]).to(device), dict(ckpt.get("align", {})), device)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached(path: str, mtime: float, device: str | None) -> LoadedLipModel:
+    return load_lip_model(path, device)
+
+
+def window_starts(n: int, window: int, stride: int) -> list[int]:
+    """Start frames of the inference windows covering [0, n); the last one ends exactly at n."""
+    if n <= window:
+        return [0]
+    starts = list(range(0, n - window + 1, stride))
+    if starts[-1] != n - window:
+        starts.append(n - window)
+    return starts
+
+
+@torch.no_grad()
+def predict_with(lip: LoadedLipModel, features: np.ndarray, presenter: str, batch_windows: int = 64) -> np.ndarray:
+    """Expression coefficients float32 [N, 53] for features float32 [N, C, n_mels] of one presenter."""
+    config = lip.model.config
+    features = np.asarray(features, dtype=np.float32)
+    if features.ndim != 3 or features.shape[1:] != (config.n_context, config.n_mels):
+        raise InputError(None, f"features have shape {features.shape}, the lip model expects "
+                               f"[N, {config.n_context}, {config.n_mels}]")
+    if presenter not in config.presenters:
+        raise InputError(None, f"presenter {presenter!r} is not in the lip model (trained on {config.presenters}); "
+                               "retrain with `dvc repro train_lip`")
+    n = features.shape[0]
+    window = min(config.window, n)
+    starts = window_starts(n, window, config.infer_stride)
+    # Triangular cross-fade: frames near a window's edges have less context, so they count less.
+    ramp = torch.minimum(torch.arange(1, window + 1), torch.arange(window, 0, -1)).float().to(lip.device)  # [W]
+    total = torch.zeros(n, config.n_out, device=lip.device)
+    weight = torch.zeros(n, 1, device=lip.device)
+    feats = torch.from_numpy(features).to(lip.device)
+    pid = lip.model.presenter_index(presenter)
+    for i in range(0, len(starts), batch_windows):
+        chunk = starts[i:i + batch_windows]
+        batch = torch.stack([feats[s:s + window] for s in chunk])  # [nW, W, C, M]
+        out = lip.model(batch, torch.full((len(chunk),), pid, dtype=torch.long, device=lip.device))  # [nW, W, 53]
+        for s, o in zip(chunk, out):
+            total[s:s + window] += o * ramp[:, None]
+            weight[s:s + window] += ramp[:, None]
+    standardised = total / weight
+    return (standardised * lip.target_std + lip.target_mean).float().cpu().numpy()
+
+
+def predict(checkpoint_path: str | Path, features: np.ndarray, presenter: str,
+            device: str | None = None) -> np.ndarray:
+    """The agreed entry point: float32 features [N, C, 80] -> expression [N, 53] (CPU or CUDA, batched)."""
+    path = Path(checkpoint_path)
+    if not path.is_file():
+        raise InputError(path, "lip checkpoint missing; run `dvc repro train_lip`")
+    return predict_with(_cached(str(path.resolve()), path.stat().st_mtime, device), features, presenter)

@@ -1,0 +1,104 @@
+"""The lip-coefficient network: per-frame audio features -> 53-d expression (50 expression + 3 jaw).
+
+As in the method: sinusoidal positional encoding + a 6-layer Transformer encoder + a linear layer. Each frame's
+C x n_mels log-mel context is projected to one token; a learned presenter embedding is added to every token so one
+model serves all onboarded presenters (their speaking styles differ). Outputs are in standardised target units;
+the checkpoint stores the per-dimension mean/std to undo it (see ``talkinghead.lip.predict``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..schemas import N_EXPR_JAW
+
+
+@dataclass
+class LipConfig:
+    """Everything needed to rebuild the network; saved in the checkpoint."""
+
+    presenters: list[str] = field(default_factory=lambda: ["demo"])
+    n_context: int = 11  # mel hops per frame (align.context_hops * 2 + 1)
+    n_mels: int = 80
+    d_model: int = 128
+    n_heads: int = 4
+    ff_dim: int = 256
+    n_layers: int = 6
+    dropout: float = 0.1
+    n_out: int = N_EXPR_JAW
+    max_len: int = 1024  # longest sequence the positional encoding covers
+    window: int = 48  # training / inference sequence length (frames)
+    infer_stride: int = 24
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LipConfig":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def sinusoidal_encoding(length: int, d_model: int) -> torch.Tensor:
+    """Sinusoidal positional encoding [length, d_model] (Vaswani et al.):
+    pe[p, 2i] = sin(p / 10000^(2i/d)), pe[p, 2i+1] = cos(p / 10000^(2i/d))."""
+    position = torch.arange(length, dtype=torch.float32)[:, None]  # [L, 1]
+    inv_freq = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))  # [D/2]
+    angles = position * inv_freq[None, :]  # [L, D/2]
+    pe = torch.zeros(length, d_model)
+    pe[:, 0::2] = torch.sin(angles)
+    pe[:, 1::2] = torch.cos(angles[:, : d_model // 2])
+    return pe
+
+
+class PositionalEncoding(nn.Module):
+    """Adds the fixed sinusoidal encoding to a batch of token sequences [B, T, D]."""
+
+    def __init__(self, d_model: int, max_len: int):
+        super().__init__()
+        self.register_buffer("pe", sinusoidal_encoding(max_len, d_model), persistent=False)  # [max_len, D]
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        length = tokens.shape[1]
+        if length > self.pe.shape[0]:
+            raise ValueError(f"sequence of {length} frames is longer than the positional encoding ({self.pe.shape[0]})")
+        return tokens + self.pe[None, :length]  # [1, T, D] broadcast over the batch
+
+
+class LipTransformer(nn.Module):
+    """features [B, T, C, n_mels] + presenter ids [B] -> standardised 53-d expression [B, T, 53]."""
+
+    def __init__(self, config: LipConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.input_proj = nn.Sequential(
+            nn.Linear(c.n_context * c.n_mels, c.d_model),
+            nn.GELU(),
+            nn.Dropout(c.dropout),
+            nn.Linear(c.d_model, c.d_model),
+        )
+        self.presenter_embedding = nn.Embedding(len(c.presenters), c.d_model)
+        self.positional = PositionalEncoding(c.d_model, c.max_len)
+        layer = nn.TransformerEncoderLayer(c.d_model, c.n_heads, c.ff_dim, c.dropout, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        # norm_first (pre-LN) keeps a 6-layer stack stable without long warm-up; nested tensors are unused here.
+        self.encoder = nn.TransformerEncoder(layer, c.n_layers, norm=nn.LayerNorm(c.d_model),
+                                             enable_nested_tensor=False)
+        self.head = nn.Linear(c.d_model, c.n_out)
+
+    def forward(self, features: torch.Tensor, presenter: torch.Tensor) -> torch.Tensor:
+        b, t, ctx, mels = features.shape
+        tokens = self.input_proj(features.reshape(b, t, ctx * mels))  # [B, T, C, M] -> [B, T, C*M] -> [B, T, D]
+        tokens = tokens + self.presenter_embedding(presenter)[:, None, :]  # [B, D] -> [B, 1, D]
+        tokens = self.positional(tokens)
+        return self.head(self.encoder(tokens))  # [B, T, D] -> [B, T, 53]
+
+    def presenter_index(self, name: str) -> int:
+        if name not in self.config.presenters:
+            raise KeyError(name)
+        return self.config.presenters.index(name)

@@ -1,0 +1,167 @@
+"""Core plumbing: atomic writes, tensor files, Parquet schemas, paths, params, CLI, MLflow nesting, dvc.yaml."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from talkinghead import schemas
+from talkinghead.atomic import atomic_path
+from talkinghead.errors import InputError, SchemaError
+from talkinghead.paths import PRESENTER_NAME, PresenterPaths
+from talkinghead.tensorfile import TensorWriter, load_tensor, save_tensor
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_atomic_path_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("boom")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]  # no temp file left behind
+    with atomic_path(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+
+
+def test_tensor_writer_streams_and_validates(tmp_path):
+    path = tmp_path / "frames.npy"
+    with TensorWriter(path, n=4, row_shape=(8, 8, 3), dtype=np.uint8) as w:
+        for i in range(4):
+            w[i] = i
+    arr = load_tensor(path, dtype=np.uint8, row_shape=(8, 8, 3), n=4)
+    assert arr[3].max() == 3 and arr[0].max() == 0
+    with pytest.raises(SchemaError, match="shape"):
+        load_tensor(path, row_shape=(8, 8, 1))
+    with pytest.raises(SchemaError, match="dtype"):
+        load_tensor(path, dtype=np.float32)
+    with pytest.raises(SchemaError, match="rows"):
+        load_tensor(path, n=5)
+
+
+def test_tensor_writer_leaves_nothing_on_error(tmp_path):
+    save_tensor(tmp_path / "a.npy", np.ones((2, 3), np.float32))
+    with pytest.raises(ValueError):
+        with TensorWriter(tmp_path / "a.npy", n=2, row_shape=(3,), dtype=np.float32) as w:
+            w[0] = 5
+            raise ValueError("interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy"]
+    assert np.all(load_tensor(tmp_path / "a.npy") == 1)  # the old file survives
+
+
+def _parameters_frame(n: int) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({
+        "frame": np.arange(n), "shape": list(rng.normal(size=(n, 100))), "expression": list(rng.normal(size=(n, 53))),
+        "texture": list(rng.normal(size=(n, 50))), "lighting": list(rng.normal(size=(n, 27))),
+        "camera": list(rng.normal(size=(n, 3))), "pose": list(rng.normal(size=(n, 6))),
+        "fit_error": rng.random(n),
+    })
+
+
+def test_schema_round_trip_and_validation(tmp_path):
+    df = _parameters_frame(5)
+    path = tmp_path / "flame.parquet"
+    schemas.write_table(df, path, schemas.PARAMETERS, metadata={"model": "open"})
+    back = schemas.read_table(path, schemas.PARAMETERS)
+    assert schemas.column_array(back, "expression").shape == (5, 53)
+    np.testing.assert_allclose(schemas.column_array(back, "pose"), np.stack(df["pose"]).astype(np.float32))
+    assert schemas.read_metadata(path)["model"] == "open"
+    # a reader expecting another schema gets a clear error naming the file
+    with pytest.raises(SchemaError, match="flame.parquet.*column 'detected' missing"):
+        schemas.read_table(path, schemas.LANDMARKS)
+
+
+def test_schema_rejects_wrong_width_and_type(tmp_path):
+    df = _parameters_frame(3)
+    df["expression"] = list(np.zeros((3, 52)))
+    with pytest.raises(SchemaError, match="width"):
+        schemas.write_table(df, tmp_path / "x.parquet", schemas.PARAMETERS)
+    bad = pa.table({"frame": pa.array([0.5]), "detected": pa.array([True])})
+    pq.write_table(bad, tmp_path / "bad.parquet")
+    with pytest.raises(SchemaError, match="type"):
+        schemas.read_table(tmp_path / "bad.parquet", schemas.LANDMARKS)
+    (tmp_path / "corrupt.parquet").write_bytes(b"not parquet")
+    with pytest.raises(SchemaError, match="corrupt.parquet.*not a readable Parquet"):
+        schemas.read_table(tmp_path / "corrupt.parquet", schemas.LANDMARKS)
+
+
+@pytest.mark.parametrize("name,ok", [("demo", True), ("bob_2-x", True), ("../x", False), ("Bob", False),
+                                     ("has space", False), ("", False), ("-x", False), ("a" * 41, False)])
+def test_presenter_name_rule(name, ok):
+    assert bool(PRESENTER_NAME.match(name)) == ok
+
+
+def test_presenter_paths_from_folder(tmp_path):
+    p = PresenterPaths.from_folder(tmp_path / "data" / "interim" / "bob")
+    assert p.frames == tmp_path / "data/interim/bob/frames.npy"
+    assert p.composites == tmp_path / "data/processed/bob/composites.npy"
+    with pytest.raises(InputError, match="no such presenter folder"):
+        p.raw_video()
+
+
+def _dvc_stage_paths() -> set[str]:
+    """Every path named in dvc.yaml outs/deps/metrics, with ${item} replaced by 'demo'."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    found: set[str] = set()
+    for stage in stages.values():
+        body = stage.get("do", stage)
+        for key in ("deps", "outs", "metrics"):
+            for entry in body.get(key, []):
+                found.add((next(iter(entry)) if isinstance(entry, dict) else entry).replace("${item}", "demo"))
+    return found
+
+
+def test_dvc_yaml_paths_agree_with_paths_module():
+    declared = _dvc_stage_paths()
+    p = PresenterPaths.of("demo")
+    for path in [p.frames, p.frames_table, p.audio, p.landmarks, p.flame, p.features, p.features_table,
+                 p.lip_coeffs, p.composites, p.composites_table]:
+        assert str(path) in declared, f"{path} is not declared in dvc.yaml"
+    for entry in declared:  # every module a stage depends on exists
+        if entry.startswith("src/"):
+            assert (ROOT / entry).exists(), f"dvc.yaml names {entry}, which does not exist"
+
+
+def test_dvc_yaml_stage_modules_exist():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        cmd = stage.get("do", stage)["cmd"]
+        module = re.search(r"python -m ([\w.]+)", cmd).group(1)
+        path = ROOT / "src" / (module.replace(".", "/") + ".py")
+        assert path.exists(), f"stage {name} runs {module}, which does not exist"
+
+
+def test_cli_unknown_command_exits_2():
+    out = subprocess.run([sys.executable, "-m", "talkinghead.cli", "frobnicate"], capture_output=True, text=True)
+    assert out.returncode == 2 and "unknown command 'frobnicate'" in out.stderr
+
+
+def test_mlflow_child_runs_nest_under_parent(tmp_path, monkeypatch):
+    from talkinghead import tracking
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    parent = tracking.start_parent_run("test")
+    monkeypatch.setenv(tracking.PARENT_ENV, parent)
+    with tracking.stage_run("extract", "bob", {"extract": {"crop_size": 256}}) as mlflow:
+        mlflow.log_metrics({"frames": 10.0}, step=0)
+        child = mlflow.active_run().info.run_id
+    run = mlflow.get_run(child)
+    assert run.data.tags["mlflow.parentRunId"] == parent
+    assert run.data.tags["dvc_stage"] == "extract@bob" and run.data.tags["presenter"] == "bob"
+    assert run.data.params["extract.crop_size"] == "256" and run.data.metrics["frames"] == 10.0
