@@ -26,6 +26,9 @@ ASSETS = Path("assets")
 OPEN_HEAD_MODEL = ASSETS / "open_head_model.npz"
 # The lip model is shared by all presenters (presenter embedding), so it lives outside any presenter's folder.
 LIP_CHECKPOINT = MODELS / "lip" / "lip.pt"
+# Training curves and summary of the (shared) lip model: DVC plots / metrics.
+LIP_VAL_LOSS = REPORTS / "lip" / "val_loss.csv"
+LIP_TRAIN_METRICS = REPORTS / "lip" / "train_metrics.json"
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
 
 
@@ -58,6 +61,12 @@ class PresenterPaths:
         the name is its last component and the project root three levels up."""
         folder = Path(folder)
         return cls.of(folder.name, root=folder.parent.parent.parent)
+
+    # demo (only the generated demo presenter has it)
+    @property
+    def visemes(self) -> Path:
+        """Ground-truth mouth shape per frame of a generated presenter (schemas.VISEMES), next to its video."""
+        return self.raw_dir / "visemes.parquet"
 
     # extract
     @property
@@ -112,6 +121,11 @@ class PresenterPaths:
     @property
     def gan_checkpoint(self) -> Path:
         return self.gan_dir / "gan.pt"
+
+    @property
+    def gan_train_state(self) -> Path:
+        """Resumable GAN training state (networks, optimizers, RNG, step); DVC `persist: true` keeps it."""
+        return self.gan_dir / "train_state.pt"
 
     def report(self, stage: str) -> Path:
         """reports/<stage>/<name>/: plots, overlays and metrics.json of one stage for this presenter."""

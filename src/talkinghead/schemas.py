@@ -98,6 +98,22 @@ COMPOSITES = pa.schema(
 )
 
 
+# data/raw/demo/visemes.parquet: the demo presenter's ground-truth mouth shape per video frame (stage `demo`).
+VISEMES = pa.schema(
+    [
+        ("frame", pa.int32()),
+        ("time_s", pa.float64()),
+        ("jaw_open", pa.float32()),  # 0 closed .. 1 widest
+        ("lip_spread", pa.float32()),  # 0 .. 1, corners out (ee)
+        ("lip_round", pa.float32()),  # 0 .. 1, corners in (oo)
+        ("closure", pa.float32()),  # 0 .. 1, lips pressed (p, b, m)
+        ("mouth_open", pa.float32()),  # lip gap the warp draws, fraction of its maximum (jaw_open cancelled by closure)
+        ("blink", pa.float32()),  # 0 open .. 1 eyelids shut
+        ("phoneme", pa.string()),  # eSpeak phoneme sounding at time_s ('_' = pause)
+    ]
+)
+
+
 def write_table(df: pd.DataFrame, path: str | Path, schema: pa.Schema, metadata: dict[str, str] | None = None) -> None:
     """Cast ``df`` to ``schema`` and write it atomically. List columns may hold lists or 1-D numpy arrays."""
     columns = []

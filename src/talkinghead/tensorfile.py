@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import make_readable
 from .errors import SchemaError
 
 
@@ -37,6 +38,7 @@ class TensorWriter:
         self.array.flush()
         del self.array
         if exc_type is None:
+            make_readable(self.tmp)
             os.replace(self.tmp, self.path)
         else:
             self.tmp.unlink(missing_ok=True)

@@ -9,7 +9,7 @@ frames it returns are upright with either behaviour.
 
 from __future__ import annotations
 
-import math
+import itertools
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -171,7 +171,7 @@ def constant_fps_timeline(times: np.ndarray, fps: float) -> tuple[np.ndarray, np
     """
     times = np.asarray(times, np.float64)
     span = float(times[-1] - times[0]) + 1.0 / mean_fps(times)  # the last frame is shown for one mean interval
-    n_out = max(1, int(math.floor(span * fps + 1e-6)))
+    n_out = max(1, int(round(span * fps)))  # round, not floor: 117.99999 frames of float error is 118
     out_times = times[0] + np.arange(n_out) / fps
     right = np.clip(np.searchsorted(times, out_times), 1, len(times) - 1)
     left = right - 1
@@ -182,51 +182,61 @@ def constant_fps_timeline(times: np.ndarray, fps: float) -> tuple[np.ndarray, np
 
 
 def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float, audio: np.ndarray | None = None,
-                audio_rate: int = 44100, rotation: int = 0, times: np.ndarray | None = None, crf: int = 23) -> None:
+                audio_rate: int = 44100, rotation: int = 0, times: np.ndarray | None = None, crf: int = 23,
+                faststart: bool = False) -> None:
     """Encode upright RGB uint8 frames [H, W, 3] as H.264 (+ AAC stereo from mono float ``audio`` [T]), atomically.
 
     ``rotation`` (counter-clockwise degrees) is stored as display-matrix metadata, with the pixels turned the other
     way, as a phone would write it. ``times`` (seconds per frame) gives variable-frame-rate timestamps.
+    ``faststart`` puts the index (moov) first, as streaming-ready files have it.
     """
     import av
 
     k = (rotation // 90) % 4
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise ValueError("write_video: no frames")
+    time_base = Fraction(1, 1000) if times is not None else Fraction(1, int(round(fps * 1000)))
+    pcm = None if audio is None else np.clip(np.asarray(audio, np.float32), -1, 1)
+    chunk = 1024  # AAC frame size
     with atomic_path(path) as tmp:
-        with av.open(str(tmp), "w") as container:
-            vstream = None
-            astream = None
-            if audio is not None:
-                astream = container.add_stream("aac", rate=audio_rate, layout="stereo")
-            time_base = Fraction(1, 1000) if times is not None else Fraction(1, int(round(fps * 1000)))
-            for i, frame in enumerate(frames):
-                stored = np.ascontiguousarray(np.rot90(frame, -k))
-                if vstream is None:
-                    vstream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-                    vstream.height, vstream.width = stored.shape[:2]
-                    vstream.pix_fmt = "yuv420p"
-                    vstream.time_base = time_base
-                    vstream.options = {"crf": str(crf), "preset": "veryfast"}
-                    if rotation:
-                        vstream.set_display_rotation(rotation)
-                vf = av.VideoFrame.from_ndarray(stored, format="rgb24")
+        with av.open(str(tmp), "w", format="mp4" if str(path).endswith((".mp4", ".m4v", ".mov")) else None,
+                     options={"movflags": "faststart"} if faststart else {}) as container:
+            vstream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+            vstream.height, vstream.width = np.rot90(first, -k).shape[:2]
+            vstream.pix_fmt = "yuv420p"
+            vstream.time_base = time_base
+            vstream.codec_context.time_base = time_base
+            vstream.options = {"crf": str(crf), "preset": "veryfast"}
+            if rotation:
+                vstream.set_display_rotation(rotation)
+            astream = None if pcm is None else container.add_stream("aac", rate=audio_rate, layout="stereo")
+            audio_done = 0
+
+            def mux_audio(until_sample: int) -> None:
+                """Encode audio up to ``until_sample`` so the file interleaves audio and video like a camera's."""
+                nonlocal audio_done
+                while astream is not None and audio_done < min(until_sample, len(pcm)):
+                    part = pcm[audio_done:audio_done + chunk]
+                    af = av.AudioFrame.from_ndarray(np.ascontiguousarray(np.stack([part, part])), format="fltp",
+                                                    layout="stereo")  # [2, n] planar stereo
+                    af.sample_rate = audio_rate
+                    af.pts = audio_done
+                    for packet in astream.encode(af):
+                        container.mux(packet)
+                    audio_done += len(part)
+
+            for i, frame in enumerate(itertools.chain([first], frames)):
+                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.rot90(frame, -k)), format="rgb24")
                 vf.time_base = time_base
                 vf.pts = int(round(times[i] * 1000)) if times is not None else i * 1000
                 for packet in vstream.encode(vf):
                     container.mux(packet)
-            if vstream is None:
-                raise ValueError("write_video: no frames")
+                mux_audio(int(((times[i] if times is not None else i / fps) + 1.0 / fps) * audio_rate))
             for packet in vstream.encode():
                 container.mux(packet)
             if astream is not None:
-                pcm = np.clip(np.asarray(audio, np.float32), -1, 1)
-                stereo = np.stack([pcm, pcm])  # [2, T] planar
-                chunk = 1024
-                for start in range(0, stereo.shape[1], chunk):
-                    part = np.ascontiguousarray(stereo[:, start:start + chunk])
-                    af = av.AudioFrame.from_ndarray(part, format="fltp", layout="stereo")
-                    af.sample_rate = audio_rate
-                    af.pts = start
-                    for packet in astream.encode(af):
-                        container.mux(packet)
+                mux_audio(len(pcm))
                 for packet in astream.encode():
                     container.mux(packet)

@@ -1,0 +1,37 @@
+"""Shared fixtures.
+
+``tiny_video(**options) -> Path`` writes a short H.264 + AAC mp4 of a real face photo (skimage's public-domain
+astronaut) moving a little over a plain background, into the test's tmp_path. Options (all optional):
+  name="video.mp4", seconds=4.0, fps=25.0, size=(width, height)=(256, 256),
+  faces=(0.4,)  face box side(s) as a fraction of min(width, height); () = no face, (0.3, 0.3) = two faces,
+  rotation=0    display-matrix rotation (counter-clockwise degrees; pixels stored turned, like a phone),
+  audio="tone"  "tone" (voiced, syllable-modulated), "noise", "silent" or None (no audio track),
+  audio_rate=44100, vfr=False (irregular frame timestamps), seed=0, faststart=False (mp4 index first).
+
+``media_dir`` is ../shared/media (skips the test when absent).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from talkinghead.benchmarks.ingest import synthetic_face_clip
+
+MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
+
+
+@pytest.fixture
+def tiny_video(tmp_path):
+    def make(name: str = "video.mp4", **options) -> Path:
+        return synthetic_face_clip(tmp_path / name, **options)
+
+    return make
+
+
+@pytest.fixture
+def media_dir() -> Path:
+    if not MEDIA.is_dir():
+        pytest.skip(f"shared media folder {MEDIA} is absent")
+    return MEDIA

@@ -1,0 +1,123 @@
+"""check / add-presenter: the report, exit codes, the copy + dvc add + params.yaml edit, and refusals that leave
+everything as it was."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from talkinghead import onboard
+from talkinghead.errors import InputError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def fewer_samples(monkeypatch):
+    monkeypatch.setattr(onboard, "CHECK_SAMPLES", 12)  # the check on ~50 frames is slow on a loaded 2-core box
+
+
+@pytest.fixture
+def plain_project(tmp_path):
+    """A scratch project folder with params.yaml copied from the repo."""
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    return root
+
+
+@pytest.fixture
+def project(plain_project):
+    """plain_project made a DVC repo (without git)."""
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=plain_project, check=True)
+    return plain_project
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and ".dvc/tmp" not in str(p) and "/cache/" not in str(p)}
+
+
+def test_check_report_on_a_good_clip(tiny_video):
+    report = onboard.check_video(tiny_video(seconds=3.2))
+    assert report.usable and report.reasons == []
+    assert (report.width, report.height, report.rotation) == (256, 256, 0)
+    assert report.audio_rate == 44100 and report.audio_channels == 2
+    assert report.one_face_share == 1.0 and 80 < report.median_face_px < 140
+    assert abs(report.yaw_min_deg) < 25 and abs(report.yaw_max_deg) < 25
+    text = onboard.format_report(report)
+    assert "usable:     yes" in text and "256x256" in text
+
+
+def test_check_report_lists_reasons(tiny_video):
+    report = onboard.check_video(tiny_video(seconds=2.0, audio=None, faces=(0.3, 0.3)))
+    assert not report.usable
+    joined = " ".join(report.reasons)
+    assert "shorter than" in joined and "no audio track" in joined and "exactly one face" in joined
+    assert "usable:     NO" in onboard.format_report(report)
+
+
+def test_check_main_exit_codes(tiny_video, tmp_path, capsys):
+    assert onboard.check_main([str(tiny_video(seconds=3.2))]) == 0
+    assert onboard.check_main([str(tiny_video("silent_short.mp4", seconds=2.0))]) == 2
+    bad = tmp_path / "junk.mp4"
+    bad.write_bytes(b"junk" * 100)
+    assert onboard.check_main([str(bad)]) == 2
+    assert "junk.mp4: not a readable video" in capsys.readouterr().err
+
+
+def test_add_presenter_copies_tracks_and_lists_it(tiny_video, project):
+    video = tiny_video("clip.MP4", seconds=3.2)
+    comments_before = [line for line in (project / "params.yaml").read_text().splitlines() if "#" in line]
+    message = onboard.add_presenter("alice_2", video, root=project)
+    raw = project / "data" / "raw" / "alice_2"
+    assert (raw / "video.mp4").read_bytes() == video.read_bytes()
+    assert (project / "data" / "raw" / "alice_2.dvc").exists()
+    params_text = (project / "params.yaml").read_text()
+    assert yaml.safe_load(params_text)["presenters"][-1] == "alice_2"
+    assert [line for line in params_text.splitlines() if "#" in line] == comments_before  # comments kept
+    assert "dvc repro" in message
+    assert not [p for p in (project / "data" / "raw").iterdir() if p.name.startswith(".")]  # no temp folders
+
+    # existing name without --force: refused, nothing changes
+    other = tiny_video("other.mp4", seconds=3.5, seed=3)
+    before = _snapshot(project)
+    with pytest.raises(InputError, match="already exists; use --force"):
+        onboard.add_presenter("alice_2", other, root=project)
+    assert _snapshot(project) == before
+
+    # --force replaces the video, keeps one entry in params.yaml
+    onboard.add_presenter("alice_2", other, force=True, root=project)
+    assert (raw / "video.mp4").read_bytes() == other.read_bytes()
+    assert yaml.safe_load((project / "params.yaml").read_text())["presenters"].count("alice_2") == 1
+
+
+@pytest.mark.parametrize("name", ["../x", "bob smith", "Bob", "", "a/b"])
+def test_add_presenter_bad_name(name, plain_project):
+    before = _snapshot(plain_project)
+    with pytest.raises(InputError, match="bad presenter name"):
+        onboard.add_presenter(name, plain_project / "missing.mp4", root=plain_project)
+    assert _snapshot(plain_project) == before
+
+
+def test_add_presenter_unusable_video_changes_nothing(tiny_video, plain_project):
+    before = _snapshot(plain_project)
+    with pytest.raises(InputError, match="video.mp4: not usable: .*no audio track"):
+        onboard.add_presenter("carol", tiny_video(audio=None, seconds=3.2), root=plain_project)
+    assert _snapshot(plain_project) == before and not (plain_project / "data" / "raw" / "carol").exists()
+    assert onboard.add_presenter_main(["carol", str(plain_project / "nope.mp4")]) == 2
+
+
+def test_head_yaw_sign_and_zero():
+    points = np.zeros((478, 3), np.float32)
+    points[onboard.CHEEK_LEFT] = (0.3, 0.5, 0.0)
+    points[onboard.CHEEK_RIGHT] = (0.7, 0.5, 0.0)
+    assert onboard.head_yaw_deg(points) == pytest.approx(0.0)
+    points[onboard.CHEEK_RIGHT, 2] = 0.4
+    assert onboard.head_yaw_deg(points) == pytest.approx(45.0)
