@@ -26,15 +26,19 @@ COMMANDS = {
 
 def repro(targets: list[str] | None = None, extra: list[str] | None = None) -> int:
     """`dvc repro [targets]` with one MLflow parent run that every stage's child run attaches to."""
-    from .tracking import PARENT_ENV, start_parent_run
+    from .tracking import PARENT_ENV, end_parent_run, start_parent_run
 
     env = dict(os.environ)
     # Stage commands say `python -m ...`: make that the interpreter running us (the project venv).
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
-    if PARENT_ENV not in env:
+    own_parent = PARENT_ENV not in env
+    if own_parent:
         env[PARENT_ENV] = start_parent_run("repro " + " ".join(targets or ["(all)"]))
     cmd = [sys.executable, "-m", "dvc", "repro", *(extra or []), *(targets or [])]
-    return subprocess.call(cmd, env=env)
+    code = subprocess.call(cmd, env=env)
+    if own_parent:
+        end_parent_run(env[PARENT_ENV], ok=code == 0)
+    return code
 
 
 def _repro_main(argv: list[str]) -> int:

@@ -64,6 +64,12 @@ def start_parent_run(name: str = "repro") -> str:
     return run.info.run_id
 
 
+def end_parent_run(run_id: str, ok: bool) -> None:
+    """Close a parent run made by ``start_parent_run`` once the whole pipeline invocation is over."""
+    _, client, _ = _client()
+    client.set_terminated(run_id, status="FINISHED" if ok else "FAILED")
+
+
 def _parent_run_id(client, exp_id: str) -> str | None:
     if os.environ.get(PARENT_ENV):
         return os.environ[PARENT_ENV]
@@ -75,6 +81,8 @@ def _parent_run_id(client, exp_id: str) -> str | None:
         return found[0].info.run_id
     run = client.create_run(exp_id, run_name=f"dvc repro {key}",
                             tags={"dvc_repro": key, "git_commit": git_commit(), "kind": "repro"})
+    # Nobody outlives a bare `dvc repro` to close this run; children attach by tag, so it can be closed now.
+    client.set_terminated(run.info.run_id, status="FINISHED")
     return run.info.run_id
 
 
