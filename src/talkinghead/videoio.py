@@ -137,6 +137,7 @@ class VideoWriter:
                     self.container.mux(packet)
             self.container.close()
             self._closed = True
+            os.chmod(self.tmp, 0o666 & ~_umask())  # mkstemp makes files private; a video is an ordinary file
             os.replace(self.tmp, self.path)
         except BaseException:
             self.abort()
@@ -230,6 +231,12 @@ class VideoWriter:
                 pass
             self._closed = True
         self.tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def probe(path: str | Path) -> dict:

@@ -1,0 +1,357 @@
+"""evaluate@NAME: make the presenter say its held-out tail's audio and compare with the real held-out frames.
+
+    python -m talkinghead.stages.evaluate data/interim/NAME
+
+The speak pipeline runs at crop level (render + composite + GAN on the real tail's own head poses, no paste-back),
+so every generated frame lines up with a real crop. Metrics (all on S x S crops, distances rescaled to a 256 crop):
+- ``lmd``: lip landmark distance (px): MediaPipe FaceMesh on generated and real crops; per frame the lip points of
+  each set are mean-centred (head position cancels), then the mean point distance; averaged over frames.
+- ``mouth_opening_r``: Pearson r of the inner-lip gap, real vs generated.
+- ``av_offset``: lag in [-5, 5] frames maximising their cross-correlation (positive = generated lags real).
+- ``mouth_psnr`` / ``mouth_ssim``: on the mouth box of the real frame, resized to a fixed size.
+The same for two baselines: ``static`` (the pipeline with the mouth held closed: the closed-mouth frame's fitted
+expression on every frame) and ``shifted`` (the generated video delayed by 3 frames; should give av_offset 3).
+
+Writes reports/eval/NAME/: metrics.json, mouth_opening.csv + mouth_opening.png (real vs generated over time),
+side_by_side.mp4 (real | generated, with the tail's audio) and strip.png (a few real | generated pairs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from ..errors import InputError
+from ..paths import PresenterPaths
+
+STAGE = "evaluate"
+DEFAULTS: dict[str, Any] = {
+    "shift_frames": 3,        # the shifted baseline's delay
+    "max_lag": 5,             # av_offset search range, frames
+    "mouth_size": [96, 64],   # mouth crops are resized to width x height before PSNR / SSIM
+    "strip_pairs": 4,         # real | generated pairs in strip.png
+    "batch_size": 16,
+    "max_frames": 0,          # evaluate at most this many tail frames (0 = all)
+}
+METRIC_SIZE = 256  # landmark distances are reported in pixels of a 256 x 256 crop
+
+
+def evaluate_params(params: dict | None) -> dict[str, Any]:
+    return {**DEFAULTS, **(params or {})}
+
+
+def lip_landmark_ids() -> np.ndarray:
+    """The 40 MediaPipe FaceMesh lip landmark indices (FACEMESH_LIPS), sorted."""
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LIPS
+
+    return np.array(sorted({i for edge in FACEMESH_LIPS for i in edge}), np.int64)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# metrics (pure functions)
+
+def lip_landmark_distance(real: np.ndarray, generated: np.ndarray, lip_ids: np.ndarray) -> float:
+    """Mean over frames of the mean lip-point distance after mean-centring each frame's lip points.
+
+    real, generated: [N, 478, 2] pixels (NaN rows = no face found; skipped). Returns NaN if no frame has both.
+    """
+    a = real[:, lip_ids, :2].astype(np.float64)  # [N, L, 2]
+    b = generated[:, lip_ids, :2].astype(np.float64)
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    per_frame = np.linalg.norm(a - b, axis=-1).mean(axis=1)  # [N]
+    valid = np.isfinite(per_frame)
+    return float(per_frame[valid].mean()) if valid.any() else float("nan")
+
+
+def fill_gaps(series: np.ndarray) -> np.ndarray:
+    """Linearly interpolate NaNs in a 1-D series (ends take the nearest value); all-NaN stays NaN."""
+    series = np.asarray(series, np.float64)
+    valid = np.isfinite(series)
+    if valid.all() or not valid.any():
+        return series
+    x = np.arange(len(series))
+    return np.interp(x, x[valid], series[valid])
+
+
+def delayed(series: np.ndarray, frames: int) -> np.ndarray:
+    """``series`` delayed by ``frames`` (out[i] = series[i - frames], the first value repeated at the start)."""
+    if frames <= 0:
+        return series.copy()
+    return np.concatenate([np.repeat(series[:1], frames, axis=0), series[:-frames]])
+
+
+def sync_metrics(real_lmk: np.ndarray, gen_lmk: np.ndarray, lip_ids: np.ndarray, scale: float,
+                 max_lag: int) -> dict[str, float]:
+    """LMD (px at the metric size), mouth-opening Pearson r and AV offset of one generated landmark track."""
+    from ..lipmetrics import av_offset, pearson_r
+    from ..speak import mouth_opening_from_landmarks
+
+    real_open = fill_gaps(mouth_opening_from_landmarks(real_lmk))
+    gen_open = fill_gaps(mouth_opening_from_landmarks(gen_lmk))
+    out = {"lmd": lip_landmark_distance(real_lmk, gen_lmk, lip_ids) * scale}
+    if np.isfinite(real_open).all() and np.isfinite(gen_open).all() and len(real_open) > 2 * max_lag + 1:
+        out["mouth_opening_r"] = pearson_r(real_open, gen_open)
+        out["av_offset"] = int(av_offset(real_open, gen_open, max_lag))
+    else:
+        out["mouth_opening_r"] = float("nan")
+        out["av_offset"] = float("nan")
+    return out
+
+
+def mouth_crops(images: np.ndarray, boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Cut each image's mouth box (x0, y0, x1, y1, crop px) and resize to ``size`` (w, h): uint8 [B, h, w, 3]."""
+    import cv2
+
+    out = []
+    s = images.shape[1]
+    for image, (x0, y0, x1, y1) in zip(images, boxes):
+        x0, y0 = int(np.clip(np.floor(x0), 0, s - 2)), int(np.clip(np.floor(y0), 0, s - 2))
+        x1, y1 = int(np.clip(np.ceil(x1), x0 + 2, s)), int(np.clip(np.ceil(y1), y0 + 2, s))
+        out.append(cv2.resize(image[y0:y1, x0:x1], tuple(size), interpolation=cv2.INTER_AREA))
+    return np.stack(out)
+
+
+class FaceMeshTracker:
+    """MediaPipe FaceMesh (478 points, video mode) over a stream of crops: [B, 478, 2] pixels, NaN if no face."""
+
+    def __init__(self):
+        import mediapipe as mp
+
+        self.mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True,
+                                                    min_detection_confidence=0.5, min_tracking_confidence=0.5)
+
+    def __call__(self, images: Iterable[np.ndarray]) -> np.ndarray:
+        out = []
+        for image in images:
+            h, w = image.shape[:2]
+            result = self.mesh.process(np.ascontiguousarray(image))
+            if not result.multi_face_landmarks:
+                out.append(np.full((478, 2), np.nan, np.float32))
+                continue
+            pts = result.multi_face_landmarks[0].landmark
+            out.append(np.array([(p.x * w, p.y * h) for p in pts], np.float32))
+        return np.stack(out)
+
+    def close(self) -> None:
+        self.mesh.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the stage
+
+@dataclass
+class EvaluationResult:
+    metrics: dict[str, Any]
+    real_opening: np.ndarray   # [M] inner-lip gap (px at the metric size)
+    gen_opening: np.ndarray    # [M]
+    frames: np.ndarray         # [M] timeline frame indices of the tail
+
+
+def tail_audio(samples: np.ndarray, rate: int, start: int, stop: int, fps: float) -> np.ndarray:
+    """The audio of timeline frames [start, stop): float32 [T]."""
+    a, b = int(round(start / fps * rate)), int(round(stop / fps * rate))
+    seg = samples[a:b]
+    need = b - a
+    return seg if len(seg) >= need else np.concatenate([seg, np.zeros(need - len(seg), np.float32)])
+
+
+def evaluate_presenter(paths: PresenterPaths, params: dict[str, Any], root: Path, progress: bool = True,
+                       synthesizer=None) -> EvaluationResult:
+    """Run the crop-level speak pipeline on the held-out tail and score it (see the module docstring).
+
+    Writes side_by_side.mp4 and strip.png into paths.report("eval") as it goes; returns the metrics.
+    """
+    from tqdm import tqdm
+
+    from ..audio import read_wav
+    from ..imagemetrics import psnr_per_image, ssim_per_image
+    from ..lip import predict
+    from ..paths import LIP_CHECKPOINT
+    from ..speak import CropSynthesizer, closed_mouth_frame, load_presenter, mouth_opening_from_landmarks
+    from ..stages.align import features_for_audio
+    from ..stages.composites import mouth_box
+    from ..videoio import VideoWriter
+    from ..params import params_group
+
+    p = evaluate_params(params)
+    pres = load_presenter(paths, float(params_group("split")["heldout_fraction"]))
+    start, stop = pres.heldout_start, pres.n_frames
+    if p["max_frames"]:
+        stop = min(stop, start + int(p["max_frames"]))
+    n = stop - start
+    if n <= 2 * int(p["max_lag"]) + 1:
+        raise InputError(paths.frames_table, f"held-out tail has only {n} frames; too short to evaluate")
+    samples, rate = read_wav(paths.audio)
+    audio = tail_audio(samples, rate, start, stop, pres.fps)
+    features = features_for_audio(audio, n, pres.fps, params_group("align"))  # [n, C, 80]
+    expression = np.asarray(predict(root / LIP_CHECKPOINT, features, paths.name), np.float32)  # [n, 53]
+    closed = closed_mouth_frame(pres.lmk_crop, max(start, 1), pres.detected)
+    static_expression = np.repeat(pres.fitted["expression"][closed][None], n, axis=0)  # mouth held closed
+
+    synth = synthesizer or CropSynthesizer(pres, root)
+    composite_params = params_group("composites")
+    size = pres.crop_size
+    scale = METRIC_SIZE / size
+    shift = int(p["shift_frames"])
+    mouth_size = tuple(int(v) for v in p["mouth_size"])
+    out_dir = paths.report("eval")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    strip_at = set(np.linspace(0, n - 1, int(p["strip_pairs"]) + 2).round().astype(int)[1:-1].tolist())
+    strip: list[np.ndarray] = []
+
+    trackers = {k: FaceMeshTracker() for k in ("real", "generated", "static")}
+    lmk = {k: [] for k in trackers}
+    scores = {k: {"psnr": [], "ssim": []} for k in ("generated", "static", "shifted")}
+    recent: deque = deque(maxlen=shift + 1)  # generated crops of the last frames, for the shifted baseline
+    batch = int(p["batch_size"])
+    try:
+        with VideoWriter(out_dir / "side_by_side.mp4", pres.fps, 2 * size, size, audio=audio, audio_rate=rate) as video, \
+                tqdm(total=n, unit="frame", desc=f"evaluate {paths.name}", disable=not progress) as bar:
+            for b0 in range(0, n, batch):
+                source = np.arange(start + b0, min(start + b0 + batch, stop))
+                k = len(source)
+                real = np.asarray(pres.crops[source])
+                generated, _ = synth.synthesize(expression[b0:b0 + k], source)
+                static, _ = synth.synthesize(static_expression[b0:b0 + k], source)
+                shifted = []
+                for g in generated:
+                    recent.append(g)
+                    shifted.append(recent[0])  # the frame `shift` steps back (the first one at the start)
+                shifted = np.stack(shifted)
+                boxes = np.array([mouth_box(pres.lmk_crop[i], size, composite_params) for i in source], np.float64)
+                real_mouth = mouth_crops(real, boxes, mouth_size)
+                for name, images in (("generated", generated), ("static", static), ("shifted", shifted)):
+                    mouths = mouth_crops(images, boxes, mouth_size)
+                    scores[name]["psnr"].append(psnr_per_image(mouths, real_mouth))
+                    scores[name]["ssim"].append(ssim_per_image(mouths, real_mouth))
+                for name, images in (("real", real), ("generated", generated), ("static", static)):
+                    lmk[name].append(trackers[name](images))
+                pairs = np.concatenate([real, generated], axis=2)  # [B, S, 2S, 3]: real | generated
+                video.write(pairs)
+                strip.extend(pairs[j] for j in range(k) if b0 + j in strip_at)
+                bar.update(k)
+    finally:
+        for tracker in trackers.values():
+            tracker.close()
+    lmk = {k: np.concatenate(v) for k, v in lmk.items()}
+    lip_ids = lip_landmark_ids()
+    max_lag = int(p["max_lag"])
+    metrics: dict[str, Any] = {"frames": n, "heldout_start": start, "fps": pres.fps,
+                               "face_found_fraction": float(np.isfinite(lmk["generated"][:, 0, 0]).mean())}
+    tracks = {"generated": lmk["generated"], "static": lmk["static"], "shifted": delayed(lmk["generated"], shift)}
+    for name, track in tracks.items():
+        m = sync_metrics(lmk["real"], track, lip_ids, scale, max_lag)
+        m["mouth_psnr"] = _finite_mean(np.concatenate(scores[name]["psnr"]))
+        m["mouth_ssim"] = float(np.mean(np.concatenate(scores[name]["ssim"])))
+        metrics["model" if name == "generated" else f"baseline_{name}"] = m
+    if strip:
+        import cv2
+
+        image = np.concatenate(strip, axis=0)  # pairs stacked vertically
+        ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        if ok:
+            _atomic_bytes(out_dir / "strip.png", png.tobytes())
+    return EvaluationResult(metrics, fill_gaps(mouth_opening_from_landmarks(lmk["real"])) * scale,
+                            fill_gaps(mouth_opening_from_landmarks(lmk["generated"])) * scale,
+                            np.arange(start, stop))
+
+
+def _finite_mean(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("inf")
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    from ..atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_outputs(result: EvaluationResult, out_dir: Path, fps: float) -> None:
+    """metrics.json, mouth_opening.csv and mouth_opening.png."""
+    import pandas as pd
+
+    from ..atomic import atomic_path
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(_json_safe(result.metrics), indent=2) + "\n")
+    table = pd.DataFrame({"frame": result.frames, "time_s": result.frames / fps,
+                          "real": result.real_opening, "generated": result.gen_opening})
+    with atomic_path(out_dir / "mouth_opening.csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 3))
+    ax.plot(table["time_s"], table["real"], label="real", lw=1.2)
+    ax.plot(table["time_s"], table["generated"], label="generated", lw=1.2)
+    m = result.metrics["model"]
+    ax.set_title(f"mouth opening, held-out tail (r = {m['mouth_opening_r']:.2f}, AV offset {m['av_offset']} frames)")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("inner-lip gap (px @256)")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    with atomic_path(out_dir / "mouth_opening.png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
+def _json_safe(value):
+    """NaN/inf -> None (JSON has neither); numpy scalars -> Python."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    return value
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("interim", type=Path, help="data/interim/NAME")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    from ..params import params_group
+    from ..speak import check_presenter
+    from ..tracking import flatten, stage_run
+
+    try:
+        paths = PresenterPaths.from_folder(args.interim)
+        root = args.interim.parent.parent.parent
+        check_presenter(paths.name, root, need_raw=False)
+        params = params_group(STAGE)
+        result = evaluate_presenter(paths, params, root, progress=not args.quiet)
+        out_dir = paths.report("eval")
+        write_outputs(result, out_dir, float(result.metrics["fps"]))
+        with stage_run(STAGE, paths.name, evaluate_params(params)) as mlflow:
+            numbers = {k: v for k, v in flatten(result.metrics).items()
+                       if isinstance(v, (int, float)) and np.isfinite(v)}
+            mlflow.log_metrics(numbers, step=0)
+            for name in ("metrics.json", "mouth_opening.png", "mouth_opening.csv", "strip.png", "side_by_side.mp4"):
+                if (out_dir / name).exists():
+                    mlflow.log_artifact(str(out_dir / name))
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    m = result.metrics["model"]
+    print(f"evaluate {paths.name}: {result.metrics['frames']} frames; LMD {m['lmd']:.2f} px, r {m['mouth_opening_r']:.3f}, "
+          f"AV offset {m['av_offset']}, mouth PSNR {m['mouth_psnr']:.2f} dB, SSIM {m['mouth_ssim']:.3f} -> {out_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,302 @@
+"""speak: video writer, paste-back, ping-pong schedule, error cases, and (when the upstream parts exist) end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from talkinghead.audio import write_wav
+from talkinghead.errors import InputError
+from talkinghead.paste import PasteConfig, paste_back
+from talkinghead.paths import PresenterPaths
+from talkinghead.speak import pingpong_schedule, required_artifacts, speak, speak_main
+from talkinghead.videoio import VideoWriter, n_frames_for_audio, probe
+
+RATE = 16000
+
+
+def tone(seconds: float, rate: int = RATE, amplitude: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+# -- video writer --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fps, seconds", [(25.0, 2.37), (30.0, 1.05)])
+def test_writer_duration_matches_audio_and_has_audio(tmp_path, fps, seconds):
+    audio = tone(seconds)
+    n = n_frames_for_audio(len(audio), RATE, fps)
+    out = tmp_path / "clip.mp4"
+    rng = np.random.default_rng(0)
+    with VideoWriter(out, fps, 96, 64, audio=audio, audio_rate=RATE) as writer:
+        for i in range(0, n, 7):  # odd batch size: batches do not line up with anything
+            writer.write(rng.integers(0, 255, (min(7, n - i), 64, 96, 3), dtype=np.uint8))
+    info = probe(out)
+    assert info["video"]["codec"] == "h264" and info["video"]["pix_fmt"] == "yuv420p"
+    assert (info["video"]["width"], info["video"]["height"]) == (96, 64)
+    assert info["audio"] is not None and info["audio"]["codec"] == "aac"
+    assert info["video"]["frames"] == n
+    assert abs(info["video"]["duration_s"] - seconds) <= 1.0 / fps
+    assert abs(info["audio"]["duration_s"] - seconds) <= 1.0 / fps
+    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]  # no temp file left behind
+
+
+@pytest.mark.parametrize("threaded", [True, False])
+def test_writer_leaves_nothing_on_error(tmp_path, threaded):
+    out = tmp_path / "clip.mp4"
+    frames = np.zeros((5, 32, 32, 3), np.uint8)
+    with pytest.raises(RuntimeError, match="boom"):
+        with VideoWriter(out, 25, 32, 32, audio=tone(1.0), threaded=threaded) as writer:
+            writer.write(frames)
+            writer.write(frames)
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_leaves_nothing_on_bad_frame(tmp_path):
+    out = tmp_path / "clip.mp4"
+    with pytest.raises(ValueError):
+        with VideoWriter(out, 25, 32, 32) as writer:
+            writer.write(np.zeros((2, 32, 32, 3), np.uint8))
+            writer.write(np.zeros((2, 16, 32, 3), np.uint8))  # wrong size mid-stream
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- paste-back ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("box", [(40.3, 20.7, 100.0), (-30.0, -10.0, 90.0), (150.0, 100.0, 80.0)])
+@pytest.mark.parametrize("levels", [1, 4])
+def test_paste_back_only_changes_the_crop_box(box, levels):
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 255, (160, 200, 3), dtype=np.uint8)
+    crop = np.full((64, 64, 3), 255, np.uint8)
+    out = paste_back(frame, crop, box, config=PasteConfig(levels=levels, colour_match=False))
+    x0, y0, side = int(np.floor(box[0])), int(np.floor(box[1])), int(round(box[2]))
+    outside = np.ones(frame.shape[:2], bool)
+    outside[max(y0, 0):y0 + side, max(x0, 0):x0 + side] = False
+    assert np.array_equal(out[outside], frame[outside])
+    inside = ~outside
+    assert (out[inside].astype(int) - frame[inside]).mean() > 5  # something was pasted
+
+
+def test_paste_back_blends_centre_fully_and_keeps_the_frame_input():
+    frame = np.full((120, 120, 3), 50, np.uint8)
+    crop = np.full((64, 64, 3), 200, np.uint8)
+    mask = np.zeros((64, 64), np.float32)
+    mask[16:48, 16:48] = 1.0
+    out = paste_back(frame, crop, (10.0, 10.0, 100.0), mask=mask, config=PasteConfig(colour_match=False))
+    assert out[60, 60].tolist() == [200, 200, 200]  # the mask's centre is the generated crop
+    assert frame[60, 60].tolist() == [50, 50, 50]   # input untouched (out is a copy)
+    assert out[15, 15].tolist() == [50, 50, 50]     # inside the box but far from the mask
+
+
+# -- schedule ------------------------------------------------------------------------------------------------------
+
+def test_pingpong_starts_at_closed_frame_and_reverses_at_the_ends():
+    s = pingpong_schedule(12, start=3, lo=0, hi=5)
+    assert s.tolist() == [3, 4, 3, 2, 1, 0, 1, 2, 3, 4, 3, 2]
+    assert np.all(np.abs(np.diff(s)) == 1)  # no jumps: motion stays continuous
+
+
+@pytest.mark.parametrize("n_out", [1, 7, 1000])
+def test_pingpong_covers_any_length(n_out):
+    s = pingpong_schedule(n_out, start=10, lo=5, hi=40)
+    assert len(s) == n_out and s[0] == 10 and s.min() >= 5 and s.max() < 40
+    if n_out > 100:
+        assert set(s.tolist()) == set(range(5, 40))
+    assert pingpong_schedule(4, 0, 0, 1).tolist() == [0, 0, 0, 0]
+
+
+# -- error cases ---------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A project root with params.yaml naming presenter 'alice' (artifacts made per test)."""
+    (tmp_path / "params.yaml").write_text("presenters:\n  - alice\nspeak: {}\nsplit:\n  heldout_fraction: 0.2\n")
+    (tmp_path / "data" / "raw" / "alice").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    write_wav(tmp_path / "speech.wav", tone(1.0))
+    return tmp_path
+
+
+def make_trained(root, name="alice", skip=None):
+    """Placeholder artifacts (speak checks existence before reading anything)."""
+    paths = PresenterPaths.of(name, root)
+    for artifact, stage in required_artifacts(paths, root):
+        if stage != skip:
+            artifact.parent.mkdir(parents=True, exist_ok=True)
+            artifact.write_bytes(b"")
+    return paths
+
+
+def run_main(argv, capsys):
+    code = speak_main(argv)
+    return code, capsys.readouterr().err.strip()
+
+
+def test_unknown_presenter_lists_known_ones(project, capsys):
+    code, err = run_main(["--presenter", "bob", "--audio", "speech.wav", "--out", "out.mp4"], capsys)
+    assert code == 2 and "unknown presenter 'bob'" in err and "alice" in err and len(err.splitlines()) == 1
+    assert not (project / "out.mp4").exists()
+
+
+@pytest.mark.parametrize("missing, stage", [("landmarks@alice", "landmarks@alice"), ("fit@alice", "fit@alice"),
+                                            ("train_lip", "train_lip"), ("train_gan@alice", "train_gan@alice")])
+def test_untrained_presenter_names_the_stage(project, capsys, missing, stage):
+    make_trained(project, skip=missing)
+    code, err = run_main(["--presenter", "alice", "--audio", "speech.wav", "--out", "out.mp4"], capsys)
+    assert code == 2 and "not trained yet" in err and stage in err and "dvc repro train_gan@alice" in err
+    assert not (project / "out.mp4").exists()
+
+
+def test_unreadable_audio(project, capsys):
+    make_trained(project)
+    (project / "noise.mp3").write_bytes(b"this is not audio" * 100)
+    code, err = run_main(["--presenter", "alice", "--audio", "noise.mp3", "--out", "out.mp4"], capsys)
+    assert code == 2 and err.startswith("error: noise.mp3:")
+    code, err = run_main(["--presenter", "alice", "--audio", "nope.wav", "--out", "out.mp4"], capsys)
+    assert code == 2 and "no such file" in err
+    assert not (project / "out.mp4").exists()
+
+
+def test_silent_audio(project, capsys):
+    make_trained(project)
+    write_wav(project / "silence.wav", np.zeros(RATE, np.float32))
+    code, err = run_main(["--presenter", "alice", "--audio", "silence.wav", "--out", "out.mp4"], capsys)
+    assert code == 2 and "silent" in err
+    assert not (project / "out.mp4").exists()
+
+
+def test_output_not_writable(project, capsys):
+    make_trained(project)
+    (project / "blocker").write_text("a file, not a folder")
+    code, err = run_main(["--presenter", "alice", "--audio", "speech.wav", "--out", "blocker/out.mp4"], capsys)
+    assert code == 2 and "not a directory" in err
+    code, err = run_main(["--presenter", "alice", "--audio", "speech.wav", "--out", "out.avi"], capsys)
+    assert code == 2 and ".mp4" in err
+
+
+def test_speak_function_raises_input_error(project):
+    with pytest.raises(InputError):
+        speak("bob", project / "speech.wav", project / "out.mp4", params={})
+
+
+# -- end to end on a tiny presenter (last: needs every upstream part) ----------------------------------------------
+
+def write_untrained_checkpoints(paths: PresenterPaths, root) -> None:
+    """Lip model and GAN checkpoints with freshly initialised weights, in the formats their stages write: speak's
+    plumbing (shapes, schedule, paste-back, muxing) does not depend on how well the networks were trained."""
+    import torch
+
+    from talkinghead.gan import Generator, GeneratorConfig
+    from talkinghead.gan.generator import to_unit
+    from talkinghead.lip import LipConfig, LipTransformer, checkpoint_payload
+    from talkinghead.paths import LIP_CHECKPOINT
+    from talkinghead.schemas import PARAMETERS, column_array, read_table
+    from talkinghead.tensorfile import load_tensor
+
+    torch.manual_seed(0)
+    expression = column_array(read_table(paths.flame, PARAMETERS), "expression")
+    lip = LipTransformer(LipConfig(presenters=[paths.name], n_layers=1, d_model=32, n_heads=2, ff_dim=32))
+    (root / LIP_CHECKPOINT).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint_payload(lip, expression.mean(0), expression.std(0) + 1e-3, {}), root / LIP_CHECKPOINT)
+    generator = Generator(GeneratorConfig(channels=(8, 16)))
+    generator.reference = to_unit(torch.from_numpy(np.array(load_tensor(paths.frames)[:1])))
+    paths.gan_checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"generator_config": generator.config.to_dict(), "generator": generator.state_dict(), "step": 0},
+               paths.gan_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def tiny_presenter(tmp_path_factory):
+    """A ~3 s generated demo presenter ('tiny', 128 px crops) through extract, landmarks and fit."""
+    import os
+    from pathlib import Path
+
+    import yaml
+
+    for module in ("talkinghead.stages.demo", "talkinghead.stages.extract", "talkinghead.stages.landmarks",
+                   "talkinghead.stages.fit", "talkinghead.stages.composites", "talkinghead.gan", "talkinghead.lip",
+                   "talkinghead.render"):
+        pytest.importorskip(module, reason=f"{module} not built yet")
+    from talkinghead.stages import extract, fit, landmarks
+    from talkinghead.stages.demo import generate_demo
+
+    root = tmp_path_factory.mktemp("tiny_project")
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    params["presenters"] = ["tiny"]
+    params["extract"]["crop_size"] = 128
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    cwd, env = os.getcwd(), dict(os.environ)
+    os.chdir(root)
+    # MLflow's file store opens in a blink; a fresh SQLite store spends ~10 s on schema migrations
+    os.environ.update(MLFLOW_TRACKING_URI=f"file://{root}/mlruns", MLFLOW_ALLOW_FILE_STORE="true")
+    try:
+        generate_demo(root / "data/raw/tiny", seconds=3.2, size=192, fps=25, seed=1,
+                      text="Hello there, this is a short test.")
+        extract.main(["data/raw/tiny", "data/interim/tiny"])
+        landmarks.main(["data/interim/tiny"])
+        fit.main(["data/interim/tiny"])
+        paths = PresenterPaths.of("tiny", root)
+        write_untrained_checkpoints(paths, root)
+    finally:
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(env)
+    return root
+
+
+@pytest.mark.slow
+def test_speak_end_to_end_on_a_tiny_presenter(tiny_presenter, monkeypatch, capsys):
+    monkeypatch.chdir(tiny_presenter)
+    seconds = 1.7
+    write_wav("speech.wav", tone(seconds) * np.linspace(0.2, 1.0, int(seconds * RATE), dtype=np.float32))
+    assert speak_main(["--presenter", "tiny", "--audio", "speech.wav", "--out", "out/said.mp4", "--quiet"]) == 0
+    assert "frames/s" in capsys.readouterr().out
+    info = probe("out/said.mp4")
+    assert (info["video"]["width"], info["video"]["height"]) == (192, 192)  # the presenter's own resolution
+    assert info["video"]["fps"] == pytest.approx(25.0)
+    assert abs(info["video"]["frames"] / 25.0 - seconds) <= 1 / 25
+    assert info["audio"] is not None and abs(info["audio"]["duration_s"] - seconds) <= 1 / 25
+
+
+@pytest.mark.slow
+def test_evaluate_end_to_end_on_a_tiny_presenter(tiny_presenter, monkeypatch):
+    import json
+
+    from talkinghead.stages import evaluate
+
+    monkeypatch.chdir(tiny_presenter)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"file://{tiny_presenter}/mlruns")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    evaluate.main(["data/interim/tiny", "--quiet"])
+    out = tiny_presenter / "reports/eval/tiny"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["frames"] >= 12
+    for system in ("model", "baseline_static", "baseline_shifted"):
+        assert set(metrics[system]) >= {"lmd", "mouth_opening_r", "av_offset", "mouth_psnr", "mouth_ssim"}
+    info = probe(out / "side_by_side.mp4")
+    assert info["video"]["width"] == 2 * 128 and info["audio"] is not None
+    assert (out / "mouth_opening.png").exists() and (out / "strip.png").exists()
+
+
+@pytest.mark.slow
+def test_speak_failing_mid_stream_leaves_no_file(tiny_presenter, monkeypatch):
+    from talkinghead import speak as speak_module
+
+    monkeypatch.chdir(tiny_presenter)
+    write_wav("long.wav", tone(2.0))
+    real_synthesize = speak_module.CropSynthesizer.synthesize
+    calls = []
+
+    def failing(self, expression, source):
+        calls.append(len(source))
+        if len(calls) == 2:
+            raise RuntimeError("GAN exploded")
+        return real_synthesize(self, expression, source)
+
+    monkeypatch.setattr(speak_module.CropSynthesizer, "synthesize", failing)
+    with pytest.raises(RuntimeError, match="GAN exploded"):
+        speak("tiny", "long.wav", "out/broken.mp4", params={"batch_size": 8}, progress=False)
+    assert len(calls) == 2
+    assert not list((tiny_presenter / "out").glob("*broken*"))
