@@ -22,6 +22,11 @@ def batch_rodrigues(rot_vecs: Tensor, eps: float = 1e-8) -> Tensor:
     return ident + sin * skew + (1.0 - cos) * torch.bmm(skew, skew)
 
 
+def rodrigues(rot_vec: Tensor) -> Tensor:
+    """One axis-angle vector [3] -> rotation matrix [3, 3]."""
+    return batch_rodrigues(rot_vec.reshape(1, 3))[0]
+
+
 def vertices2joints(j_regressor: Tensor, vertices: Tensor) -> Tensor:
     """Joint locations [B, J, 3] regressed from vertices [B, V, 3] with a (dense) regressor [J, V]."""
     return torch.einsum("jv,bvc->bjc", j_regressor, vertices)
@@ -90,7 +95,8 @@ def lbs(
     pose_offsets = torch.matmul(pose_feature, posedirs).view(batch, -1, 3)  # [B, V*3] -> [B, V, 3]
     v_posed = v_shaped + pose_offsets
     posed_joints, rel_transforms = batch_rigid_transform(rot_mats, joints, parents)
-    blended = torch.einsum("vj,bjmn->bvmn", lbs_weights, rel_transforms)  # [B, V, 4, 4]
-    v_h = torch.cat([v_posed, torch.ones_like(v_posed[..., :1])], dim=2)  # [B, V, 4]
-    vertices = torch.einsum("bvmn,bvn->bvm", blended, v_h)[..., :3]
+    # Blend only the top 3 rows of each joint's transform (the bottom row is constant): [B, J, 3, 4] -> [B, J, 12].
+    top_rows = rel_transforms[:, :, :3, :].reshape(batch, num_joints, 12)
+    blended = torch.matmul(lbs_weights, top_rows).view(batch, -1, 3, 4)  # [B, V, 12] -> [B, V, 3, 4]
+    vertices = (blended[..., :3] * v_posed[:, :, None, :]).sum(-1) + blended[..., 3]  # [B, V, 3]
     return vertices, posed_joints

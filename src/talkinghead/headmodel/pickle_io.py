@@ -9,6 +9,7 @@ matrices to a stand-in rebuilt from ``data``/``indices``/``indptr``. Any other g
 from __future__ import annotations
 
 import codecs
+import collections
 import copyreg
 import pickle
 from pathlib import Path
@@ -21,8 +22,10 @@ from ..errors import InputError
 
 try:  # numpy >= 2 keeps the array internals in numpy._core
     from numpy._core import multiarray as _multiarray
+    from numpy._core import numeric as _numeric
 except ImportError:
     from numpy.core import multiarray as _multiarray
+    from numpy.core import numeric as _numeric
 
 
 class ChumpyStandIn:
@@ -36,7 +39,8 @@ class ChumpyStandIn:
 
     def to_array(self, source: Path, class_name: str = "chumpy object") -> np.ndarray:
         if "x" not in self.state:
-            raise InputError(source, f"{class_name} without an 'x' array (derived chumpy expressions are not supported)")
+            raise InputError(source, f"{class_name} without an 'x' array "
+                                     "(derived chumpy expressions are not supported)")
         return np.asarray(self.state["x"])
 
 
@@ -82,6 +86,12 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("__builtin__", "object"): object,
     ("builtins", "object"): object,
     ("_codecs", "encode"): codecs.encode,  # Python 3 pickles of numpy arrays encode their bytes this way
+    # Containers that protocol-2 pickles build by calling the type (chumpy state holds sets, e.g. _dirty_vars).
+    ("__builtin__", "set"): set,
+    ("builtins", "set"): set,
+    ("__builtin__", "frozenset"): frozenset,
+    ("builtins", "frozenset"): frozenset,
+    ("collections", "OrderedDict"): collections.OrderedDict,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
 }
@@ -93,6 +103,8 @@ def _resolve(module: str, name: str) -> Any | None:
         return _SAFE_GLOBALS[(module, name)]
     if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name in _NUMPY_GLOBALS:
         return _NUMPY_GLOBALS[name]
+    if module in ("numpy.core.numeric", "numpy._core.numeric") and name == "_frombuffer":  # protocol 5 arrays
+        return _numeric._frombuffer
     if module.startswith("chumpy") and name[:1].isupper():
         return type(name, (ChumpyStandIn,), {})
     if module.startswith("scipy.sparse"):
@@ -112,7 +124,8 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         resolved = _resolve(module, name)
         if resolved is None:
-            raise InputError(self.source, f"refusing to load pickle global {module}.{name} (only numpy/scipy arrays allowed)")
+            raise InputError(self.source, f"refusing to load pickle global {module}.{name} "
+                                          "(only numpy/scipy arrays allowed)")
         return resolved
 
 

@@ -1,4 +1,4 @@
-"""Second-order (9-band) real spherical-harmonics lighting, with the constants DECA uses (Lambertian, irradiance-scaled).
+"""Second-order (9-band) real spherical-harmonics lighting with DECA's constants (Lambertian, irradiance-scaled).
 
 lighting [B, 27] = 9 bands x RGB, reshaped band-major to [B, 9, 3].
 """

@@ -54,7 +54,8 @@ def create_context():
 
 @dataclass(frozen=True)
 class MouthStyle:
-    """Colours of the procedural mouth interior, over interior_t (0 = upper lip, 1 = lower lip). Params group ``render``."""
+    """How faces are drawn (params group ``render``): colours of the procedural mouth interior over interior_t
+    (0 = upper lip, 1 = lower lip), and back-face culling of the skin."""
 
     teeth_color: tuple[float, float, float] = (0.86, 0.83, 0.76)
     cavity_color: tuple[float, float, float] = (0.10, 0.03, 0.03)
@@ -64,16 +65,24 @@ class MouthStyle:
     tongue_center: float = 0.62
     tongue_width: float = 0.25
     edge: float = 0.03
+    # Skip skin faces seen from behind (clockwise on screen): half the rasterising work for a closed head. The
+    # mouth interior is never culled (its winding is not meaningful). Needs consistently outward (CCW) faces.
+    cull_back_faces: bool = True
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None) -> "MouthStyle":
         """From the ``render`` params group; missing keys keep their defaults, unknown keys are ignored."""
         params = params or {}
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         for name in cls.__dataclass_fields__:
             if name in params:
                 value = params[name]
-                kwargs[name] = tuple(float(v) for v in value) if isinstance(value, (list, tuple)) else float(value)
+                if isinstance(value, (list, tuple)):
+                    kwargs[name] = tuple(float(v) for v in value)
+                elif isinstance(value, bool):
+                    kwargs[name] = value
+                else:
+                    kwargs[name] = float(value)
         return cls(**kwargs)
 
 
@@ -90,7 +99,7 @@ class _InteriorSplit:
     """Index buffers of the skin and interior faces for one interior_t vector (cached: it is constant per model)."""
 
     interior_t: np.ndarray
-    skin_vao: Any
+    skin_vao: Any | None  # None when there are no such faces
     interior_vao: Any | None
     buffers: list = field(default_factory=list)
 
@@ -98,11 +107,15 @@ class _InteriorSplit:
 class Renderer:
     """Rasterise meshes with fixed topology ``faces`` [F, 3] (V vertices) into S x S images.
 
+    ``samples`` > 1 renders with that many MSAA samples per pixel (anti-aliased edges, e.g. between lips and teeth) and
+    resolves before reading back; the mask stays binary (coverage >= 1/2).
+
     >>> renderer = Renderer(faces=model.faces.numpy(), num_vertices=model.num_vertices, image_size=256)
     >>> out = renderer.render(ndc, colors, model.interior_t.numpy())
     """
 
-    def __init__(self, faces: np.ndarray, num_vertices: int, image_size: int, mouth: MouthStyle | None = None):
+    def __init__(self, faces: np.ndarray, num_vertices: int, image_size: int, mouth: MouthStyle | None = None,
+                 samples: int = 1):
         faces = np.asarray(faces)
         if faces.ndim != 2 or faces.shape[1] != 3:
             raise ValueError(f"faces must be [F, 3], got {faces.shape}")
@@ -121,14 +134,24 @@ class Renderer:
         # Per-frame vertex data, interleaved [V, 6] = ndc xyz | colour rgb, rewritten for every frame.
         self.vertex_buffer = self.ctx.buffer(reserve=self.num_vertices * 6 * 4, dynamic=True)
         self.t_buffer = self.ctx.buffer(reserve=self.num_vertices * 4)
-        self.fbo = self.ctx.framebuffer(
-            color_attachments=[self.ctx.renderbuffer((self.image_size, self.image_size), components=4)],
-            depth_attachment=self.ctx.depth_renderbuffer((self.image_size, self.image_size)),
-        )
+        # RGB image and a separate one-channel coverage mask: each reads back straight into its own array.
+        self.fbo = self._framebuffer(0)
+        self.samples = int(samples) if samples > 1 else 0
+        if self.samples > self.ctx.max_samples:
+            raise ValueError(f"samples={samples} exceeds this OpenGL device's maximum of {self.ctx.max_samples}")
+        self.draw_fbo = self._framebuffer(self.samples) if self.samples else self.fbo
         self._split: _InteriorSplit | None = None
         self._frame = np.empty((self.num_vertices, 6), np.float32)
 
     # -- setup --------------------------------------------------------------------------------------------------------
+    def _framebuffer(self, samples: int):
+        size = (self.image_size, self.image_size)
+        return self.ctx.framebuffer(
+            color_attachments=[self.ctx.renderbuffer(size, components=3, samples=samples),
+                               self.ctx.renderbuffer(size, components=1, samples=samples)],
+            depth_attachment=self.ctx.depth_renderbuffer(size, samples=samples),
+        )
+
     def _vao(self, faces: np.ndarray):
         index = self.ctx.buffer(faces.astype(np.int32).tobytes())
         vao = self.ctx.vertex_array(
@@ -148,9 +171,10 @@ class Renderer:
         self.t_buffer.write(interior_t.astype(np.float32).tobytes())
         inside = (interior_t[self.faces] >= 0).all(axis=1)  # [F]: a face is interior when all its corners are
         buffers = []
-        skin_vao, index = self._vao(self.faces[~inside])
-        buffers += [skin_vao, index]
-        interior_vao = None
+        skin_vao = interior_vao = None
+        if (~inside).any():
+            skin_vao, index = self._vao(self.faces[~inside])
+            buffers += [skin_vao, index]
         if inside.any():
             interior_vao, index = self._vao(self.faces[inside])
             buffers += [interior_vao, index]
@@ -179,37 +203,60 @@ class Renderer:
 
         batch = ndc.shape[0]
         size = self.image_size
-        rgba = np.empty((batch, size, size, 4), np.uint8)
+        images = np.empty((batch, size, size, 3), np.uint8)
+        cover = np.empty((batch, size, size), np.uint8)
         with self.ctx:  # make this renderer's context current (several renderers may share a thread)
             split = self._prepare(interior_t)
-            self.fbo.use()
+            self.draw_fbo.use()
             self.ctx.enable(self.ctx.DEPTH_TEST)
+            # NDC is y up but the vertex shader flips y, so a face counter-clockwise in NDC is clockwise in GL.
+            self.ctx.front_face = "cw"
             for b in range(batch):
                 self._frame[:, :3] = ndc[b]
                 self._frame[:, 3:] = colors[b]
                 self.vertex_buffer.write(self._frame)
                 self.program["depth_map"].value = _depth_map(ndc[b, :, 2])
-                self.fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
-                self.program["interior"].value = False
-                split.skin_vao.render()
+                self.draw_fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
+                if split.skin_vao is not None:
+                    self.program["interior"].value = False
+                    if self.mouth.cull_back_faces:
+                        self.ctx.enable(self.ctx.CULL_FACE)
+                    split.skin_vao.render()
+                    self.ctx.disable(self.ctx.CULL_FACE)
                 if split.interior_vao is not None:
                     self.program["interior"].value = True
                     split.interior_vao.render()
-                self.fbo.read_into(rgba[b], components=4, alignment=1)
-        images = np.ascontiguousarray(rgba[..., :3])
-        mask = (rgba[..., 3] > 127).astype(np.float32)
+                if self.samples:
+                    self.ctx.copy_framebuffer(self.fbo, self.draw_fbo)  # resolve the samples (both attachments)
+                self.fbo.read_into(images[b], components=3, attachment=0, alignment=1)
+                self.fbo.read_into(cover[b], components=1, attachment=1, alignment=1)
+        mask = (cover > 127).astype(np.float32)
         return RenderOutput(images=images, mask=mask)
 
+    def __enter__(self) -> "Renderer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
     def release(self) -> None:
-        """Free the GL objects and the context (also happens at garbage collection)."""
+        """Free the GL objects and the context now (otherwise they live until the process exits)."""
         with self.ctx:
             if self._split is not None:
                 for obj in self._split.buffers:
                     obj.release()
                 self._split = None
-            for obj in (self.fbo, self.vertex_buffer, self.t_buffer, self.program):
+            for obj in {self.fbo, self.draw_fbo, self.vertex_buffer, self.t_buffer, self.program}:
                 obj.release()
         self.ctx.release()
+
+
+def renderer_from_params(faces: np.ndarray, num_vertices: int, image_size: int,
+                         params: dict[str, Any] | None) -> Renderer:
+    """A Renderer configured by the ``render`` params group (mouth colours, culling, MSAA ``samples``)."""
+    params = params or {}
+    return Renderer(faces, num_vertices, image_size, MouthStyle.from_params(params),
+                    samples=int(params.get("samples", 1)))
 
 
 def _depth_map(z: np.ndarray) -> tuple[float, float]:

@@ -33,7 +33,8 @@ uniform float lower_teeth;   // fraction (from the lower lip) showing lower teet
 uniform float tongue_center;
 uniform float tongue_width;
 uniform float edge;          // softness of the band edges, in t units
-out vec4 f_color;
+layout(location = 0) out vec3 f_color;   // attachment 0: RGB image
+layout(location = 1) out float f_cover;  // attachment 1: coverage mask (cleared to 0)
 
 vec3 mouth(float t) {
     float tongue = 1.0 - smoothstep(0.0, tongue_width, abs(t - tongue_center));
@@ -45,6 +46,7 @@ vec3 mouth(float t) {
 
 void main() {
     vec3 c = interior ? mouth(clamp(v_t, 0.0, 1.0)) : v_color;
-    f_color = vec4(clamp(c, 0.0, 1.0), 1.0);   // alpha = 1 marks coverage
+    f_color = clamp(c, 0.0, 1.0);
+    f_cover = 1.0;
 }
 """
