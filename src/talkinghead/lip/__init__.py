@@ -9,9 +9,11 @@ cross-faded, so inference costs the same per second of audio whatever the clip l
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -19,7 +21,8 @@ import torch
 from ..errors import InputError
 from .model import LipConfig, LipTransformer
 
-__all__ = ["LipConfig", "LipTransformer", "LoadedLipModel", "load_lip_model", "predict", "predict_with"]
+__all__ = ["LipConfig", "LipTransformer", "LoadedLipModel", "checkpoint_payload", "cpu_threads", "load_lip_model", "predict",
+           "predict_with"]
 
 
 @dataclass
@@ -92,7 +95,7 @@ def predict_with(lip: LoadedLipModel, features: np.ndarray, presenter: str, batc
     ramp = torch.minimum(torch.arange(1, window + 1), torch.arange(window, 0, -1)).float().to(lip.device)  # [W]
     total = torch.zeros(n, config.n_out, device=lip.device)
     weight = torch.zeros(n, 1, device=lip.device)
-    feats = torch.from_numpy(features).to(lip.device)
+    feats = torch.tensor(features, device=lip.device)  # a copy: memory-mapped inputs are read-only
     pid = lip.model.presenter_index(presenter)
     for i in range(0, len(starts), batch_windows):
         chunk = starts[i:i + batch_windows]
@@ -105,10 +108,28 @@ def predict_with(lip: LoadedLipModel, features: np.ndarray, presenter: str, batc
     return (standardised * lip.target_std + lip.target_mean).float().cpu().numpy()
 
 
+@contextlib.contextmanager
+def cpu_threads(threads: int | None) -> Iterator[None]:
+    """Temporarily set torch's CPU thread count (None: leave it)."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def predict(checkpoint_path: str | Path, features: np.ndarray, presenter: str,
-            device: str | None = None) -> np.ndarray:
-    """The agreed entry point: float32 features [N, C, 80] -> expression [N, 53] (CPU or CUDA, batched)."""
+            device: str | None = None, threads: int | None = 1) -> np.ndarray:
+    """The agreed entry point: float32 features [N, C, 80] -> expression [N, 53] (CPU or CUDA, batched).
+
+    ``threads``: torch CPU threads during the call. 1 by default: on the shared 2-core machine two threads are
+    20-50x slower under load (OpenMP barriers), see benchmarks/lip.py; None keeps the process's setting.
+    """
     path = Path(checkpoint_path)
     if not path.is_file():
         raise InputError(path, "lip checkpoint missing; run `dvc repro train_lip`")
-    return predict_with(_cached(str(path.resolve()), path.stat().st_mtime, device), features, presenter)
+    lip = _cached(str(path.resolve()), path.stat().st_mtime, device)
+    with cpu_threads(threads if lip.device.type == "cpu" else None):
+        return predict_with(lip, features, presenter)

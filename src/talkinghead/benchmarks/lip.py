@@ -1,0 +1,80 @@
+"""Lip-model inference speed: seconds to turn 10 s of audio into 53-d coefficients (features + model), CPU.
+
+Uses models/lip/lip.pt when it exists (run from the project root), else an untrained model of the params.yaml
+architecture (same cost). Target: < 0.5 s per 10 s of audio on the 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..lip import checkpoint_payload, load_lip_model, predict_with
+from ..lip.model import LipConfig, LipTransformer
+from ..paths import LIP_CHECKPOINT
+from ..stages.align import SAMPLE_RATE, AlignParams, features_for_audio
+
+
+def _checkpoint(workdir: Path) -> Path:
+    if LIP_CHECKPOINT.is_file():
+        return LIP_CHECKPOINT
+    from ..params import params_group
+
+    try:
+        lip, align = params_group("lip"), params_group("align")
+    except Exception:  # no params.yaml here: the defaults
+        lip, align = {}, {}
+    p = AlignParams.from_dict(align)
+    config = LipConfig(presenters=["bench"], n_context=p.context, n_mels=p.n_mels,
+                       **{k: v for k, v in lip.items() if k in LipConfig.__dataclass_fields__})
+    path = Path(workdir) / "lip_bench.pt"
+    torch.save(checkpoint_payload(LipTransformer(config), np.zeros(53), np.ones(53), align), path)
+    return path
+
+
+def _time_inference(lip, repeats: int) -> tuple[float, float]:
+    """Median seconds (total, features only) to process 10 s of audio at 25 fps."""
+    presenter = lip.model.config.presenters[0]
+    fps = 25.0
+    audio = (0.1 * np.random.default_rng(0).standard_normal(10 * SAMPLE_RATE)).astype(np.float32)
+    align = AlignParams(context_hops=(lip.model.config.n_context - 1) // 2, n_mels=lip.model.config.n_mels)
+    times, feature_times = [], []
+    for _ in range(repeats + 1):  # the first run warms up allocators and kernels
+        start = time.perf_counter()
+        feats = features_for_audio(audio, int(10 * fps), fps, align)
+        mid = time.perf_counter()
+        predict_with(lip, feats, presenter)
+        times.append(time.perf_counter() - start)
+        feature_times.append(mid - start)
+    return float(np.median(times[1:])), float(np.median(feature_times[1:]))
+
+
+def run(workdir: Path, repeats: int = 3) -> dict[str, float]:
+    """Inference time with one torch thread (what the pipeline uses on this shared CPU: lip.threads) and with two."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    lip = load_lip_model(_checkpoint(workdir), "cpu")
+    previous = torch.get_num_threads()
+    results = {}
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            total, features = _time_inference(lip, repeats)
+            suffix = "" if threads == 1 else "_2threads"
+            results[f"lip_infer_s_per_10s_audio{suffix}"] = total
+            results[f"lip_features_s_per_10s_audio{suffix}"] = features
+    finally:
+        torch.set_num_threads(previous)
+    results["lip_model_parameters"] = float(sum(p.numel() for p in lip.model.parameters()))
+    return results
+
+
+if __name__ == "__main__":
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        print(json.dumps(run(Path(tmp)), indent=2))

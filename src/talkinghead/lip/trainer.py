@@ -1,0 +1,360 @@
+"""Training of the lip model: losses, optimiser steps, validation, early stopping, DDP.
+
+Losses (targets standardised per dimension with the training frames' mean/std):
+- expression: MSE of the 53-d coefficients;
+- velocity: MSE of their frame-to-frame differences (keeps the mouth from jittering);
+- lip vertex: MSE of the head model's lip vertices (presenter's shape, zero pose) from the predicted vs the fitted
+  expression, divided by the fitted lip vertices' variance so its scale does not depend on the model's units.
+  Optional (``lip_vertex_weight`` 0 disables it and the head-model dependency).
+
+Early stop: as soon as the validation loss (the same weighted objective on the validation slice just before the
+held-out tail) is below ``target_loss``, after ``patience`` evaluations without improvement, after ``max_steps`` or
+``max_seconds``. The best validation weights are kept.
+
+DDP: run under torchrun (gloo on CPU, nccl on CUDA). Batches are sharded deterministically: every rank draws the
+same global permutation of training windows and takes ``global_batch[rank::world]``, so 1 and N processes see the
+same global batch at every step (the global batch size must divide by the world size). Rank 0 evaluates, decides
+to stop, and broadcasts the decision.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..split import TimeSplit
+from .model import LipConfig, LipTransformer
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings (the ``lip`` group of params.yaml, minus the architecture)."""
+
+    batch_size: int = 16
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    max_steps: int = 3000
+    max_seconds: float = 150.0
+    eval_every: int = 50
+    patience: int = 10
+    target_loss: float = 0.05
+    expression_weight: float = 1.0
+    velocity_weight: float = 0.5
+    lip_vertex_weight: float = 1.0
+    lip_vertex_frames: int = 128  # frames per step that go through the head model for the lip-vertex loss
+    seed: int = 0
+    train_stride: int = 2  # frames between consecutive training windows
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainSettings":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class PresenterData:
+    """One presenter's training material: features [N, C, M], fitted expression [N, 53], shape [100], time split."""
+
+    name: str
+    features: np.ndarray
+    expression: np.ndarray
+    shape: np.ndarray
+    split: TimeSplit
+
+
+@dataclass
+class TrainResult:
+    model: LipTransformer  # unwrapped, best validation weights, eval mode
+    target_mean: np.ndarray
+    target_std: np.ndarray
+    steps: int
+    best_val_loss: float
+    stop_reason: str
+    seconds: float
+    val_curve: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Distributed:
+    """Join the torchrun process group if launched by torchrun (WORLD_SIZE set), else a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Distributed(0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    import torch.distributed as dist
+
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+        backend = "nccl"
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return Distributed(dist.get_rank(), dist.get_world_size(), device)
+
+
+def target_statistics(presenters: list[PresenterData]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean/std of the fitted expression over all presenters' training frames: [53], [53].
+    Dimensions that barely move get a std floor so standardising does not blow their noise up."""
+    train = np.concatenate([p.expression[p.split.train.start:p.split.train.stop] for p in presenters])
+    mean = train.mean(axis=0)
+    std = train.std(axis=0)
+    std = np.maximum(std, max(1e-6, 1e-3 * float(std.max())))
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def window_index(presenters: list[PresenterData], window: int, stride: int, part: str) -> np.ndarray:
+    """int64 [K, 2] (presenter index, start frame) of windows lying wholly inside ``part`` ('train' or
+    'validation') of each timeline. Validation windows do not overlap."""
+    rows = []
+    for pi, p in enumerate(presenters):
+        frames: range = getattr(p.split, part)
+        step = stride if part == "train" else window
+        length = len(frames)
+        if length < window:
+            continue
+        for s in range(frames.start, frames.stop - window + 1, step):
+            rows.append((pi, s))
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+
+
+class LipVertexLoss(nn.Module):
+    """Lip-vertex MSE through the head model (presenter's shape, zero pose), normalised by the fitted variance.
+
+    Only every k-th frame of the batch goes through the head model (at most ``max_frames``): the head model costs
+    as much as the Transformer per frame, and neighbouring frames carry nearly the same information.
+    """
+
+    def __init__(self, head_model: nn.Module, shapes: np.ndarray, scale: float, max_frames: int = 128):
+        super().__init__()
+        self.head = head_model
+        self.register_buffer("shapes", torch.as_tensor(shapes, dtype=torch.float32))  # [P, 100]
+        self.scale = scale
+        self.max_frames = max_frames
+
+    def lip_vertices(self, expression: torch.Tensor, presenter: torch.Tensor) -> torch.Tensor:
+        """expression [F, 53] (raw units), presenter [F] -> lip vertices [F, L, 3]."""
+        pose = expression.new_zeros(expression.shape[0], 6)
+        return self.head(self.shapes[presenter], expression, pose).vertices[:, self.head.lip_vertex_ids]
+
+    def forward(self, pred: torch.Tensor, true_lips: torch.Tensor, presenter: torch.Tensor) -> torch.Tensor:
+        """pred [B, T, 53] raw units, true_lips [B, T, L, 3] (precomputed fitted lip vertices), presenter [B]."""
+        b, t, _ = pred.shape
+        stride = max(1, math.ceil(b * t / self.max_frames))
+        pick = torch.arange(0, b * t, stride, device=pred.device)  # deterministic: DDP ranks stay comparable
+        flat_pred = pred.reshape(b * t, -1)[pick]  # [B, T, 53] -> [B*T, 53] -> [F, 53]
+        flat_true = true_lips.reshape(b * t, *true_lips.shape[2:])[pick]  # [B, T, L, 3] -> [F, L, 3]
+        flat_presenter = presenter[:, None].expand(b, t).reshape(b * t)[pick]  # [B] -> [B*T] -> [F]
+        return ((self.lip_vertices(flat_pred, flat_presenter) - flat_true) ** 2).mean() / self.scale
+
+
+def fitted_lip_vertices(head_model: nn.Module, presenter: PresenterData, batch: int = 512) -> np.ndarray:
+    """Lip vertices of the fitted expression of every frame (presenter's shape, zero pose): float32 [N, L, 3]."""
+    out = []
+    shape = torch.as_tensor(presenter.shape, dtype=torch.float32)
+    with torch.no_grad():
+        for i in range(0, len(presenter.expression), batch):
+            expr = torch.as_tensor(presenter.expression[i:i + batch])
+            n = expr.shape[0]
+            verts = head_model(shape[None].expand(n, -1), expr, torch.zeros(n, 6)).vertices
+            out.append(verts[:, head_model.lip_vertex_ids].numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def lip_vertex_scale(lip_targets: list[np.ndarray], presenters: list[PresenterData]) -> float:
+    """Mean per-coordinate variance over the training frames of the fitted lip vertices."""
+    values = [t[p.split.train.start:p.split.train.stop].var(axis=0).mean() for t, p in zip(lip_targets, presenters)]
+    return max(float(np.mean(values)), 1e-12)
+
+
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up, then cosine decay to 10% of the base rate at ``total`` steps."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _batch(presenters: list[PresenterData], rows: np.ndarray, window: int, mean: np.ndarray, std: np.ndarray,
+           device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """features [B, W, C, M], standardised targets [B, W, 53], presenter ids [B]."""
+    feats = np.stack([presenters[p].features[s:s + window] for p, s in rows])
+    raw = np.stack([presenters[p].expression[s:s + window] for p, s in rows]).astype(np.float32)
+    to = lambda a: torch.as_tensor(np.ascontiguousarray(a), device=device)  # noqa: E731
+    return to(feats.astype(np.float32)), to((raw - mean) / std), to(rows[:, 0])
+
+
+def batch_losses(pred: torch.Tensor, target: torch.Tensor, pid: torch.Tensor, settings: TrainSettings,
+                 vertex_loss: LipVertexLoss | None = None, true_lips: torch.Tensor | None = None,
+                 mean: np.ndarray | None = None, std: np.ndarray | None = None
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Weighted total and components for standardised ``pred``/``target`` [B, W, 53] (+ fitted lips [B, W, L, 3])."""
+    losses = {"loss_expression": ((pred - target) ** 2).mean(),
+              "loss_velocity": (((pred[:, 1:] - pred[:, :-1]) - (target[:, 1:] - target[:, :-1])) ** 2).mean()}
+    total = settings.expression_weight * losses["loss_expression"] + settings.velocity_weight * losses["loss_velocity"]
+    if vertex_loss is not None:
+        pred_raw = pred * torch.as_tensor(std, device=pred.device) + torch.as_tensor(mean, device=pred.device)
+        losses["loss_lip_vertex"] = vertex_loss(pred_raw, true_lips, pid)
+        total = total + settings.lip_vertex_weight * losses["loss_lip_vertex"]
+    return total, losses
+
+
+def _lip_batch(lip_targets: list[np.ndarray], rows: np.ndarray, window: int, device: torch.device) -> torch.Tensor | None:
+    """Fitted lip vertices [B, W, L, 3] of the windows ``rows``, or None without the lip-vertex loss."""
+    if not lip_targets:
+        return None
+    return torch.as_tensor(np.stack([lip_targets[p][s:s + window] for p, s in rows]), device=device)
+
+
+def evaluate(model: nn.Module, presenters: list[PresenterData], rows: np.ndarray, window: int, mean: np.ndarray,
+             std: np.ndarray, settings: TrainSettings, vertex_loss: LipVertexLoss | None = None,
+             lip_targets: list[np.ndarray] | None = None, batch: int = 32) -> dict[str, float]:
+    """The training objective on the validation windows: ``val_loss`` (weighted total, what early stopping and
+    ``target_loss`` use) and each component as ``val_<name>``, averaged over windows."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    sums: dict[str, float] = {}
+    with torch.no_grad():
+        for i in range(0, len(rows), batch):
+            chunk = rows[i:i + batch]
+            feats, target, pid = _batch(presenters, chunk, window, mean, std, device)
+            total, losses = batch_losses(model(feats, pid), target, pid, settings, vertex_loss,
+                                         _lip_batch(lip_targets or [], chunk, window, device), mean, std)
+            for name, value in {"loss": total, **losses}.items():
+                sums[f"val_{name}"] = sums.get(f"val_{name}", 0.0) + float(value) * len(chunk)
+    model.train(was_training)
+    out = {k: v / max(len(rows), 1) for k, v in sums.items()}
+    out["val_loss"] = out.pop("val_loss", math.inf)
+    return out
+
+
+def train(config: LipConfig, settings: TrainSettings, presenters: list[PresenterData],
+          head_model: nn.Module | None = None, dist_info: Distributed | None = None,
+          on_log: Callable[[int, dict[str, float]], None] | None = None, progress: bool = True) -> TrainResult:
+    """Train the lip model on the training part of every presenter; returns the best-validation model.
+
+    ``on_log(step, metrics)`` is called on rank 0 with the step's losses (and ``val_loss`` at evaluations).
+    """
+    import torch.distributed as dist
+
+    d = dist_info or Distributed()
+    if settings.batch_size % d.world:
+        raise ValueError(f"batch_size {settings.batch_size} must be divisible by the world size {d.world}")
+    torch.manual_seed(settings.seed)
+    mean, std = target_statistics(presenters)
+    window = config.window
+    train_rows = window_index(presenters, window, settings.train_stride, "train")
+    val_rows = window_index(presenters, window, window, "validation")
+    if len(train_rows) < settings.batch_size:
+        raise ValueError(f"only {len(train_rows)} training windows of {window} frames; need at least one batch "
+                         f"({settings.batch_size})")
+
+    model = LipTransformer(config).to(d.device)
+    net: nn.Module = model
+    if d.world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+    vertex_loss, lip_targets = None, []
+    if settings.lip_vertex_weight > 0:
+        if head_model is None:
+            raise ValueError("lip_vertex_weight > 0 needs a head model")
+        head_model = head_model.cpu()
+        lip_targets = [fitted_lip_vertices(head_model, p) for p in presenters]
+        vertex_loss = LipVertexLoss(head_model, np.stack([p.shape for p in presenters]),
+                                    lip_vertex_scale(lip_targets, presenters), settings.lip_vertex_frames).to(d.device)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda s: _lr_factor(s, settings.warmup_steps, settings.max_steps))
+
+    per_rank = settings.batch_size // d.world
+    steps_per_epoch = len(train_rows) // settings.batch_size
+    best_val, best_state, bad_evals = math.inf, copy.deepcopy(model.state_dict()), 0
+    val_curve: list[tuple[int, float]] = []
+    stop_reason, step, start = "max_steps", 0, time.monotonic()
+    bar = None
+    if progress and d.is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=settings.max_steps, desc="train_lip", unit="step")
+    net.train()
+    while step < settings.max_steps:
+        epoch, within = divmod(step, steps_per_epoch)
+        generator = torch.Generator().manual_seed(settings.seed * 100003 + epoch)
+        perm = torch.randperm(len(train_rows), generator=generator).numpy()
+        global_rows = train_rows[perm[within * settings.batch_size:(within + 1) * settings.batch_size]]
+        local_rows = global_rows[d.rank::d.world]
+        assert len(local_rows) == per_rank
+        feats, target, pid = _batch(presenters, local_rows, window, mean, std, d.device)
+        pred = net(feats, pid)  # [b, W, 53] standardised
+        total, losses = batch_losses(pred, target, pid, settings, vertex_loss,
+                                     _lip_batch(lip_targets, local_rows, window, d.device), mean, std)
+        optimiser.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimiser.step()
+        scheduler.step()
+        step += 1
+
+        logged = torch.stack([total.detach()] + [v.detach() for v in losses.values()])
+        if d.world > 1:
+            dist.all_reduce(logged)  # equal shard sizes, so the mean of rank means is the global-batch mean
+            logged /= d.world
+        metrics = {"loss": float(logged[0]), **{k: float(v) for k, v in zip(losses, logged[1:])},
+                   "lr": scheduler.get_last_lr()[0]}
+        stop = torch.zeros(1, device=d.device)
+        if d.is_main:
+            if step % settings.eval_every == 0 or step == settings.max_steps:
+                if len(val_rows):
+                    metrics.update(evaluate(model, presenters, val_rows, window, mean, std, settings, vertex_loss,
+                                            lip_targets))
+                else:  # no validation slice (very short timeline): fall back on the training loss
+                    metrics["val_loss"] = metrics["loss"]
+                val = metrics["val_loss"]
+                val_curve.append((step, val))
+                if val < best_val:
+                    best_val, best_state, bad_evals = val, copy.deepcopy(model.state_dict()), 0
+                else:
+                    bad_evals += 1
+                if val < settings.target_loss:
+                    stop_reason, stop[0] = "target_loss", 1
+                elif bad_evals >= settings.patience:
+                    stop_reason, stop[0] = "patience", 1
+            if time.monotonic() - start > settings.max_seconds and not stop[0]:
+                stop_reason, stop[0] = "max_seconds", 1
+            if on_log is not None:
+                on_log(step, metrics)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", val=f"{best_val:.4f}")
+        if d.world > 1:
+            dist.broadcast(stop, 0)
+        if stop[0]:
+            break
+    if bar is not None:
+        bar.close()
+    if d.world > 1:  # every rank returns the same (rank 0's) best weights
+        holder = [best_state, best_val, stop_reason, val_curve]
+        dist.broadcast_object_list(holder, 0)
+        best_state, best_val, stop_reason, val_curve = holder
+    model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(model, mean, std, step, best_val, stop_reason, time.monotonic() - start, val_curve)

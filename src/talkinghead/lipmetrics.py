@@ -1,0 +1,65 @@
+"""Lip-sync metrics on per-frame signals and head-model vertices.
+
+- ``lve``: lip vertex error (FaceFormer's definition): per frame the largest squared distance over the lip vertices,
+  averaged over frames.
+- ``pearson_r``: correlation of two 1-D signals (e.g. mouth opening predicted vs fitted).
+- ``av_offset``: the lag (frames) that maximises the correlation of two signals; 0 for a synchronised prediction.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def pearson_r(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two 1-D signals [N]. 0.0 when either is constant (no linear relation measurable)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1)
+    b = np.asarray(b, dtype=np.float64).reshape(-1)
+    if a.shape != b.shape:
+        raise ValueError(f"signals differ in length: {a.shape} vs {b.shape}")
+    da, db = a - a.mean(), b - b.mean()
+    # "Constant" relative to the signal's own magnitude: float residue of a constant is ~1e-16 of it.
+    var_a, var_b = (da * da).sum(), (db * db).sum()
+    if var_a <= 1e-20 * (a * a).sum() + 1e-300 or var_b <= 1e-20 * (b * b).sum() + 1e-300:
+        return 0.0
+    denom = np.sqrt(var_a * var_b)
+    return float((da * db).sum() / denom)
+
+
+def lagged_correlations(a: np.ndarray, b: np.ndarray, max_lag: int = 5) -> dict[int, float]:
+    """{lag: r} for lag in [-max_lag, max_lag], r = pearson_r(a[t - lag], b[t]) over the overlapping frames
+    (positive lag: ``b`` lags ``a``, i.e. b[t] looks like a[t - lag])."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1)
+    b = np.asarray(b, dtype=np.float64).reshape(-1)
+    n = len(a)
+    if len(b) != n:
+        raise ValueError(f"signals differ in length: {len(a)} vs {len(b)}")
+    if n <= 2 * max_lag + 1:
+        raise ValueError(f"{n} frames are too few for lags up to {max_lag}")
+    out = {}
+    for lag in range(-max_lag, max_lag + 1):
+        if lag >= 0:
+            out[lag] = pearson_r(a[: n - lag], b[lag:])
+        else:
+            out[lag] = pearson_r(a[-lag:], b[: n + lag])
+    return out
+
+
+def av_offset(a: np.ndarray, b: np.ndarray, max_lag: int = 5) -> int:
+    """Lag in frames in [-max_lag, max_lag] maximising the cross-correlation of ``a`` and ``b``; positive = ``b``
+    lags ``a``. Ties go to the smallest |lag| (a constant signal gives 0)."""
+    corr = lagged_correlations(a, b, max_lag)
+    return max(corr, key=lambda lag: (round(corr[lag], 9), -abs(lag)))
+
+
+def lve(pred_vertices: np.ndarray, true_vertices: np.ndarray, lip_ids: np.ndarray) -> float:
+    """Lip vertex error: mean over frames of max over lip vertices of the squared L2 distance.
+
+    pred_vertices, true_vertices: [N, V, 3] (or already [N, L, 3] with ``lip_ids`` = all); lip_ids: int [L].
+    Units: squared head-model units.
+    """
+    pred = np.asarray(pred_vertices, dtype=np.float64)[:, np.asarray(lip_ids)]  # [N, L, 3]
+    true = np.asarray(true_vertices, dtype=np.float64)[:, np.asarray(lip_ids)]
+    if pred.shape != true.shape:
+        raise ValueError(f"vertex arrays differ: {pred.shape} vs {true.shape}")
+    return float(((pred - true) ** 2).sum(axis=-1).max(axis=1).mean())

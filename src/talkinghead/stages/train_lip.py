@@ -1,0 +1,134 @@
+"""Stage train_lip: one lip model (audio features -> 53-d expression) for all onboarded presenters.
+
+``python -m talkinghead.stages.train_lip --presenters demo [more] --out models/lip/lip.pt``
+(default presenter list: ``presenters`` in params.yaml). Reads data/interim/NAME/features.npy and flame.parquet of
+each presenter, trains on the frames before the validation slice (the held-out tail is never read for training or
+model selection), writes the checkpoint (rank 0), reports/lip/val_loss.csv (DVC plot) and
+reports/lip/train_metrics.json (DVC metrics). Runs alone or under torchrun (DDP):
+``python -m torch.distributed.run --nproc_per_node 2 -m talkinghead.stages.train_lip ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import schemas
+from ..atomic import atomic_path
+from ..errors import InputError
+from ..lip import checkpoint_payload
+from ..lip.model import LipConfig
+from ..lip.trainer import PresenterData, TrainResult, TrainSettings, init_distributed, train
+from ..params import load_params, params_group
+from ..paths import LIP_CHECKPOINT, LIP_TRAIN_METRICS, LIP_VAL_LOSS, PresenterPaths
+from ..split import time_split
+from ..tensorfile import load_tensor
+
+
+def load_presenter(paths: PresenterPaths, heldout_fraction: float, validation_fraction: float) -> PresenterData:
+    """Features [N, C, M], fitted expression [N, 53], mean shape [100] and time split of one presenter."""
+    features = np.asarray(load_tensor(paths.features, np.float32, (None, None)))
+    flame = schemas.read_table(paths.flame, schemas.PARAMETERS)
+    if len(flame) != len(features):
+        raise InputError(paths.flame, f"{len(flame)} frames but {paths.features} has {len(features)}; rerun align/fit")
+    if not np.array_equal(flame["frame"].to_numpy(), np.arange(len(flame))):
+        raise InputError(paths.flame, "frame column is not 0..N-1 in order")
+    expression = schemas.column_array(flame, "expression")
+    shape = schemas.column_array(flame, "shape").mean(axis=0)
+    if not (np.isfinite(expression).all() and np.isfinite(shape).all()):
+        raise InputError(paths.flame, "expression or shape holds NaN/inf")
+    if not np.isfinite(features).all():
+        raise InputError(paths.features, "holds NaN/inf")
+    return PresenterData(paths.name, features, expression, shape.astype(np.float32),
+                         time_split(len(features), heldout_fraction, validation_fraction))
+
+
+def build_config(presenters: list[str], feature_shape: tuple[int, int], lip: dict[str, Any]) -> LipConfig:
+    arch = {k: v for k, v in lip.items() if k in LipConfig.__dataclass_fields__}
+    return LipConfig(presenters=list(presenters), n_context=int(feature_shape[0]), n_mels=int(feature_shape[1]), **arch)
+
+
+def write_reports(result: TrainResult, root: Path) -> None:
+    """val_loss.csv (step, val_loss) for DVC plots; train_metrics.json for DVC metrics."""
+    curve = pd.DataFrame(result.val_curve, columns=["step", "val_loss"])
+    with atomic_path(root / LIP_VAL_LOSS) as tmp:
+        curve.to_csv(tmp, index=False)
+    metrics = {"best_val_loss": result.best_val_loss, "steps": result.steps, "train_seconds": round(result.seconds, 1),
+               "stop_reason": result.stop_reason}
+    with atomic_path(root / LIP_TRAIN_METRICS) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def run(presenter_names: list[str], out: Path, root: Path, track: bool = True) -> TrainResult:
+    lip = params_group("lip")
+    split = params_group("split")
+    align = params_group("align")
+    dist_info = init_distributed()
+    # Threads per process, split between the DDP ranks. On a shared, loaded CPU one thread per process is several
+    # times faster than two (OpenMP barriers stall when cores are oversubscribed), hence lip.threads.
+    torch.set_num_threads(max(1, int(lip.get("threads", 1)) // dist_info.world))
+    presenters = [load_presenter(PresenterPaths.of(n, root), float(split["heldout_fraction"]),
+                                 float(lip.get("validation_fraction", 0.1))) for n in presenter_names]
+    shapes = {p.features.shape[1:] for p in presenters}
+    if len(shapes) != 1:
+        raise InputError(root / "data" / "interim", f"presenters' features differ in shape {shapes}; rerun align")
+    config = build_config(presenter_names, shapes.pop(), lip)
+    settings = TrainSettings.from_dict(lip)
+    head_model = None
+    if settings.lip_vertex_weight > 0:
+        from ..headmodel import load_head_model
+
+        head_model = load_head_model(params_group("head_model")).to(dist_info.device)
+    tracker = contextlib.nullcontext(None)
+    if track and dist_info.is_main:
+        from ..tracking import stage_run
+
+        tracker = stage_run("train_lip", None, {"lip": lip, "split": split, "presenters": ",".join(presenter_names)})
+    with tracker as mlflow:
+        on_log = (lambda step, m: mlflow.log_metrics(m, step=step)) if mlflow is not None else None
+        result = train(config, settings, presenters, head_model, dist_info, on_log)
+        if mlflow is not None:
+            mlflow.log_metrics({"best_val_loss": result.best_val_loss, "train_seconds": result.seconds,
+                                "steps": result.steps})
+            mlflow.set_tag("stop_reason", result.stop_reason)
+    if dist_info.is_main:
+        payload = checkpoint_payload(result.model, result.target_mean, result.target_std, align,
+                                     extra={"train": {"steps": result.steps, "best_val_loss": result.best_val_loss,
+                                                      "stop_reason": result.stop_reason}})
+        with atomic_path(out) as tmp:
+            torch.save(payload, tmp)
+        write_reports(result, root)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--presenters", nargs="+", help="presenter names (default: `presenters` in params.yaml)")
+    parser.add_argument("--out", type=Path, default=LIP_CHECKPOINT)
+    parser.add_argument("--root", type=Path, default=Path("."), help="project root holding data/ and reports/")
+    parser.add_argument("--no-track", action="store_true", help="skip MLflow logging")
+    args = parser.parse_args(argv)
+    try:
+        names = args.presenters or list(load_params().get("presenters") or [])
+        if not names:
+            raise InputError("params.yaml", "no presenters to train on")
+        result = run(names, args.out, args.root, track=not args.no_track)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"train_lip: {result.steps} steps in {result.seconds:.0f} s, best val loss {result.best_val_loss:.4f} "
+              f"({result.stop_reason}) -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

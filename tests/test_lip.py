@@ -1,0 +1,293 @@
+"""Lip model: shapes, positional encoding, time split, DDP equivalence, early stop, metrics, inference windows.
+
+Also runnable as a torchrun worker (``python tests/test_lip.py --ddp-worker OUT.json``) for the DDP test, and
+exports ``synthetic_presenter`` (speech-like audio whose energy and formants drive a jaw/expression track).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from talkinghead import schemas
+from talkinghead.audio import write_wav
+from talkinghead.lip import LoadedLipModel, predict_with, window_starts
+from talkinghead.lip.model import LipConfig, LipTransformer, sinusoidal_encoding
+from talkinghead.lip.trainer import Distributed, PresenterData, TrainSettings, train
+from talkinghead.lipmetrics import av_offset, lagged_correlations, lve, pearson_r
+from talkinghead.split import heldout_start, time_split
+from talkinghead.stages.align import AlignParams, features_for_audio
+
+RATE = 16000
+
+
+# ----------------------------------------------------------------------------------------------- synthetic data
+def synthetic_speech(seconds: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Voiced 'syllables' with random pitch and vowel formants, separated by pauses.
+
+    Returns samples float32 [T] at 16 kHz, and per-sample mouth opening and lip rounding [T] in [0, 1]: opening
+    follows the syllable's energy envelope times its first formant (open vowels have high F1), rounding follows a low
+    second formant -- so the targets are a function of the audio, as speech articulation is.
+    """
+    rng = np.random.default_rng(seed)
+    n = int(seconds * RATE)
+    samples = np.zeros(n, np.float32)
+    opening = np.zeros(n, np.float32)
+    rounding = np.zeros(n, np.float32)
+    t = rng.uniform(0.05, 0.3)
+    while t < seconds - 0.4:
+        dur = rng.uniform(0.12, 0.3)
+        i0, i1 = int(t * RATE), int((t + dur) * RATE)
+        tt = np.arange(i1 - i0) / RATE
+        env = np.sin(np.pi * tt / dur) ** 2 * rng.uniform(0.3, 1.0)  # Hann-shaped syllable envelope
+        f0, f1, f2 = rng.uniform(100, 220), rng.uniform(300, 850), rng.uniform(800, 2300)
+        harmonics = np.arange(1, int(4000 / f0))
+        freqs = harmonics * f0
+        weights = np.exp(-0.5 * ((freqs - f1) / 120) ** 2) + 0.6 * np.exp(-0.5 * ((freqs - f2) / 200) ** 2) + 0.02
+        wave = (weights[:, None] * np.sin(2 * np.pi * freqs[:, None] * tt[None, :])).sum(0)
+        samples[i0:i1] += (0.3 * env * wave / np.abs(wave).max()).astype(np.float32)
+        opening[i0:i1] = env * (f1 - 200) / 650
+        rounding[i0:i1] = env * (2300 - f2) / 1500
+        t += dur + (rng.uniform(0.2, 0.6) if rng.random() < 0.25 else rng.uniform(0.0, 0.05))
+    samples += rng.normal(0, 0.002, n).astype(np.float32)
+    return samples, opening, rounding
+
+
+def synthetic_targets(opening: np.ndarray, rounding: np.ndarray, n_frames: int, fps: float,
+                      seed: int = 0) -> np.ndarray:
+    """53-d expression [N, 53] from the per-sample articulation: a few dims mix opening/rounding, jaw pitch
+    (dim 50) opens with the mouth, the rest is small noise."""
+    rng = np.random.default_rng(seed + 1)
+    idx = np.clip(((np.arange(n_frames) + 0.5) / fps * RATE).astype(int), 0, len(opening) - 1)
+    o, r = opening[idx], rounding[idx]
+    expr = rng.normal(0, 0.02, (n_frames, schemas.N_EXPR_JAW)).astype(np.float32)
+    mix = rng.normal(0, 1, (10, 2)).astype(np.float32)
+    expr[:, :10] += np.stack([o, r], 1) @ mix.T
+    expr[:, 50] = 0.25 * o
+    expr[:, 51:] = 0.0
+    return expr
+
+
+def synthetic_presenter(root: Path, name: str = "synth", seconds: float = 60.0, fps: int = 25,
+                        seed: int = 0) -> Path:
+    """Write data/interim/NAME/{audio.wav, frames.parquet, flame.parquet} under ``root``; returns the folder."""
+    interim = root / "data" / "interim" / name
+    samples, opening, rounding = synthetic_speech(seconds, seed)
+    n = int(round(seconds * fps))
+    write_wav(interim / "audio.wav", samples, RATE)
+    times = np.arange(n) / fps
+    frames = pd.DataFrame({"frame": np.arange(n, dtype=np.int32), "time_s": times, "source_time_s": times,
+                           "crop_x0": 0.0, "crop_y0": 0.0, "crop_side": 256.0, "orig_width": 256, "orig_height": 256,
+                           "fps": float(fps)})
+    schemas.write_table(frames, interim / "frames.parquet", schemas.FRAMES)
+    expr = synthetic_targets(opening, rounding, n, fps, seed)
+    zeros = lambda k: [np.zeros(k, np.float32)] * n  # noqa: E731
+    flame = pd.DataFrame({"frame": np.arange(n, dtype=np.int32), "shape": zeros(schemas.N_SHAPE),
+                          "expression": list(expr), "texture": zeros(schemas.N_TEXTURE),
+                          "lighting": zeros(schemas.N_LIGHTING), "camera": [np.array([1, 0, 0], np.float32)] * n,
+                          "pose": zeros(schemas.N_POSE), "fit_error": np.zeros(n, np.float32)})
+    schemas.write_table(flame, interim / "flame.parquet", schemas.PARAMETERS)
+    return interim
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_arrays(seconds: float = 12.0, fps: int = 25, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Features [N, 3, 80] and expression [N, 53] of a short synthetic presenter (context 3, for fast tests)."""
+    samples, opening, rounding = synthetic_speech(seconds, seed)
+    n = int(round(seconds * fps))
+    feats = features_for_audio(samples, n, fps, AlignParams(context_hops=1, n_mels=80))
+    return feats, synthetic_targets(opening, rounding, n, fps, seed)
+
+
+def tiny_presenter(arrays: tuple[np.ndarray, np.ndarray] | None = None) -> PresenterData:
+    feats, expr = arrays if arrays is not None else tiny_arrays()
+    return PresenterData("synth", feats, expr, np.zeros(schemas.N_SHAPE, np.float32), time_split(len(feats), 0.2, 0.1))
+
+
+TINY = dict(n_context=3, n_mels=80, d_model=32, n_heads=2, ff_dim=64, n_layers=2, dropout=0.0, window=16,
+            infer_stride=8)
+
+
+def run_tiny(dist_info: Distributed | None, steps: int, target_loss: float = 0.0, eval_every: int = 1000,
+             patience: int = 1000, arrays: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[list[float], object]:
+    torch.manual_seed(0)
+    config = LipConfig(presenters=["synth"], **TINY)
+    settings = TrainSettings(batch_size=8, lr=2e-3, warmup_steps=2, max_steps=steps, max_seconds=600,
+                             eval_every=eval_every, patience=patience, target_loss=target_loss, lip_vertex_weight=0.0,
+                             seed=0)
+    losses: list[float] = []
+    result = train(config, settings, [tiny_presenter(arrays)], None, dist_info,
+                   on_log=lambda step, m: losses.append(m["loss"]), progress=False)
+    return losses, result
+
+
+# ------------------------------------------------------------------------------------------------------- tests
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on the shared 2-core machine two threads stall each other (OpenMP barriers)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_forward_shapes():
+    config = LipConfig(presenters=["a", "b"], n_context=11, d_model=64, n_heads=4, ff_dim=128, n_layers=6)
+    model = LipTransformer(config)
+    out = model(torch.randn(3, 20, 11, 80), torch.tensor([0, 1, 0]))
+    assert out.shape == (3, 20, 53)
+    assert len(model.encoder.layers) == 6
+    # the presenter embedding changes the output
+    assert not torch.allclose(model.eval()(torch.zeros(1, 5, 11, 80), torch.tensor([0])),
+                              model(torch.zeros(1, 5, 11, 80), torch.tensor([1])))
+
+
+def test_positional_encoding_values():
+    pe = sinusoidal_encoding(50, 16)
+    assert pe.shape == (50, 16)
+    torch.testing.assert_close(pe[0, 0::2], torch.zeros(8))  # sin(0)
+    torch.testing.assert_close(pe[0, 1::2], torch.ones(8))  # cos(0)
+    p, i = 7, 3
+    freq = 1.0 / 10000 ** (2 * i / 16)
+    assert math.isclose(pe[p, 2 * i].item(), math.sin(p * freq), abs_tol=1e-6)
+    assert math.isclose(pe[p, 2 * i + 1].item(), math.cos(p * freq), abs_tol=1e-6)
+    torch.testing.assert_close(pe[:, 0::2] ** 2 + pe[:, 1::2] ** 2, torch.ones(50, 8))
+
+
+def test_split_is_by_time_without_overlap():
+    for n in (1, 10, 1875, 2251):
+        s = time_split(n, 0.2, 0.1)
+        assert s.heldout_start == heldout_start(n, 0.2)
+        parts = [set(s.train), set(s.validation), set(s.heldout)]
+        assert not (parts[0] & parts[1]) and not (parts[1] & parts[2]) and not (parts[0] & parts[2])
+        assert set().union(*parts) == set(range(n))
+        if n > 1:  # contiguous, in time order, held-out = the tail
+            assert max(s.train, default=-1) < min(s.validation, default=n) <= min(s.heldout, default=n)
+    assert heldout_start(1875, 0.2) == 1500
+    assert len(time_split(1875, 0.2, 0.1).heldout) == 375
+    with pytest.raises(ValueError):
+        heldout_start(10, 1.0)
+
+
+def test_metrics_known_cases():
+    rng = np.random.default_rng(0)
+    a = np.convolve(rng.normal(size=300), np.ones(5) / 5, mode="same")
+    assert pearson_r(a, a) == pytest.approx(1.0)
+    assert pearson_r(a, -a) == pytest.approx(-1.0)
+    assert pearson_r(a, np.full_like(a, 3.0)) == 0.0
+    assert av_offset(a, a) == 0
+    delayed = np.concatenate([np.zeros(3), a[:-3]])  # b[t] = a[t - 3]: b lags a by 3 frames
+    assert av_offset(a, delayed) == 3
+    assert av_offset(delayed, a) == -3
+    assert lagged_correlations(a, delayed)[3] > 0.99
+    verts = rng.normal(size=(4, 10, 3))
+    moved = verts.copy()
+    moved[:, 2, 1] += 0.5  # one lip vertex moves 0.5
+    moved[:, 9, 0] += 2.0  # a non-lip vertex moves a lot
+    assert lve(verts, verts, np.arange(5)) == 0.0
+    assert lve(moved, verts, np.array([1, 2, 3])) == pytest.approx(0.25)
+
+
+def test_early_stop_at_target_loss():
+    losses, result = run_tiny(None, steps=60, target_loss=10.0, eval_every=5)
+    assert result.stop_reason == "target_loss"
+    assert result.steps == 5 and result.best_val_loss < 10.0
+    losses, result = run_tiny(None, steps=10, target_loss=0.0, eval_every=5)
+    assert result.stop_reason == "max_steps" and result.steps == 10
+
+
+def test_ddp_two_processes_match_one(tmp_path):
+    out, data = tmp_path / "ddp.json", tmp_path / "tiny.npz"
+    feats, expr = tiny_arrays()
+    np.savez(data, features=feats, expression=expr)  # the workers skip the audio synthesis
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(Path(__file__)), "--ddp-worker", str(data), str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = json.loads(out.read_text())["losses"]
+    one, _ = run_tiny(None, steps=len(two))
+    assert len(one) == len(two) == 4
+    assert one[0] != one[-1]  # it trained
+    np.testing.assert_allclose(two, one, atol=1e-4)
+
+
+def test_windowed_inference_matches_length():
+    config = LipConfig(presenters=["synth"], **TINY)
+    model = LipTransformer(config).eval()
+    lip = LoadedLipModel(model, torch.zeros(53), torch.ones(53), {}, torch.device("cpu"))
+    for n in (5, 16, 17, 100):
+        feats = np.random.default_rng(n).normal(size=(n, 3, 80)).astype(np.float32)
+        out = predict_with(lip, feats, "synth")
+        assert out.shape == (n, 53) and np.isfinite(out).all()
+    assert window_starts(100, 16, 8)[-1] == 84
+    # a single window equals the plain forward pass
+    feats = np.random.default_rng(1).normal(size=(16, 3, 80)).astype(np.float32)
+    with torch.no_grad():
+        direct = model(torch.from_numpy(feats)[None], torch.tensor([0]))[0].numpy()
+    np.testing.assert_allclose(predict_with(lip, feats, "synth"), direct, atol=1e-5)
+
+
+def test_checkpoint_round_trip_and_unknown_presenter(tmp_path):
+    from talkinghead.errors import InputError
+    from talkinghead.lip import checkpoint_payload, predict
+
+    config = LipConfig(presenters=["synth"], **TINY)
+    model = LipTransformer(config).eval()
+    mean, std = np.arange(53, dtype=np.float32), np.full(53, 2.0, np.float32)
+    torch.save(checkpoint_payload(model, mean, std, {"context_hops": 1}), tmp_path / "lip.pt")
+    feats = np.random.default_rng(2).normal(size=(40, 3, 80)).astype(np.float32)
+    lip = LoadedLipModel(model, torch.as_tensor(mean), torch.as_tensor(std), {}, torch.device("cpu"))
+    np.testing.assert_allclose(predict(tmp_path / "lip.pt", feats, "synth", device="cpu"),
+                               predict_with(lip, feats, "synth"), atol=1e-5)
+    with pytest.raises(InputError, match="not in the lip model"):
+        predict(tmp_path / "lip.pt", feats, "someone_else", device="cpu")
+    with pytest.raises(InputError, match="expects"):
+        predict(tmp_path / "lip.pt", feats[:, :2], "synth", device="cpu")
+
+
+def test_presenter_metrics_with_head_model():
+    from talkinghead.stages.predict_lip import SHIFT_FRAMES, evaluate_presenter
+
+    try:
+        from talkinghead.headmodel import load_head_model
+
+        head = load_head_model({})
+    except Exception as exc:  # the open head model asset is built by another stage
+        pytest.skip(f"no head model available: {exc}")
+    n = 200
+    fitted = synthetic_targets(*synthetic_speech(n / 25, seed=4)[1:], n, 25, seed=4)
+    metrics = evaluate_presenter(head, np.zeros(100, np.float32), fitted.copy(), fitted, start=150)
+    assert metrics["model"]["lve"] == pytest.approx(0.0, abs=1e-12)
+    assert metrics["model"]["mouth_opening_r"] == pytest.approx(1.0)
+    assert metrics["model"]["av_offset"] == 0
+    assert metrics[f"baseline_shifted_{SHIFT_FRAMES}"]["av_offset"] == SHIFT_FRAMES
+    assert metrics["baseline_static_mean"]["lve"] > 0 and metrics["lve_reduction_vs_static"] == pytest.approx(1.0)
+
+
+def _ddp_worker(data: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from talkinghead.lip.trainer import init_distributed
+
+    torch.set_num_threads(1)
+    d = init_distributed()
+    arrays = np.load(data)
+    losses, _ = run_tiny(d, steps=4, arrays=(arrays["features"], arrays["expression"]))
+    if d.rank == 0:
+        Path(out).write_text(json.dumps({"losses": losses, "world": d.world}))
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--ddp-worker":
+    _ddp_worker(sys.argv[2], sys.argv[3])
