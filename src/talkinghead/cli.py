@@ -31,6 +31,11 @@ def repro(targets: list[str] | None = None, extra: list[str] | None = None) -> i
     env = dict(os.environ)
     # Stage commands say `python -m ...`: make that the interpreter running us (the project venv).
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+    if not sys.stderr.isatty():  # logs (CI, make demo > file): a progress line every 10 s, not every step
+        env.setdefault("TQDM_MININTERVAL", "10")
+    # MediaPipe/TFLite's C++ logging (glog/absl) prints pages of INFO/WARNING lines per stage
+    env.setdefault("GLOG_minloglevel", "2")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     own_parent = PARENT_ENV not in env
     if own_parent:
         env[PARENT_ENV] = start_parent_run("repro " + " ".join(targets or ["(all)"]))
