@@ -47,24 +47,29 @@ def psnr(a, b) -> float:
     return float(np.mean(psnr_per_image(a, b)))
 
 
-def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> torch.Tensor:
+def _gaussian_1d(size: int, sigma: float, device, dtype) -> torch.Tensor:
     coords = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
-    g = g / g.sum()
-    window = g[:, None] * g[None, :]  # [size, size]
-    return window.expand(channels, 1, size, size).contiguous()  # depthwise kernel [C, 1, size, size]
+    return g / g.sum()
 
 
 def ssim_per_image(a, b) -> np.ndarray:
-    """Structural similarity of each image pair, [B], mean over channels and valid window positions."""
+    """Structural similarity of each image pair, [B], mean over channels and valid window positions.
+
+    The 2-D gaussian window is applied as two 1-D passes (separable: 22 instead of 121 multiply-adds per pixel);
+    float32 is exact enough here (variance error ~1e-2 against the constant C2 = 58.5).
+    """
     x, y = _pair(a, b)
+    x, y = x.float(), y.float()
     if min(x.shape[-2:]) < SSIM_WINDOW:
         raise ValueError(f"images must be at least {SSIM_WINDOW}x{SSIM_WINDOW} for SSIM, got {tuple(x.shape[-2:])}")
+    g = _gaussian_1d(SSIM_WINDOW, SSIM_SIGMA, x.device, x.dtype)
     channels = x.shape[1]
-    w = _gaussian_window(SSIM_WINDOW, SSIM_SIGMA, channels, x.device, x.dtype)
+    w_rows = g.view(1, 1, SSIM_WINDOW, 1).expand(channels, 1, SSIM_WINDOW, 1)  # depthwise [C, 1, k, 1]
+    w_cols = g.view(1, 1, 1, SSIM_WINDOW).expand(channels, 1, 1, SSIM_WINDOW)  # depthwise [C, 1, 1, k]
 
     def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, w, groups=channels)
+        return F.conv2d(F.conv2d(t, w_rows, groups=channels), w_cols, groups=channels)
 
     mu_x, mu_y = blur(x), blur(y)
     var_x = blur(x * x) - mu_x**2
@@ -73,7 +78,7 @@ def ssim_per_image(a, b) -> np.ndarray:
     c1 = (SSIM_K1 * DATA_RANGE) ** 2
     c2 = (SSIM_K2 * DATA_RANGE) ** 2
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return ssim_map.flatten(1).mean(1).cpu().numpy()  # [B, C, h, w] -> [B]
+    return ssim_map.flatten(1).mean(1).double().cpu().numpy()  # [B, C, h, w] -> [B]
 
 
 def ssim(a, b) -> float:

@@ -5,9 +5,10 @@ A small U-Net built for CPU speed (>= 10 frames/s at 256x256 on two cores):
 - decoder (FPN-style): project the coarser features to the finer width with a 3x3 conv at the *coarse*
   resolution, upsample bilinearly (smooth, so no checkerboard), add the encoder skip, refine with a 3x3 conv.
   Doing the width change before upsampling keeps the expensive full-resolution layers 16 channels wide;
-- head: RGB and a blend weight alpha; output = alpha * rgb + (1 - alpha) * composite. Outside the rendered
-  region the composite already *is* the real frame, so the network learns alpha ~ 0 there and cannot drift
-  colours; inside it paints texture and teeth.
+- head: a residual added to the composite, its conv initialised to zero so training starts from the identity.
+  Outside the rendered region the composite already *is* the real frame, so L1 drives the residual to zero
+  there (no colour drift at the mask border); inside it paints texture and teeth. (A learned blend mask
+  alpha * rgb + (1 - alpha) * composite was tried first: alpha collapsed to 0 before the RGB branch was useful.)
 Optionally a reference frame of the same presenter (a closed-mouth training frame, stored in the checkpoint)
 is concatenated to the input, giving the network the presenter's true skin and lip appearance.
 Images are float tensors in [-1, 1], [B, 3, H, W]; H and W must be multiples of 2 ** (levels - 1).
@@ -27,7 +28,6 @@ class GeneratorConfig:
     channels: tuple[int, ...] = (16, 32, 64, 128)  # width per level; level i works at 1 / 2**i resolution
     use_reference: bool = True
     image_size: int = 256  # the resolution it is trained for (fully convolutional: any multiple works)
-    alpha_bias: float = -1.0  # initial blend logit: start close to the composite
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -71,9 +71,9 @@ class Generator(nn.Module):
         # project[i] maps level i+1 features to level i width (applied before upsampling)
         self.project = nn.ModuleList(nn.Sequential(conv3x3(ch[i + 1], ch[i]), act()) for i in range(len(ch) - 1))
         self.refine = nn.ModuleList(nn.Sequential(conv3x3(ch[i], ch[i]), act()) for i in range(len(ch) - 1))
-        self.head = conv3x3(ch[0], 4)
-        with torch.no_grad():
-            self.head.bias[3].fill_(config.alpha_bias)
+        self.head = conv3x3(ch[0], 3)
+        nn.init.zeros_(self.head.weight)  # start as the identity: output = composite
+        nn.init.zeros_(self.head.bias)
         # a reference frame of the presenter ([1, 3, S, S] in [-1, 1]); empty until training picks one
         self.register_buffer("reference", torch.zeros(0))
 
@@ -95,11 +95,8 @@ class Generator(nn.Module):
         for i in reversed(range(len(self.refine))):
             y = self.project[i](y)
             y = F.interpolate(y, size=skips[i].shape[-2:], mode="bilinear", align_corners=False)
-            y = self.refine[i](y + skips[i])
-        out = self.head(y)  # [B, 4, H, W]
-        rgb = torch.tanh(out[:, :3])
-        alpha = torch.sigmoid(out[:, 3:4])
-        return alpha * rgb + (1 - alpha) * composite
+            y = self.refine[i](y.add_(skips[i]))  # in place on the fresh upsample output: saves a full-res copy
+        return (composite + self.head(y)).clamp(-1.0, 1.0)
 
 
 def to_unit(images_uint8: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,70 @@
+"""GAN that turns a composite (rendered lower face pasted on the real crop) into a photoreal face crop.
+
+>>> generator = load_generator("models/gan/demo/gan.pt", "cpu")
+>>> frames = generate(generator, composites)          # uint8 [B, S, S, 3] -> uint8 [B, S, S, 3]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError
+from .generator import Generator, GeneratorConfig, to_uint8, to_unit
+
+__all__ = ["Generator", "GeneratorConfig", "load_generator", "generate"]
+
+
+def load_generator(checkpoint_path: str | Path, device: str | torch.device = "cpu") -> Generator:
+    """Generator from an inference checkpoint (gan.pt) or a training state; eval mode, channels_last."""
+    path = Path(checkpoint_path)
+    if not path.exists():
+        raise InputError(path, "missing; train it with `dvc repro train_gan@<presenter>`")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        generator = Generator(GeneratorConfig.from_dict(state["generator_config"]))
+        generator.reference = state["generator"]["reference"]  # buffer size depends on the presenter
+        generator.load_state_dict(state["generator"])
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        raise InputError(path, f"not a GAN generator checkpoint ({exc})") from exc
+    return generator.to(device, memory_format=torch.channels_last).eval()
+
+
+def generate(generator: Generator, composites: np.ndarray | torch.Tensor, reference: np.ndarray | None = None,
+             batch_size: int = 16) -> np.ndarray:
+    """uint8 [B, S, S, 3] composites (+ optional uint8 [S, S, 3] reference, default the stored one) -> uint8 [B, S, S, 3].
+
+    Frames whose size is not a multiple of the network's stride are padded (replicate) and cropped back.
+    """
+    device = next(generator.parameters()).device
+    if isinstance(composites, torch.Tensor):
+        composites = composites.cpu().numpy()
+    composites = np.asarray(composites)  # a memmap stays a memmap: batches are read as they are needed
+    if composites.dtype != np.uint8 or composites.ndim != 4 or composites.shape[-1] != 3:
+        raise ValueError(f"composites: expected uint8 [B, S, S, 3], got {composites.dtype} {tuple(composites.shape)}")
+    height, width = composites.shape[1:3]
+    m = generator.config.multiple
+    pad = (0, (-width) % m, 0, (-height) % m)  # left, right, top, bottom
+    ref = None
+    stored = generator.reference
+    if reference is None and generator.config.use_reference and tuple(stored.shape[-2:]) != (height, width):
+        raise ValueError(f"frames are {height}x{width} but the stored reference frame is "
+                         f"{tuple(stored.shape[-2:])}: pass a reference of the frames' size")
+    if reference is not None:
+        ref = to_unit(torch.from_numpy(np.array(reference))[None]).to(device)  # [1, 3, S, S]
+        ref = F.pad(ref, pad, mode="replicate")
+    out = np.empty(tuple(composites.shape), np.uint8)
+    was_training = generator.training
+    generator.eval()
+    with torch.inference_mode():
+        for start in range(0, composites.shape[0], batch_size):
+            chunk = torch.from_numpy(np.array(composites[start:start + batch_size]))  # copy: works on memmaps
+            x = to_unit(chunk).to(device)  # [b, 3, S, S]
+            x = F.pad(x, pad, mode="replicate").contiguous(memory_format=torch.channels_last)
+            y = generator(x, ref)[:, :, :height, :width]
+            out[start:start + batch_size] = to_uint8(y).cpu().numpy()
+    generator.train(was_training)
+    return out

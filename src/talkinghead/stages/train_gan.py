@@ -1,0 +1,249 @@
+"""Stage train_gan@NAME: train the composite -> real-frame GAN of one presenter and evaluate it on the held-out tail.
+
+    python -m talkinghead.stages.train_gan data/interim/NAME --out models/gan/NAME
+
+Inputs: data/processed/NAME/composites.npy uint8 [N, S, S, 3] and composites.parquet (schemas.COMPOSITES),
+data/interim/NAME/frames.npy (the real crops). Outputs: models/gan/NAME/gan.pt (generator for inference) and train_state.pt
+(resumable training state; the folder is DVC `persist: true`, so re-running after a kill resumes),
+reports/gan/NAME/metrics.json (+ sample grids). Under ``torchrun`` it trains with DDP (gloo on CPU, nccl on GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ..atomic import atomic_path
+from ..errors import InputError
+from ..gan import generate, load_generator
+from ..gan.face_discriminator import PatchDiscriminatorConfig
+from ..gan.generator import GeneratorConfig, to_uint8
+from ..gan.mouth_discriminator import MouthDiscriminatorConfig, crop_mouths
+from ..gan.trainer import Batch, GanData, GanTrainer, TrainConfig
+from ..imagemetrics import psnr_per_image, ssim_per_image
+from ..paths import PresenterPaths
+from ..params import params_group
+from ..schemas import COMPOSITES, column_array, read_table
+from ..split import heldout_start
+from ..tensorfile import load_tensor
+
+GRID_ROWS = 6
+
+
+def load_gan_data(paths: PresenterPaths, heldout_fraction: float) -> GanData:
+    """Memory-map one presenter's composites, real frames and mouth boxes, and split them by time.
+
+    Training rows: heldout flag False *and* before ``split.heldout_start`` (both must agree the frame is trainable).
+    """
+    table = read_table(paths.composites_table, COMPOSITES)
+    n = len(table)
+    composites = load_tensor(paths.composites, np.uint8, (None, None, 3), n)
+    frames = load_tensor(paths.frames, np.uint8, composites.shape[1:], n)
+    if composites.shape[1] != composites.shape[2]:
+        raise InputError(paths.composites, f"frames must be square, got {composites.shape[1:3]}")
+    if not np.array_equal(table["frame"].to_numpy(), np.arange(n)):
+        raise InputError(paths.composites_table, "column 'frame' must be 0..N-1 in order")
+    boxes = column_array(table, "mouth_box", (4,)).astype(np.float32)
+    heldout = table["heldout"].to_numpy(bool)
+    train_index = np.flatnonzero(~heldout & (np.arange(n) < heldout_start(n, heldout_fraction)))
+    heldout_index = np.flatnonzero(heldout)
+    if len(train_index) == 0 or len(heldout_index) == 0:
+        raise InputError(paths.composites_table,
+                         f"need training and held-out frames, got {len(train_index)} and {len(heldout_index)}")
+    return GanData(composites, frames, boxes, train_index.astype(np.int64), heldout_index.astype(np.int64))
+
+
+def sample_grid(composite: np.ndarray, generated: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """uint8 [B, H, W, 3] x 3 -> one uint8 image, a row per frame: composite | generated | real."""
+    rows = [np.concatenate([c, g, r], axis=1) for c, g, r in zip(composite, generated, real)]
+    return np.concatenate(rows, axis=0)
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]))  # RGB -> BGR
+    if not ok:
+        raise RuntimeError(f"PNG encoding failed for {path}")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(encoded.tobytes())
+
+
+def mouth_crops(images: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """uint8 [B, S, S, 3] + boxes [B, 4] -> uint8 [B, size, size, 3] (roi_align, the discriminator's view)."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()  # [B, S, S, 3] -> [B, 3, S, S]
+    crops = crop_mouths(x, torch.from_numpy(boxes), size)
+    return crops.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()  # -> [B, size, size, 3]
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    grid: np.ndarray  # uint8 sample grid of held-out frames
+    mouth_grid: np.ndarray  # the same frames' mouth crops, enlarged
+
+
+def evaluate(generator, data: GanData, mouth_size: int = 64, batch_size: int = 16) -> Evaluation:
+    """PSNR / SSIM on the held-out tail, GAN output vs real, and the composite itself vs real as the baseline."""
+    from tqdm import tqdm
+
+    scores: dict[str, list[np.ndarray]] = {}
+    show = set(np.linspace(0, len(data.heldout_index) - 1, GRID_ROWS).round().astype(int).tolist())
+    shown: list[tuple[np.ndarray, ...]] = []
+    for start in tqdm(range(0, len(data.heldout_index), batch_size), desc="gan eval", unit="batch"):
+        rows = data.heldout_index[start:start + batch_size]
+        comp, real = np.asarray(data.composites[rows]), np.asarray(data.frames[rows])
+        fake = generate(generator, comp)
+        boxes = data.boxes[rows]
+        crops = {k: mouth_crops(v, boxes, mouth_size) for k, v in (("comp", comp), ("fake", fake), ("real", real))}
+        for name, images, mouths in (("gan", fake, crops["fake"]), ("composite", comp, crops["comp"])):
+            for metric, fn in (("psnr", psnr_per_image), ("ssim", ssim_per_image)):
+                scores.setdefault(f"{name}_full_{metric}", []).append(fn(images, real))
+                scores.setdefault(f"{name}_mouth_{metric}", []).append(fn(mouths, crops["real"]))
+        for j in range(len(rows)):
+            if start + j in show:
+                shown.append((comp[j], fake[j], real[j], crops["comp"][j], crops["fake"][j], crops["real"][j]))
+    metrics = {k: float(np.mean(np.concatenate(v))) for k, v in sorted(scores.items())}
+    for part in ("full", "mouth"):
+        for metric in ("psnr", "ssim"):
+            metrics[f"gain_{part}_{metric}"] = metrics[f"gan_{part}_{metric}"] - metrics[f"composite_{part}_{metric}"]
+    metrics["heldout_frames"] = float(len(data.heldout_index))
+    parts = [np.stack(p) for p in zip(*shown)]
+    enlarge = data.image_size // mouth_size
+    big = [np.repeat(np.repeat(p, enlarge, axis=1), enlarge, axis=2) for p in parts[3:]]
+    return Evaluation(metrics, sample_grid(*parts[:3]), sample_grid(*big))
+
+
+def setup_distributed() -> torch.device:
+    """Join the torchrun process group if there is one; return this process's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def choose_threads(requested: int) -> int:
+    """``requested`` threads, or for 0 the idle cores (at least 1): on a machine whose cores other processes
+    already keep busy, intra-op threads spin-wait on each other and two threads ran 3x slower than one."""
+    if requested > 0:
+        return requested
+    cores = os.cpu_count() or 1
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(torch.get_num_threads(), int(cores - busy + 1.0)))  # load < 1 on 2 cores: both
+
+
+def build_trainer(params: dict, image_size: int, device: torch.device) -> GanTrainer:
+    gen_config = GeneratorConfig(channels=tuple(params.get("channels", GeneratorConfig.channels)),
+                                 use_reference=bool(params.get("use_reference", True)), image_size=image_size)
+    face_config = PatchDiscriminatorConfig(base_channels=int(params.get("d_channels", 32)),
+                                           scales=int(params.get("d_scales", 2)))
+    mouth_config = MouthDiscriminatorConfig(crop_size=int(params.get("mouth_crop", 64)),
+                                            base_channels=int(params.get("d_channels", 32)))
+    return GanTrainer(gen_config, TrainConfig.from_params(params), face_config, mouth_config, device)
+
+
+def train_gan(paths: PresenterPaths, params: dict, split: dict, progress: bool = True) -> dict:
+    """Train (resuming from ``paths.gan_train_state`` when it matches the config), export gan.pt, evaluate.
+
+    Returns the held-out metrics (also written to ``paths.report("gan")``/metrics.json).
+    """
+    from ..tracking import stage_run
+
+    name = paths.name
+    out = paths.gan_dir
+    report_dir = paths.report("gan")
+    data = load_gan_data(paths, float(split["heldout_fraction"]))
+    size = int(params.get("image_size", 256))
+    if data.image_size != size:
+        raise InputError(paths.composites, f"frames are {data.image_size} px, gan.image_size is {size}")
+    device = setup_distributed()
+    torch.set_num_threads(choose_threads(int(params.get("threads", 0))))
+    trainer = build_trainer(params, size, device)
+    resumed = paths.gan_train_state.exists() and trainer.load(paths.gan_train_state, data)
+    if paths.gan_train_state.exists() and not resumed:
+        print(f"{paths.gan_train_state}: made with other gan params or data; training from scratch",
+              file=sys.stderr)  # load() checks before it changes anything: the trainer is still fresh
+    rank0 = trainer.rank == 0
+    samples_dir = out / "samples"
+
+    with (stage_run("train_gan", name, {"gan": params, "split": split}) if rank0 else _null()) as mlflow:
+        def on_log(losses: dict[str, float], step: int) -> None:
+            mlflow.log_metrics(losses, step=step)
+
+        def on_sample(batch: Batch, fake: torch.Tensor, step: int) -> None:
+            k = min(4, batch.real.shape[0])
+            grid = sample_grid(to_uint8(batch.composite[:k]).cpu().numpy(), to_uint8(fake[:k]).cpu().numpy(),
+                               to_uint8(batch.real[:k]).cpu().numpy())
+            path = samples_dir / f"step_{step:06d}.png"
+            write_png(path, grid)
+            mlflow.log_artifact(str(path), artifact_path="samples")
+
+        if rank0:
+            mlflow.log_params({"resumed_from_step": trainer.step, "train_frames": len(data.train_index),
+                               "reference_row": trainer.reference_row if trainer.reference_row is not None else -1})
+        reason = trainer.fit(data, paths.gan_train_state, on_log if rank0 else None, on_sample if rank0 else None,
+                             progress=progress)
+        if not rank0:
+            return {}
+        trainer.export(paths.gan_checkpoint)
+        mlflow.log_artifact(str(paths.gan_checkpoint), artifact_path="checkpoint")
+        generator = load_generator(paths.gan_checkpoint, device)
+        evaluation = evaluate(generator, data, mouth_size=int(params.get("mouth_crop", 64)))
+        metrics = dict(evaluation.metrics, steps=float(trainer.step), train_seconds=trainer.elapsed_s,
+                       final_g_loss_ema=float(trainer.loss_ema or 0.0))
+        report_dir.mkdir(parents=True, exist_ok=True)
+        write_png(report_dir / "heldout_samples.png", evaluation.grid)
+        write_png(report_dir / "heldout_mouths.png", evaluation.mouth_grid)
+        with atomic_path(report_dir / "metrics.json") as tmp:
+            tmp.write_text(json.dumps(dict(metrics, stop_reason=reason), indent=2) + "\n")
+        mlflow.log_metrics(metrics, step=trainer.step)
+        mlflow.set_tag("gan_stop_reason", reason)
+        for png in ("heldout_samples.png", "heldout_mouths.png"):
+            mlflow.log_artifact(str(report_dir / png), artifact_path="heldout")
+    return metrics
+
+
+class _null:
+    """Stands in for the MLflow run on non-zero DDP ranks (they log nothing)."""
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("interim", type=Path,
+                        help="data/interim/NAME (frames.npy); composites are read from data/processed/NAME")
+    parser.add_argument("--out", type=Path, required=True, help="models/gan/NAME")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        paths = dataclasses.replace(PresenterPaths.from_folder(args.interim), gan_dir=args.out)
+        metrics = train_gan(paths, params_group("gan"), params_group("split"), progress=not args.no_progress)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if metrics:
+        print(json.dumps({k: round(v, 4) for k, v in metrics.items() if k.startswith(("gan_", "composite_"))}))
+
+
+if __name__ == "__main__":
+    main()

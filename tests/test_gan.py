@@ -1,0 +1,210 @@
+"""GAN: network shapes, mouth crops, component-loss gradient, kill-and-resume, metrics, inference API."""
+
+from __future__ import annotations
+
+import math
+import numpy as np
+import pytest
+import torch
+
+from talkinghead.gan import generate, load_generator
+from talkinghead.gan.face_discriminator import MultiScaleDiscriminator, PatchDiscriminatorConfig
+from talkinghead.gan.generator import Generator, GeneratorConfig, to_unit
+from talkinghead.gan.mouth_discriminator import MouthDiscriminator, MouthDiscriminatorConfig, crop_mouths
+from talkinghead.gan.synthetic import make_synthetic_presenter
+from talkinghead.gan.trainer import GanTrainer, TrainConfig, adversarial_g_loss, box_mask, sample_batch
+from talkinghead.imagemetrics import psnr, ssim
+from talkinghead.paths import PresenterPaths
+from talkinghead.stages.train_gan import load_gan_data
+
+SIZE = 64  # tiny frames keep the training tests fast
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> PresenterPaths:
+    paths = PresenterPaths.of("synth", root=tmp_path_factory.mktemp("gan"))
+    make_synthetic_presenter(paths, n_frames=30, size=SIZE, seed=1)
+    return paths
+
+
+def tiny_trainer(**overrides) -> GanTrainer:
+    train = TrainConfig(batch_size=2, crop_size=32, full_res_fraction=0.34, max_steps=6, max_seconds=1e9,
+                        checkpoint_every=3, log_every=1, seed=3)
+    for key, value in overrides.items():
+        setattr(train, key, value)
+    return GanTrainer(GeneratorConfig(channels=(8, 16, 32), image_size=SIZE), train,
+                      PatchDiscriminatorConfig(base_channels=8), MouthDiscriminatorConfig(crop_size=16, base_channels=8))
+
+
+# ---- shapes -------------------------------------------------------------------------------------------
+def test_generator_shapes_and_range():
+    for use_reference in (True, False):
+        g = Generator(GeneratorConfig(use_reference=use_reference))
+        x = torch.rand(2, 3, 128, 96) * 2 - 1
+        ref = torch.rand(1, 3, 128, 96) * 2 - 1 if use_reference else None
+        with torch.no_grad():
+            y = g(x, ref)
+        assert y.shape == (2, 3, 128, 96)
+        assert y.min() >= -1 and y.max() <= 1
+
+
+def test_generator_without_stored_reference_says_so():
+    with pytest.raises(ValueError, match="reference"):
+        Generator(GeneratorConfig(channels=(8, 16)))(torch.zeros(1, 3, 32, 32))
+
+
+def test_discriminator_shapes():
+    face = MultiScaleDiscriminator(PatchDiscriminatorConfig(scales=2, layers=3))
+    outs = face(torch.zeros(2, 3, 128, 128), torch.zeros(2, 3, 128, 128))
+    assert [o[-1].shape for o in outs] == [(2, 1, 16, 16), (2, 1, 8, 8)]
+    mouth = MouthDiscriminator(MouthDiscriminatorConfig(crop_size=64, layers=3))
+    boxes = torch.tensor([[10.0, 20.0, 60.0, 50.0], [0.0, 0.0, 128.0, 128.0]])
+    out = mouth(torch.zeros(2, 3, 128, 128), torch.zeros(2, 3, 128, 128), boxes)
+    assert out[-1].shape == (2, 1, 8, 8)
+
+
+# ---- mouth crops --------------------------------------------------------------------------------------
+def test_roi_align_returns_the_box_content():
+    h, w = 64, 96
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    marked = torch.zeros(h, w)
+    x0, y0, x1, y1 = 40, 20, 72, 52
+    marked[y0:y1, x0:x1] = 1.0
+    image = torch.stack([xs, ys, marked])[None]  # [1, 3, H, W]: pixel x, pixel y, box marker
+    crop = crop_mouths(image, torch.tensor([[x0, y0, x1, y1]], dtype=torch.float32), size=32)[0]
+    # a linear ramp is reproduced exactly by bilinear sampling: the crop's pixels are the box's pixels
+    torch.testing.assert_close(crop[0], xs[y0:y1, x0:x1], atol=1e-4, rtol=0)
+    torch.testing.assert_close(crop[1], ys[y0:y1, x0:x1], atol=1e-4, rtol=0)
+    assert torch.all(crop[2][1:-1, 1:-1] == 1.0) and crop[2].min() >= 0.7
+    elsewhere = crop_mouths(image, torch.tensor([[0.0, 0.0, 32.0, 16.0]]), size=16)[0]
+    assert elsewhere[2].max() == 0
+
+
+def test_box_mask_marks_pixel_centres_inside():
+    mask = box_mask(torch.tensor([[2.0, 1.0, 5.0, 3.0]]), 6, 8)[0, 0]
+    assert mask.sum() == 3 * 2 and mask[1:3, 2:5].all()
+
+
+# ---- the component loss reaches the generator ---------------------------------------------------------
+def test_component_loss_gradient_reaches_generator_inside_mouth_box_only():
+    torch.manual_seed(0)
+    g = Generator(GeneratorConfig(channels=(8, 16, 32), use_reference=False))
+    mouth = MouthDiscriminator(MouthDiscriminatorConfig(crop_size=16, base_channels=8))
+    composite = torch.rand(2, 3, 64, 64) * 2 - 1
+    boxes = torch.tensor([[20.0, 30.0, 44.0, 46.0], [10.0, 12.0, 30.0, 28.0]])
+    fake = g(composite)
+    fake.retain_grad()
+    loss = adversarial_g_loss(mouth(composite, fake, boxes)[-1], "lsgan")
+    loss.backward()
+    grad = fake.grad.abs().sum(1)  # [B, H, W]
+    inside = box_mask(boxes, 64, 64)[:, 0].bool()
+    near = box_mask(boxes + torch.tensor([-1.0, -1.0, 1.0, 1.0]), 64, 64)[:, 0].bool()
+    assert torch.all(grad[inside].reshape(2, -1).sum(1) > 0)
+    assert grad[~near].max() == 0  # nothing outside the box (bilinear taps reach at most 1 px beyond it)
+    assert sum(p.grad.abs().sum() for p in g.parameters()) > 0
+
+
+def test_trainer_step_with_only_component_loss_updates_generator(synthetic):
+    data = load_gan_data(synthetic, 0.2)
+    trainer = tiny_trainer(w_l1=0.0, w_face_adv=0.0, w_feature_matching=0.0, w_mouth_adv=1.0)
+    trainer.set_reference(data)
+    before = [p.detach().clone() for p in trainer.generator.parameters()]
+    batch = sample_batch(data, trainer.sampler, 2, 32, trainer.reference_image(data), trainer.device)
+    trainer.train_step(batch)  # the zero-initialised head moves first ...
+    trainer.train_step(batch)  # ... then the gradient reaches every layer
+    changed = [not torch.equal(b, p) for b, p in zip(before, trainer.generator.parameters())]
+    assert all(changed)
+
+
+# ---- kill and resume ----------------------------------------------------------------------------------
+class Killed(Exception):
+    pass
+
+
+def test_kill_and_resume_continues_exactly(synthetic, tmp_path):
+    torch.set_num_threads(1)  # identical float reduction order in both runs
+    data = load_gan_data(synthetic, 0.2)
+    assert data.train_index.max() < data.heldout_index.min()
+
+    straight = tiny_trainer()
+    assert straight.fit(data, tmp_path / "straight.pt", progress=False) == "max_steps"
+
+    ckpt = tmp_path / "killed.pt"
+    first = tiny_trainer()
+
+    def kill_at_5(step: int) -> None:
+        if step == 5:
+            raise Killed  # after the step-3 checkpoint, before the next: steps 4-5 are lost
+    with pytest.raises(Killed):
+        first.fit(data, ckpt, on_step=kill_at_5, progress=False)
+
+    resumed = tiny_trainer()
+    assert resumed.load(ckpt)
+    assert resumed.step == 3
+    adam_steps = {int(s["step"]) for s in resumed.opt_g.state_dict()["state"].values()}
+    assert adam_steps == {3}  # optimizer moments continue from step 3, not from zero
+    assert resumed.crop_for_step(3, SIZE) == 32 and resumed.crop_for_step(5, SIZE) == SIZE
+    assert resumed.fit(data, ckpt, progress=False) == "max_steps"
+    assert resumed.step == straight.step == 6
+    for a, b in zip(straight.generator.state_dict().values(), resumed.generator.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    for a, b in zip(straight.face_d.parameters(), resumed.face_d.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert resumed.sampler.get_state().equal(straight.sampler.get_state())
+
+
+def test_checkpoint_of_other_config_is_not_resumed(synthetic, tmp_path):
+    data = load_gan_data(synthetic, 0.2)
+    trainer = tiny_trainer(max_steps=1)
+    trainer.fit(data, tmp_path / "state.pt", progress=False)
+    assert not tiny_trainer(lr_g=1e-3).load(tmp_path / "state.pt")
+    assert tiny_trainer(max_steps=50).load(tmp_path / "state.pt", data)  # a larger budget continues training
+    other = load_gan_data(synthetic, 0.5)  # another split: the upstream data changed
+    assert not tiny_trainer().load(tmp_path / "state.pt", other)
+
+
+# ---- inference API ------------------------------------------------------------------------------------
+def test_export_load_generate_round_trip(synthetic, tmp_path):
+    data = load_gan_data(synthetic, 0.2)
+    trainer = tiny_trainer(max_steps=1)
+    trainer.fit(data, tmp_path / "state.pt", progress=False)
+    trainer.export(tmp_path / "gan.pt")
+    generator = load_generator(tmp_path / "gan.pt", "cpu")
+    composites = np.array(data.composites[:3])
+    out = generate(generator, composites)
+    assert out.dtype == np.uint8 and out.shape == composites.shape
+    with torch.no_grad():
+        direct = trainer.generator.eval()(to_unit(torch.from_numpy(composites)))
+    expected = direct.add(1).mul(127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    assert np.abs(out.astype(int) - expected.astype(int)).max() <= 1
+    # odd sizes are padded to the network stride and cropped back (with a reference of the same size)
+    assert generate(generator, composites[:, :50, :50], composites[0, :50, :50]).shape == (3, 50, 50, 3)
+    with pytest.raises(ValueError, match="reference"):
+        generate(generator, composites[:, :32, :32])  # the stored reference is 64x64
+
+
+# ---- metrics ------------------------------------------------------------------------------------------
+def test_psnr_known_values():
+    rng = np.random.default_rng(0)
+    a = rng.integers(20, 236, (3, 32, 32, 3)).astype(np.uint8)
+    assert psnr(a, a) == math.inf
+    noisy = (a.astype(int) + rng.choice([-10, 10], a.shape)).astype(np.uint8)  # every pixel off by 10 -> MSE 100
+    assert psnr(a, noisy) == pytest.approx(10 * math.log10(255**2 / 100), abs=1e-6)
+
+
+def test_ssim_identical_and_against_skimage():
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, (2, 40, 48, 3)).astype(np.uint8)
+    b = np.clip(a.astype(int) + rng.normal(0, 25, a.shape), 0, 255).astype(np.uint8)
+    assert ssim(a, a) == pytest.approx(1.0, abs=1e-6)
+    expected = np.mean([structural_similarity(x, y, channel_axis=-1, data_range=255, gaussian_weights=True,
+                                              sigma=1.5, use_sample_covariance=False) for x, y in zip(a, b)])
+    assert ssim(a, b) == pytest.approx(expected, abs=1e-4)
+    assert ssim(a, b) < 0.99
+
+
+def test_metrics_reject_non_uint8():
+    with pytest.raises(ValueError):
+        psnr(np.zeros((1, 16, 16, 3), np.float32), np.zeros((1, 16, 16, 3), np.float32))
