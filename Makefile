@@ -26,8 +26,9 @@ venv: $(STAMPS)/venv
 # torch 2.14.1 / torchaudio 2.11.0 / torchvision 0.29.1 come from pip's local wheel store here (pip, not uv/poetry).
 $(STAMPS)/venv: requirements.txt requirements-lock.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt -c requirements-lock.txt
+	@# (this machine's pip config names local index folders that may not exist: drop those warnings only)
+	set -o pipefail; $(PY) -m pip install -q --upgrade pip 2>&1 | { grep -v '^WARNING: Location' || true; }
+	set -o pipefail; $(PY) -m pip install -q -r requirements.txt -c requirements-lock.txt 2>&1 | { grep -v '^WARNING: Location' || true; }
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@mkdir -p $(STAMPS) && touch $@
 
