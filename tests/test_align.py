@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from talkinghead import schemas
+from talkinghead.paths import PresenterPaths
 from talkinghead.errors import InputError
 from talkinghead.stages.align import (AlignParams, align_presenter, features_for_audio, fit_length,
-                                      frame_center_hops, presenter_paths)
+                                      frame_center_hops)
 
 RATE = 16000
 PARAMS = AlignParams()
@@ -67,7 +68,7 @@ def test_align_presenter_on_synthetic_folder(tmp_path):
     from test_lip import synthetic_presenter
 
     interim = synthetic_presenter(tmp_path, "synth", seconds=6.0, fps=30)
-    feats, table = align_presenter(presenter_paths(interim), {"context_hops": 4})
+    feats, table = align_presenter(PresenterPaths.from_folder(interim), {"context_hops": 4})
     assert feats.shape == (180, 9, 80)
     assert table["frame"].tolist() == list(range(180))
     schemas.write_table(table, interim / "features.parquet", schemas.FEATURES)

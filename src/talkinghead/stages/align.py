@@ -27,6 +27,7 @@ from ..audio import read_wav
 from ..errors import InputError
 from ..params import params_group
 from ..paths import PresenterPaths
+from ..tracking import stage_run
 from ..tensorfile import save_tensor
 
 SAMPLE_RATE = 16000
@@ -131,12 +132,6 @@ def features_for_audio(samples: np.ndarray, n_frames: int, fps: float,
     return spec[idx]  # [N, C, n_mels]
 
 
-def presenter_paths(interim: Path) -> PresenterPaths:
-    """PresenterPaths of a ``<root>/data/interim/NAME`` folder given on the command line."""
-    interim = Path(interim)
-    return PresenterPaths.of(interim.name, interim.parent.parent.parent)
-
-
 def align_presenter(paths: PresenterPaths, params: dict[str, Any]) -> tuple[np.ndarray, pd.DataFrame]:
     """Features [N, C, n_mels] and FEATURES table of one presenter (audio.wav + frames.parquet)."""
     p = _as_params(params)
@@ -165,11 +160,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         params = params_group("align")
-        paths = presenter_paths(args.interim)
+        paths = PresenterPaths.from_folder(args.interim)
         features, table = align_presenter(paths, params)
         save_tensor(paths.features, features)
         schemas.write_table(table, paths.features_table, schemas.FEATURES,
                             metadata={"context": features.shape[1], "n_mels": features.shape[2]})
+        with stage_run("align", paths.name, {"align": params}) as mlflow:
+            mlflow.log_metrics({"frames": float(features.shape[0]), "context_hops": float(features.shape[1]),
+                                "feature_mean": float(features.mean()), "feature_std": float(features.std())}, step=0)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

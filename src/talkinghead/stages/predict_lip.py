@@ -31,7 +31,6 @@ from ..params import params_group
 from ..paths import LIP_CHECKPOINT, PresenterPaths
 from ..split import heldout_start
 from ..tensorfile import load_tensor
-from .align import presenter_paths
 
 SHIFT_FRAMES = 3  # the delayed-prediction baseline
 
@@ -149,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-track", action="store_true", help="skip MLflow logging")
     args = parser.parse_args(argv)
     try:
-        paths = presenter_paths(args.interim)
+        paths = PresenterPaths.from_folder(args.interim)
         split = params_group("split")
         table, metrics, signals = predict_presenter(paths, args.checkpoint, float(split["heldout_fraction"]),
                                                     params_group("head_model"))
