@@ -35,3 +35,25 @@ def media_dir() -> Path:
     if not MEDIA.is_dir():
         pytest.skip(f"shared media folder {MEDIA} is absent")
     return MEDIA
+
+
+@pytest.fixture
+def fake_tracking(monkeypatch):
+    """Replace tracking.stage_run with a recorder: the dict it returns collects the stage, presenter and metrics."""
+    import contextlib
+
+    import talkinghead.tracking as tracking
+
+    logged: dict = {}
+
+    class FakeRun:
+        def log_metrics(self, metrics, step=None):
+            logged.update(metrics)
+
+    @contextlib.contextmanager
+    def fake_stage_run(stage, presenter=None, params=None):
+        logged["stage"], logged["presenter"] = stage, presenter
+        yield FakeRun()
+
+    monkeypatch.setattr(tracking, "stage_run", fake_stage_run)
+    return logged

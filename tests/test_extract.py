@@ -3,7 +3,6 @@ rotation, small face in portrait video), every kind of bad input, and the shared
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import numpy as np
@@ -153,24 +152,11 @@ def test_stage_two_faces_largest_wins_with_warning(tiny_video, tmp_path, params)
     assert np.all(np.abs(table["crop_x0"] + table["crop_side"] / 2 - 0.27 * 256) < 15)  # the left, larger face
 
 
-def test_stage_cli_writes_outputs_and_metrics(tiny_video, tmp_path, monkeypatch):
+def test_stage_cli_writes_outputs_and_metrics(tiny_video, tmp_path, monkeypatch, fake_tracking):
     import shutil
     from pathlib import Path
 
-    import talkinghead.tracking as tracking
-
-    logged = {}
-
-    class FakeRun:
-        def log_metrics(self, metrics, step=None):
-            logged.update(metrics)
-
-    @contextlib.contextmanager
-    def fake_stage_run(stage, presenter=None, params=None):
-        logged["presenter"] = presenter
-        yield FakeRun()
-
-    monkeypatch.setattr(tracking, "stage_run", fake_stage_run)
+    logged = fake_tracking
     root = Path(__file__).resolve().parents[1]
     shutil.copy(root / "params.yaml", tmp_path / "params.yaml")
     raw = tmp_path / "data" / "raw" / "tiny"

@@ -3,7 +3,6 @@ shared real clips (katiehill: all 200 frames; portrait_demo1: small face in 1080
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -49,26 +48,8 @@ def test_smoothing_touches_only_the_upper_face_and_does_not_lag():
     assert lag == 0  # zero phase
 
 
-def _fake_tracking(monkeypatch):
-    import talkinghead.tracking as tracking
-
-    logged = {}
-
-    class FakeRun:
-        def log_metrics(self, metrics, step=None):
-            logged.update(metrics)
-
-    @contextlib.contextmanager
-    def fake_stage_run(stage, presenter=None, params=None):
-        logged["stage"], logged["presenter"] = stage, presenter
-        yield FakeRun()
-
-    monkeypatch.setattr(tracking, "stage_run", fake_stage_run)
-    return logged
-
-
-def test_stage_smoke_on_generated_clip(tiny_video, tmp_path, monkeypatch):
-    logged = _fake_tracking(monkeypatch)
+def test_stage_smoke_on_generated_clip(tiny_video, tmp_path, monkeypatch, fake_tracking):
+    logged = fake_tracking
     shutil.copy(Path(__file__).resolve().parents[1] / "params.yaml", tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
     interim = tmp_path / "data" / "interim" / "tiny"
