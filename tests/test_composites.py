@@ -201,3 +201,21 @@ def test_frame_without_landmarks_keeps_the_real_frame():
 def test_unknown_parameter_is_refused():
     with pytest.raises(InputError, match="unknown composites parameters"):
         stage.lower_face_mask(np.zeros((478, 3)), S, {"feathr": 0.1})
+
+
+def test_render_pinholes_are_painted_from_the_surrounding_surface():
+    from talkinghead.stages.composites import fill_render_pinholes
+
+    size = 64
+    image = np.zeros((size, size, 3), np.uint8)
+    image[16:48, 16:48] = (200, 150, 120)  # a covered patch of "skin" ...
+    coverage = np.zeros((size, size), np.float32)
+    coverage[16:48, 16:48] = 1.0
+    image[30, 30:33] = 0  # ... with a 3-pixel crack showing the black background
+    coverage[30, 30:33] = 0.0
+    filled = fill_render_pinholes(image, coverage, size, {"max_hole": 0.01})
+    assert np.abs(filled[30, 30:33].astype(int) - (200, 150, 120)).max() <= 10  # crack takes the skin colour
+    assert np.array_equal(filled[:16], image[:16])  # the uncovered outside is not a pinhole: untouched
+    big_hole = coverage.copy()
+    big_hole[20:44, 20:44] = 0.0  # larger than max_hole: a real opening, left alone
+    assert np.array_equal(fill_render_pinholes(image, big_hole, size, {"max_hole": 0.01}), image)

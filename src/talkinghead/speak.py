@@ -230,7 +230,7 @@ class CropSynthesizer:
 
         from .gan import generate
         from .render import render_parameters
-        from .stages.composites import composite, coverage_mask
+        from .stages.composites import composite, coverage_mask, fill_render_pinholes
 
         fitted = self.presenter.fitted
         size = self.presenter.crop_size
@@ -241,7 +241,9 @@ class CropSynthesizer:
         masks = self.masks(source)
         # exactly the composites stage's blend (what the GAN was trained on): lower-face mask x render coverage
         blend = masks * np.stack([coverage_mask(c, size, self.composite_params) for c in rendered.mask])
-        comps = composite(rendered.images, real, blend)
+        renders = np.stack([fill_render_pinholes(image, coverage, size, self.composite_params)
+                            for image, coverage in zip(rendered.images, rendered.mask)])
+        comps = composite(renders, real, blend)
         return generate(self.generator, comps, None, batch_size=len(source)), masks
 
 

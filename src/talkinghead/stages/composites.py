@@ -198,6 +198,20 @@ def fill_small_holes(coverage: np.ndarray, max_area: float) -> np.ndarray:
     return np.where(fill[labels], 1, covered).astype(np.uint8)
 
 
+def fill_render_pinholes(image: np.ndarray, coverage: np.ndarray, image_size: int,
+                         params: dict[str, Any]) -> np.ndarray:
+    """Render uint8 [h, w, 3] + its coverage [h, w] -> the render with its enclosed pinholes (<= max_hole of the
+    S x S image) painted from the surrounding surface (cv2 inpainting).
+
+    Those pinholes are cracks where the lips meet the separate mouth-interior surface; left black they become dotted
+    specks along the lip line in the composite, and the GAN copies them into its output."""
+    p = _settings(params)
+    holes = (fill_small_holes(coverage, p["max_hole"] * image_size * image_size) > 0) & (coverage <= 0.5)
+    if not holes.any():
+        return image
+    return cv2.inpaint(np.ascontiguousarray(image), holes.astype(np.uint8), 2, cv2.INPAINT_TELEA)
+
+
 def coverage_mask(coverage: np.ndarray, image_size: int, params: dict[str, Any]) -> np.ndarray:
     """Render coverage {0, 1} [S, S] -> float32 [S, S]: 0 outside the silhouette, ramping to 1 over
     ``coverage_feather`` inside it, so the render's aliased edge never shows. Pinholes (<= max_hole) are filled
@@ -331,7 +345,8 @@ def make_composites(paths: PresenterPaths, inputs: StageInputs, model, params: d
                         continue
                     rows, cols = region.slices
                     masks[j, rows, cols] = mask
-                    out[j, rows, cols] = composite(rendered.images[j, rows, cols], real[j, rows, cols], mask)
+                    render = fill_render_pinholes(rendered.images[j, rows, cols], rendered.mask[j, rows, cols], size, p)
+                    out[j, rows, cols] = composite(render, real[j, rows, cols], mask)
                 writer[start:stop] = out
                 for i in range(start, stop):
                     boxes[i] = mouth_box(lmk[i], size, p)
