@@ -29,6 +29,19 @@ def machine() -> dict[str, object]:
     return info
 
 
+def derived(parts: dict[str, dict]) -> dict[str, float]:
+    """Onboarding cost per minute of footage at 25 fps from the per-stage rates: the per-frame stages (extract +
+    landmarks, fit, composites) scale with the footage; the two trainings are fixed budgets (params lip/gan
+    max_seconds) reported separately, since they stop on their target loss or time cap, not per frame."""
+    frames = 25 * 60
+    try:
+        seconds = frames / parts["ingest"]["ingest_frames_per_s"] + frames / parts["fit"]["fit_frames_per_s"] \
+            + frames * parts["render"]["composites_ms_per_frame"] / 1000
+    except (KeyError, TypeError, ZeroDivisionError):
+        return {}
+    return {"onboarding_minutes_per_video_minute_per_frame_stages": round(seconds / 60, 3)}
+
+
 def bench_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="talkinghead bench", description=__doc__)
     parser.add_argument("--parts", nargs="*", default=PARTS, choices=PARTS)
@@ -47,6 +60,7 @@ def bench_main(argv: list[str]) -> int:
             numbers["wall_s"] = round(time.perf_counter() - started, 2)
         results["parts"][part] = numbers
         print(f"bench: {part}: {json.dumps(numbers)}", flush=True)
+    results["derived"] = derived(results["parts"])
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:
