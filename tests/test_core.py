@@ -165,3 +165,14 @@ def test_mlflow_child_runs_nest_under_parent(tmp_path, monkeypatch):
     assert run.data.tags["mlflow.parentRunId"] == parent
     assert run.data.tags["dvc_stage"] == "extract@bob" and run.data.tags["presenter"] == "bob"
     assert run.data.params["extract.crop_size"] == "256" and run.data.metrics["frames"] == 10.0
+
+
+def test_facemesh_constants_match_mediapipe():
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LIPS
+
+    from talkinghead import facemesh
+
+    assert facemesh.LIPS == tuple(sorted({i for edge in FACEMESH_LIPS for i in edge}))
+    loop = set(facemesh.INNER_UPPER) | set(facemesh.INNER_LOWER) | set(facemesh.OUTER_UPPER) | set(facemesh.OUTER_LOWER)
+    assert loop == set(facemesh.LIPS)
+    assert len(facemesh.INNER_LIP_PAIRS) == 9 and (13, 14) in facemesh.INNER_LIP_PAIRS

@@ -20,11 +20,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .facemesh import INNER_LOWER, INNER_UPPER
+
 # FaceMesh landmark ids (478-point topology)
 UPPER_OUTER_LIP = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291]
 LOWER_OUTER_LIP = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291]
-UPPER_INNER_LIP = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]
-LOWER_INNER_LIP = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308]
+UPPER_INNER_LIP = list(INNER_UPPER)
+LOWER_INNER_LIP = list(INNER_LOWER)
 INNER_LIP_LOOP = UPPER_INNER_LIP + LOWER_INNER_LIP[::-1][1:-1]  # closed polygon around the mouth opening
 EYES = (  # (upper lid from corner to corner, lower lid from corner to corner)
     ([33, 246, 161, 160, 159, 158, 157, 173, 133], [33, 7, 163, 144, 145, 153, 154, 155, 133]),

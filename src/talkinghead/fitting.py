@@ -33,12 +33,10 @@ from tqdm import tqdm
 from .errors import InputError
 from .headmodel import camera as head_camera
 from .headmodel import geometry, sh
+from .facemesh import LIPS
 from .schemas import N_EXPR_JAW, N_EXPRESSION, N_LIGHTING, N_SHAPE, N_TEXTURE
 
-# FaceMesh ids of mediapipe's FACEMESH_LIPS (outer + inner lip contours), copied as numbers so the fit does
-# not import mediapipe.
-LIP_MP_IDS = (0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191, 267,
-              269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415)
+LIP_MP_IDS = LIPS  # FaceMesh ids of FACEMESH_LIPS (outer + inner lip contours)
 # Points that move with the skull only (nose bridge and tip, inner/outer eye corners, forehead): jitter metric.
 RIGID_MP_IDS = (1, 4, 5, 6, 9, 10, 151, 168, 195, 197, 33, 133, 263, 362)
 # Outer eye corners: the inter-ocular distance that normalises the NME.

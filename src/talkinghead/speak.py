@@ -25,11 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from . import facemesh
 from .errors import InputError
 from .paths import INTERIM, LIP_CHECKPOINT, PRESENTER_NAME, PresenterPaths
 
-# MediaPipe FaceMesh indices of paired inner-lip points (upper, lower), centre first: "mouth opening" from landmarks.
-INNER_LIP_PAIRS = ((13, 14), (82, 87), (312, 317), (81, 178), (311, 402), (80, 88), (310, 318))
+# The central 7 facing inner-lip pairs (upper, lower): "mouth opening" from landmarks. The two pairs nearest the
+# corners are left out: they barely move and FaceMesh jitters most there.
+INNER_LIP_PAIRS = tuple(pair for pair in facemesh.INNER_LIP_PAIRS if pair not in ((191, 95), (415, 324)))
 
 DEFAULTS: dict[str, Any] = {
     "batch_size": 16,         # frames rendered / generated / pasted / encoded per step (the streaming unit)

@@ -64,6 +64,7 @@ import torch
 
 from ..atomic import atomic_path
 from ..errors import InputError
+from ..facemesh import INNER_LOWER, INNER_UPPER, LIPS, OUTER_LOWER, OUTER_UPPER
 from ..paths import OPEN_HEAD_MODEL, RAW
 from .base import N_EXPRESSION, N_SHAPE, N_TEXTURE
 from .open_model import ASSET_VERSION
@@ -75,11 +76,6 @@ N_FACE_POINTS = 468  # without the 10 iris points
 FACE_WIDTH_M = 0.15
 SEED = 0
 
-# Inner-lip loop, upper and lower halves from corner 78 to corner 308 (MediaPipe FACEMESH_LIPS).
-INNER_UPPER = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
-INNER_LOWER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
-OUTER_UPPER = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291)
-OUTER_LOWER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291)
 MOUTH_CORNERS = (61, 291, 78, 308)
 SUBNASALE = 2  # FaceMesh point under the nose tip
 MANDIBLE_BELOW_PIVOT = 0.015  # the mandible line meets the face sides 1.5 cm below the pivot
@@ -105,9 +101,7 @@ def tessellation_triangles() -> np.ndarray:
 
 
 def lip_ids() -> np.ndarray:
-    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LIPS
-
-    return np.array(sorted({i for e in FACEMESH_LIPS for i in e}), dtype=np.int64)
+    return np.array(LIPS, dtype=np.int64)
 
 
 def orient_outward(faces: np.ndarray, vertices: np.ndarray, inside: np.ndarray) -> np.ndarray:

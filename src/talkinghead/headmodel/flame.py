@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
+from ..facemesh import INNER_LIP_PAIRS
 from .base import N_EXPRESSION, N_SHAPE, HeadModel
 from .embedding import LandmarkEmbedding, barycentric_landmarks
 from .lbs import lbs
@@ -27,7 +28,6 @@ FLAME_SHAPE_BASIS = 300  # FLAME stores 300 shape then 100 expression components
 JAW_JOINT = 2
 REQUIRED_KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "kintree_table", "weights", "f")
 # MediaPipe inner-lip pairs (upper, lower) used for mouth opening when the embedding covers them.
-INNER_LIP_PAIRS = ((13, 14), (82, 87), (81, 178), (80, 88), (191, 95), (312, 317), (311, 402), (310, 318), (415, 324))
 
 
 def _array(model: dict, key: str, path: Path) -> np.ndarray:

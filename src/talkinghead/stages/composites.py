@@ -33,6 +33,7 @@ import torch
 from tqdm import tqdm
 
 from ..atomic import atomic_dir
+from ..facemesh import LIPS
 from ..errors import InputError
 from ..headmodel import load_head_model
 from ..params import params_group
@@ -47,8 +48,6 @@ from ..tensorfile import TensorWriter, load_tensor
 # import mediapipe. FACE_OVAL is the silhouette in drawing order, starting at the forehead.
 FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148, 176,
              149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
-LIPS = (0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191, 267, 269, 270, 291,
-        308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415)
 RIGHT_EYE_OUTER = 33  # subject's right eye, image left
 LEFT_EYE_OUTER = 263
 CHIN = 152

@@ -49,9 +49,9 @@ def evaluate_params(params: dict | None) -> dict[str, Any]:
 
 def lip_landmark_ids() -> np.ndarray:
     """The 40 MediaPipe FaceMesh lip landmark indices (FACEMESH_LIPS), sorted."""
-    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LIPS
+    from ..facemesh import LIPS
 
-    return np.array(sorted({i for edge in FACEMESH_LIPS for i in edge}), np.int64)
+    return np.array(LIPS, np.int64)
 
 
 # ---------------------------------------------------------------------------------------------------------------
