@@ -23,7 +23,8 @@ from talkinghead import schemas
 from talkinghead.audio import write_wav
 from talkinghead.lip import LoadedLipModel, predict_with, window_starts
 from talkinghead.lip.model import LipConfig, LipTransformer, sinusoidal_encoding
-from talkinghead.lip.trainer import Distributed, PresenterData, TrainSettings, train
+from talkinghead.lip.trainer import (Distributed, PresenterData, TrainSettings, evaluate, target_statistics, train,
+                                     validation_segments)
 from talkinghead.lipmetrics import av_offset, lagged_correlations, lve, pearson_r
 from talkinghead.split import heldout_start, time_split
 from talkinghead.stages.align import AlignParams, features_for_audio
@@ -109,9 +110,11 @@ def tiny_arrays(seconds: float = 12.0, fps: int = 25, seed: int = 0) -> tuple[np
     return feats, synthetic_targets(opening, rounding, n, fps, seed)
 
 
-def tiny_presenter(arrays: tuple[np.ndarray, np.ndarray] | None = None) -> PresenterData:
+def tiny_presenter(arrays: tuple[np.ndarray, np.ndarray] | None = None, name: str = "synth",
+                   frames: int | None = None) -> PresenterData:
     feats, expr = arrays if arrays is not None else tiny_arrays()
-    return PresenterData("synth", feats, expr, np.zeros(schemas.N_SHAPE, np.float32), time_split(len(feats), 0.2, 0.1))
+    feats, expr = feats[:frames], expr[:frames]
+    return PresenterData(name, feats, expr, np.zeros(schemas.N_SHAPE, np.float32), time_split(len(feats), 0.2, 0.1))
 
 
 TINY = dict(n_context=3, n_mels=80, d_model=32, n_heads=2, ff_dim=64, n_layers=2, dropout=0.0, window=16,
@@ -119,14 +122,21 @@ TINY = dict(n_context=3, n_mels=80, d_model=32, n_heads=2, ff_dim=64, n_layers=2
 
 
 def run_tiny(dist_info: Distributed | None, steps: int, target_loss: float = 0.0, eval_every: int = 1000,
-             patience: int = 1000, arrays: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[list[float], object]:
+             patience: int = 1000, arrays: tuple[np.ndarray, np.ndarray] | None = None,
+             two_presenters: bool = False) -> tuple[list[float], object]:
+    """Train the tiny model; ``two_presenters`` adds a short second presenter (other statistics, a validation slice
+    shorter than a window), so the DDP test covers per-presenter standardisation too."""
     torch.manual_seed(0)
-    config = LipConfig(presenters=["synth"], **TINY)
+    presenters = [tiny_presenter(arrays)]
+    if two_presenters:
+        presenters.append(tiny_presenter(arrays, name="short", frames=120))
+        presenters[1].expression = presenters[1].expression * 2.0 + 0.5
+    config = LipConfig(presenters=[p.name for p in presenters], **TINY)
     settings = TrainSettings(batch_size=8, lr=2e-3, warmup_steps=2, max_steps=steps, max_seconds=600,
                              eval_every=eval_every, patience=patience, target_loss=target_loss, lip_vertex_weight=0.0,
                              seed=0)
     losses: list[float] = []
-    result = train(config, settings, [tiny_presenter(arrays)], None, dist_info,
+    result = train(config, settings, presenters, None, dist_info,
                    on_log=lambda step, m: losses.append(m["loss"]), progress=False)
     return losses, result
 
@@ -206,26 +216,61 @@ def test_early_stop_at_target_loss():
     assert result.stop_reason == "max_steps" and result.steps == 10
 
 
-def test_ddp_two_processes_match_one(tmp_path):
+@pytest.mark.parametrize("two_presenters", [False, True], ids=["one-presenter", "two-presenters"])
+def test_ddp_two_processes_match_one(tmp_path, two_presenters):
     out, data = tmp_path / "ddp.json", tmp_path / "tiny.npz"
     feats, expr = tiny_arrays()
     np.savez(data, features=feats, expression=expr)  # the workers skip the audio synthesis
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(Path(__file__)), "--ddp-worker", str(data), str(out)]
+           str(Path(__file__)), "--ddp-worker", str(data), str(out), str(int(two_presenters))]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = json.loads(out.read_text())["losses"]
-    one, _ = run_tiny(None, steps=len(two))
+    one, _ = run_tiny(None, steps=len(two), two_presenters=two_presenters)
     assert len(one) == len(two) == 4
     assert one[0] != one[-1]  # it trained
     np.testing.assert_allclose(two, one, atol=1e-4)
 
 
+def test_statistics_and_validation_per_presenter():
+    long, short = tiny_presenter(), tiny_presenter(name="short", frames=120)
+    short.expression = short.expression * 3.0 + 1.0  # another presenter: other neutral face, larger motion
+    mean, std = target_statistics([long, short])
+    assert mean.shape == std.shape == (2, 53)
+    own = short.expression[:short.split.validation_start]  # the short presenter's own training frames only
+    np.testing.assert_allclose(mean[1], own.mean(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(std[1][:50], own.std(axis=0)[:50], rtol=1e-5)  # (jaw dims 51, 52 are constant)
+    # validation: whole windows where the slice is long, shorter pieces where it is not
+    segments = validation_segments([long, short], window=16, min_frames=8)
+    assert {(p, s, n) for p, s, n in segments if p == 1} == {(1, 84, 12)}  # 120 frames: validation = [84, 96)
+    assert [seg for seg in segments if seg[0] == 0] == [(0, 210, 16), (0, 226, 14)]  # 300 frames: [210, 240)
+    assert validation_segments([short], window=16, min_frames=13) == []
+
+
+def test_relative_validation_loss_of_static_prediction_is_one():
+    """The validation loss is relative to the still face: a network that outputs the mean scores 1."""
+
+    class Still(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bias = torch.nn.Parameter(torch.zeros(53))
+
+        def forward(self, feats, pid):
+            return self.bias.expand(feats.shape[0], feats.shape[1], 53)
+
+    presenters = [tiny_presenter(), tiny_presenter(name="short", frames=120)]
+    mean, std = target_statistics(presenters)
+    segments = validation_segments(presenters, 16, 8)
+    out = evaluate(Still(), presenters, segments, mean, std, TrainSettings(lip_vertex_weight=0.0))
+    assert out["val_loss"] == pytest.approx(1.0)
+    assert set(out) >= {"val_rel_synth", "val_rel_short", "val_loss_expression"}
+
+
 def test_windowed_inference_matches_length():
     config = LipConfig(presenters=["synth"], **TINY)
     model = LipTransformer(config).eval()
-    lip = LoadedLipModel(model, torch.zeros(53), torch.ones(53), {}, torch.device("cpu"))
+    lip = LoadedLipModel(model, torch.zeros(1, 53), torch.ones(1, 53), {}, torch.device("cpu"))
     for n in (5, 16, 17, 100):
         feats = np.random.default_rng(n).normal(size=(n, 3, 80)).astype(np.float32)
         out = predict_with(lip, feats, "synth")
@@ -244,7 +289,7 @@ def test_checkpoint_round_trip_and_unknown_presenter(tmp_path):
 
     config = LipConfig(presenters=["synth"], **TINY)
     model = LipTransformer(config).eval()
-    mean, std = np.arange(53, dtype=np.float32), np.full(53, 2.0, np.float32)
+    mean, std = np.arange(53, dtype=np.float32)[None], np.full((1, 53), 2.0, np.float32)  # [P, 53]
     torch.save(checkpoint_payload(model, mean, std, {"context_hops": 1}), tmp_path / "lip.pt")
     feats = np.random.default_rng(2).normal(size=(40, 3, 80)).astype(np.float32)
     lip = LoadedLipModel(model, torch.as_tensor(mean), torch.as_tensor(std), {}, torch.device("cpu"))
@@ -275,7 +320,7 @@ def test_presenter_metrics_with_head_model():
     assert metrics["baseline_static_mean"]["lve"] > 0 and metrics["lve_reduction_vs_static"] == pytest.approx(1.0)
 
 
-def _ddp_worker(data: str, out: str) -> None:
+def _ddp_worker(data: str, out: str, two_presenters: bool) -> None:
     import torch.distributed as dist
 
     from talkinghead.lip.trainer import init_distributed
@@ -283,11 +328,12 @@ def _ddp_worker(data: str, out: str) -> None:
     torch.set_num_threads(1)
     d = init_distributed()
     arrays = np.load(data)
-    losses, _ = run_tiny(d, steps=4, arrays=(arrays["features"], arrays["expression"]))
+    losses, _ = run_tiny(d, steps=4, arrays=(arrays["features"], arrays["expression"]),
+                         two_presenters=two_presenters)
     if d.rank == 0:
         Path(out).write_text(json.dumps({"losses": losses, "world": d.world}))
     dist.destroy_process_group()
 
 
-if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--ddp-worker":
-    _ddp_worker(sys.argv[2], sys.argv[3])
+if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--ddp-worker":
+    _ddp_worker(sys.argv[2], sys.argv[3], sys.argv[4] == "1")

@@ -199,7 +199,8 @@ def write_untrained_checkpoints(paths: PresenterPaths, root) -> None:
     expression = column_array(read_table(paths.flame, PARAMETERS), "expression")
     lip = LipTransformer(LipConfig(presenters=[paths.name], n_layers=1, d_model=32, n_heads=2, ff_dim=32))
     (root / LIP_CHECKPOINT).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint_payload(lip, expression.mean(0), expression.std(0) + 1e-3, {}), root / LIP_CHECKPOINT)
+    torch.save(checkpoint_payload(lip, expression.mean(0)[None], expression.std(0)[None] + 1e-3, {}),  # [1, 53]
+               root / LIP_CHECKPOINT)
     generator = Generator(GeneratorConfig(channels=(8, 16)))
     generator.reference = to_unit(torch.from_numpy(np.array(load_tensor(paths.frames)[:1])))
     paths.gan_checkpoint.parent.mkdir(parents=True, exist_ok=True)

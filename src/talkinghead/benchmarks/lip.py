@@ -31,7 +31,7 @@ def _checkpoint(workdir: Path) -> Path:
     config = LipConfig(presenters=["bench"], n_context=p.context, n_mels=p.n_mels,
                        **{k: v for k, v in lip.items() if k in LipConfig.__dataclass_fields__})
     path = Path(workdir) / "lip_bench.pt"
-    torch.save(checkpoint_payload(LipTransformer(config), np.zeros(53), np.ones(53), align), path)
+    torch.save(checkpoint_payload(LipTransformer(config), np.zeros((1, 53)), np.ones((1, 53)), align), path)
     return path
 
 

@@ -30,8 +30,8 @@ class LoadedLipModel:
     """A network in eval mode plus what is needed to turn its outputs back into expression coefficients."""
 
     model: LipTransformer
-    target_mean: torch.Tensor  # [53]
-    target_std: torch.Tensor  # [53]
+    target_mean: torch.Tensor  # [P, 53], one row per presenter in model.config.presenters
+    target_std: torch.Tensor  # [P, 53]
     align: dict  # the align params the features were made with (context, n_mels, ...)
     device: torch.device
 
@@ -58,8 +58,13 @@ def load_lip_model(checkpoint_path: str | Path, device: str | torch.device | Non
     except (KeyError, RuntimeError, EOFError, OSError, ValueError) as exc:
         raise InputError(path, f"not a lip-model checkpoint ({exc.__class__.__name__}: {exc})") from exc
     model.eval().to(device)
-    return LoadedLipModel(model, torch.as_tensor(ckpt["target_mean"]).to(device),
-                          torch.as_tensor(ckpt["target_std"]).to(device), dict(ckpt.get("align", {})), device)
+    mean = torch.as_tensor(ckpt["target_mean"]).float()
+    std = torch.as_tensor(ckpt["target_std"]).float()
+    n_presenters = len(config.presenters)
+    if mean.shape != (n_presenters, config.n_out) or std.shape != mean.shape:
+        raise InputError(path, f"target statistics of shape {tuple(mean.shape)}, expected ({n_presenters}, "
+                               f"{config.n_out}); retrain with `dvc repro train_lip`")
+    return LoadedLipModel(model, mean.to(device), std.to(device), dict(ckpt.get("align", {})), device)
 
 
 @functools.lru_cache(maxsize=4)
@@ -105,7 +110,7 @@ def predict_with(lip: LoadedLipModel, features: np.ndarray, presenter: str, batc
             total[s:s + window] += o * ramp[:, None]
             weight[s:s + window] += ramp[:, None]
     standardised = total / weight
-    return (standardised * lip.target_std + lip.target_mean).float().cpu().numpy()
+    return (standardised * lip.target_std[pid] + lip.target_mean[pid]).float().cpu().numpy()
 
 
 @contextlib.contextmanager

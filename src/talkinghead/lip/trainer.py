@@ -1,15 +1,22 @@
 """Training of the lip model: losses, optimiser steps, validation, early stopping, DDP.
 
-Losses (targets standardised per dimension with the training frames' mean/std):
+Losses (targets standardised per presenter and dimension with that presenter's training frames' mean/std, so the
+presenters' neutral faces and ranges of motion differ only in the output units, not in what the network must learn):
 - expression: MSE of the 53-d coefficients;
 - velocity: MSE of their frame-to-frame differences (keeps the mouth from jittering);
 - lip vertex: MSE of the head model's lip vertices (presenter's shape, zero pose) from the predicted vs the fitted
   expression, divided by the fitted lip vertices' variance so its scale does not depend on the model's units.
   Optional (``lip_vertex_weight`` 0 disables it and the head-model dependency).
 
-Early stop: as soon as the validation loss (the same weighted objective on the validation slice just before the
-held-out tail) is below ``target_loss``, after ``patience`` evaluations without improvement, after ``max_steps`` or
-``max_seconds``. The best validation weights are kept.
+Validation loss: the same weighted objective on every presenter's validation slice (just before the held-out tail),
+divided by the objective of the static prediction (each presenter's training mean) on the same frames, pooled over
+all validation frames. It is scale-free: 1.0 = no better than a still face, whatever the presenters and their
+ranges of motion, so ``target_loss`` means the same for one presenter or ten. Pooled rather than averaged per
+presenter: a few-second clip's validation slice (under a second) is too noisy to steer model selection alone.
+Each presenter's own ratio is reported as ``val_rel_<name>``.
+
+Early stop: as soon as the validation loss is below ``target_loss``, after ``patience`` evaluations without
+improvement, after ``max_steps`` or ``max_seconds``. The best validation weights are kept.
 
 DDP: run under torchrun (gloo on CPU, nccl on CUDA). Batches are sharded deterministically: every rank draws the
 same global permutation of training windows and takes ``global_batch[rank::world]``, so 1 and N processes see the
@@ -53,6 +60,7 @@ class TrainSettings:
     lip_vertex_frames: int = 128  # frames per step that go through the head model for the lip-vertex loss
     seed: int = 0
     train_stride: int = 2  # frames between consecutive training windows
+    min_validation_frames: int = 8  # shorter validation slices are not used
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainSettings":
@@ -73,13 +81,14 @@ class PresenterData:
 @dataclass
 class TrainResult:
     model: LipTransformer  # unwrapped, best validation weights, eval mode
-    target_mean: np.ndarray
-    target_std: np.ndarray
+    target_mean: np.ndarray  # [P, 53] per presenter (order of config.presenters)
+    target_std: np.ndarray  # [P, 53]
     steps: int
     best_val_loss: float
     stop_reason: str
     seconds: float
     val_curve: list[tuple[int, float]] = field(default_factory=list)
+    best_val_per_presenter: dict[str, float] = field(default_factory=dict)  # val_rel of each presenter at the best step
 
 
 @dataclass
@@ -113,13 +122,15 @@ def init_distributed() -> Distributed:
 
 
 def target_statistics(presenters: list[PresenterData]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dimension mean/std of the fitted expression over all presenters' training frames: [53], [53].
-    Dimensions that barely move get a std floor so standardising does not blow their noise up."""
-    train = np.concatenate([p.expression[p.split.train.start:p.split.train.stop] for p in presenters])
-    mean = train.mean(axis=0)
-    std = train.std(axis=0)
-    std = np.maximum(std, max(1e-6, 1e-3 * float(std.max())))
-    return mean.astype(np.float32), std.astype(np.float32)
+    """Per-presenter, per-dimension mean/std of the fitted expression over that presenter's training frames:
+    [P, 53], [P, 53]. Dimensions that barely move get a std floor so standardising does not blow their noise up."""
+    means, stds = [], []
+    for p in presenters:
+        train = p.expression[p.split.train.start:p.split.train.stop]
+        std = train.std(axis=0)
+        means.append(train.mean(axis=0))
+        stds.append(np.maximum(std, max(1e-6, 1e-3 * float(std.max()))))
+    return np.stack(means).astype(np.float32), np.stack(stds).astype(np.float32)
 
 
 def window_index(presenters: list[PresenterData], window: int, stride: int, part: str) -> np.ndarray:
@@ -135,6 +146,31 @@ def window_index(presenters: list[PresenterData], window: int, stride: int, part
         for s in range(frames.start, frames.stop - window + 1, step):
             rows.append((pi, s))
     return np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+
+
+def validation_segments(presenters: list[PresenterData], window: int, min_frames: int) -> list[tuple[int, int, int]]:
+    """(presenter index, start, length) covering each presenter's validation slice in pieces of at most ``window``
+    frames (the last piece may be shorter; pieces under ``min_frames`` are dropped). A presenter whose timeline is
+    too short for a validation slice is skipped."""
+    segments = []
+    for pi, p in enumerate(presenters):
+        frames = p.split.validation
+        for s in range(frames.start, frames.stop, window):
+            length = min(window, frames.stop - s)
+            if length >= min_frames:
+                segments.append((pi, s, length))
+    return segments
+
+
+def fallback_segments(presenters: list[PresenterData], window: int) -> list[tuple[int, int, int]]:
+    """The last ``window`` training frames of each presenter: an in-sample stand-in for early stopping when no
+    presenter has a validation slice (very short timelines)."""
+    out = []
+    for pi, p in enumerate(presenters):
+        length = min(window, len(p.split.train))
+        if length >= 2:
+            out.append((pi, p.split.train.stop - length, length))
+    return out
 
 
 class LipVertexLoss(nn.Module):
@@ -196,11 +232,12 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
 
 def _batch(presenters: list[PresenterData], rows: np.ndarray, window: int, mean: np.ndarray, std: np.ndarray,
            device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """features [B, W, C, M], standardised targets [B, W, 53], presenter ids [B]."""
+    """features [B, W, C, M], targets [B, W, 53] standardised with each row's presenter statistics, presenter ids [B]."""
     feats = np.stack([presenters[p].features[s:s + window] for p, s in rows])
     raw = np.stack([presenters[p].expression[s:s + window] for p, s in rows]).astype(np.float32)
+    pid = rows[:, 0]
     to = lambda a: torch.as_tensor(np.ascontiguousarray(a), device=device)  # noqa: E731
-    return to(feats.astype(np.float32)), to((raw - mean) / std), to(rows[:, 0])
+    return to(feats.astype(np.float32)), to((raw - mean[pid, None]) / std[pid, None]), to(pid)  # [P, 53] -> [B, 1, 53]
 
 
 def batch_losses(pred: torch.Tensor, target: torch.Tensor, pid: torch.Tensor, settings: TrainSettings,
@@ -212,7 +249,8 @@ def batch_losses(pred: torch.Tensor, target: torch.Tensor, pid: torch.Tensor, se
               "loss_velocity": (((pred[:, 1:] - pred[:, :-1]) - (target[:, 1:] - target[:, :-1])) ** 2).mean()}
     total = settings.expression_weight * losses["loss_expression"] + settings.velocity_weight * losses["loss_velocity"]
     if vertex_loss is not None:
-        pred_raw = pred * torch.as_tensor(std, device=pred.device) + torch.as_tensor(mean, device=pred.device)
+        std_t, mean_t = torch.as_tensor(std, device=pred.device), torch.as_tensor(mean, device=pred.device)
+        pred_raw = pred * std_t[pid][:, None] + mean_t[pid][:, None]  # [P, 53] -> [B, 53] -> [B, 1, 53]
         losses["loss_lip_vertex"] = vertex_loss(pred_raw, true_lips, pid)
         total = total + settings.lip_vertex_weight * losses["loss_lip_vertex"]
     return total, losses
@@ -225,26 +263,38 @@ def _lip_batch(lip_targets: list[np.ndarray], rows: np.ndarray, window: int, dev
     return torch.as_tensor(np.stack([lip_targets[p][s:s + window] for p, s in rows]), device=device)
 
 
-def evaluate(model: nn.Module, presenters: list[PresenterData], rows: np.ndarray, window: int, mean: np.ndarray,
-             std: np.ndarray, settings: TrainSettings, vertex_loss: LipVertexLoss | None = None,
-             lip_targets: list[np.ndarray] | None = None, batch: int = 32) -> dict[str, float]:
-    """The training objective on the validation windows: ``val_loss`` (weighted total, what early stopping and
-    ``target_loss`` use) and each component as ``val_<name>``, averaged over windows."""
+def evaluate(model: nn.Module, presenters: list[PresenterData], segments: list[tuple[int, int, int]],
+             mean: np.ndarray, std: np.ndarray, settings: TrainSettings, vertex_loss: LipVertexLoss | None = None,
+             lip_targets: list[np.ndarray] | None = None) -> dict[str, float]:
+    """The training objective on the validation ``segments`` (presenter, start, length), relative to the static
+    prediction's: ``val_loss`` = model objective / static objective summed over all segment frames (what early
+    stopping and ``target_loss`` use); ``val_rel_<presenter>`` the same ratio per presenter; ``val_loss_<name>`` the
+    model's loss components (absolute, averaged over frames)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    sums: dict[str, float] = {}
+    model_sum: dict[int, float] = {}
+    static_sum: dict[int, float] = {}
+    parts: dict[str, float] = {}
+    frames_total = 0
     with torch.no_grad():
-        for i in range(0, len(rows), batch):
-            chunk = rows[i:i + batch]
-            feats, target, pid = _batch(presenters, chunk, window, mean, std, device)
-            total, losses = batch_losses(model(feats, pid), target, pid, settings, vertex_loss,
-                                         _lip_batch(lip_targets or [], chunk, window, device), mean, std)
-            for name, value in {"loss": total, **losses}.items():
-                sums[f"val_{name}"] = sums.get(f"val_{name}", 0.0) + float(value) * len(chunk)
+        for pi, start, length in segments:
+            rows = np.array([[pi, start]], dtype=np.int64)
+            feats, target, pid = _batch(presenters, rows, length, mean, std, device)
+            lips = _lip_batch(lip_targets or [], rows, length, device)
+            total, losses = batch_losses(model(feats, pid), target, pid, settings, vertex_loss, lips, mean, std)
+            static_total, _ = batch_losses(torch.zeros_like(target), target, pid, settings, vertex_loss, lips, mean, std)
+            model_sum[pi] = model_sum.get(pi, 0.0) + float(total) * length
+            static_sum[pi] = static_sum.get(pi, 0.0) + float(static_total) * length
+            for name, value in losses.items():
+                parts[f"val_{name}"] = parts.get(f"val_{name}", 0.0) + float(value) * length
+            frames_total += length
     model.train(was_training)
-    out = {k: v / max(len(rows), 1) for k, v in sums.items()}
-    out["val_loss"] = out.pop("val_loss", math.inf)
+    if not model_sum:
+        return {"val_loss": math.inf}
+    out = {k: v / frames_total for k, v in parts.items()}
+    out.update({f"val_rel_{presenters[pi].name}": model_sum[pi] / max(static_sum[pi], 1e-12) for pi in model_sum})
+    out["val_loss"] = sum(model_sum.values()) / max(sum(static_sum.values()), 1e-12)
     return out
 
 
@@ -264,7 +314,8 @@ def train(config: LipConfig, settings: TrainSettings, presenters: list[Presenter
     mean, std = target_statistics(presenters)
     window = config.window
     train_rows = window_index(presenters, window, settings.train_stride, "train")
-    val_rows = window_index(presenters, window, window, "validation")
+    val_segments = validation_segments(presenters, window, settings.min_validation_frames) \
+        or fallback_segments(presenters, window)
     if len(train_rows) < settings.batch_size:
         raise ValueError(f"only {len(train_rows)} training windows of {window} frames; need at least one batch "
                          f"({settings.batch_size})")
@@ -288,6 +339,7 @@ def train(config: LipConfig, settings: TrainSettings, presenters: list[Presenter
     per_rank = settings.batch_size // d.world
     steps_per_epoch = len(train_rows) // settings.batch_size
     best_val, best_state, bad_evals = math.inf, copy.deepcopy(model.state_dict()), 0
+    best_detail: dict[str, float] = {}
     val_curve: list[tuple[int, float]] = []
     stop_reason, step, start = "max_steps", 0, time.monotonic()
     bar = None
@@ -323,15 +375,13 @@ def train(config: LipConfig, settings: TrainSettings, presenters: list[Presenter
         stop = torch.zeros(1, device=d.device)
         if d.is_main:
             if step % settings.eval_every == 0 or step == settings.max_steps:
-                if len(val_rows):
-                    metrics.update(evaluate(model, presenters, val_rows, window, mean, std, settings, vertex_loss,
-                                            lip_targets))
-                else:  # no validation slice (very short timeline): fall back on the training loss
-                    metrics["val_loss"] = metrics["loss"]
+                metrics.update(evaluate(model, presenters, val_segments, mean, std, settings, vertex_loss,
+                                        lip_targets))
                 val = metrics["val_loss"]
                 val_curve.append((step, val))
                 if val < best_val:
                     best_val, best_state, bad_evals = val, copy.deepcopy(model.state_dict()), 0
+                    best_detail = {k[len("val_rel_"):]: v for k, v in metrics.items() if k.startswith("val_rel_")}
                 else:
                     bad_evals += 1
                 if val < settings.target_loss:
@@ -352,9 +402,10 @@ def train(config: LipConfig, settings: TrainSettings, presenters: list[Presenter
     if bar is not None:
         bar.close()
     if d.world > 1:  # every rank returns the same (rank 0's) best weights
-        holder = [best_state, best_val, stop_reason, val_curve]
+        holder = [best_state, best_val, stop_reason, val_curve, best_detail]
         dist.broadcast_object_list(holder, 0)
-        best_state, best_val, stop_reason, val_curve = holder
+        best_state, best_val, stop_reason, val_curve, best_detail = holder
     model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(model, mean, std, step, best_val, stop_reason, time.monotonic() - start, val_curve)
+    return TrainResult(model, mean, std, step, best_val, stop_reason, time.monotonic() - start, val_curve,
+                       best_detail)

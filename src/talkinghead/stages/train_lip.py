@@ -63,7 +63,9 @@ def write_reports(result: TrainResult, root: Path) -> None:
     with atomic_path(root / LIP_VAL_LOSS) as tmp:
         curve.to_csv(tmp, index=False)
     metrics = {"best_val_loss": result.best_val_loss, "steps": result.steps, "train_seconds": round(result.seconds, 1),
-               "stop_reason": result.stop_reason}
+               "stop_reason": result.stop_reason,
+               # < 1: better than the presenter's still face on their validation slice; >= 1: no usable audio cue
+               "val_loss_relative_to_static": {k: round(v, 4) for k, v in result.best_val_per_presenter.items()}}
     with atomic_path(root / LIP_TRAIN_METRICS) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
 
@@ -98,7 +100,8 @@ def run(presenter_names: list[str], out: Path, root: Path, track: bool = True) -
         result = train(config, settings, presenters, head_model, dist_info, on_log)
         if mlflow is not None:
             mlflow.log_metrics({"best_val_loss": result.best_val_loss, "train_seconds": result.seconds,
-                                "steps": result.steps})
+                                "steps": result.steps,
+                                **{f"best_val_rel_{k}": v for k, v in result.best_val_per_presenter.items()}})
             mlflow.set_tag("stop_reason", result.stop_reason)
     if dist_info.is_main:
         payload = checkpoint_payload(result.model, result.target_mean, result.target_std, align,
