@@ -3,6 +3,7 @@
 #   make test   set up, run the test suite
 #   make bench  set up, time every stage on this machine (JSON in reports/bench.json)
 #   make ui     MLflow UI on http://127.0.0.1:5000
+#   make real-clips  set up, run the pipeline on every video in ../shared/media/video in a scratch clone, print a table
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -11,7 +12,7 @@ PY := $(VENV)/bin/python
 STAMPS := .stamps
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup system venv demo test bench ui repro head-model clean-interim
+.PHONY: help setup system venv demo test bench ui repro real-clips head-model
 
 help:
 	@sed -n '1,6p' Makefile
@@ -43,6 +44,9 @@ test: setup
 
 bench: setup
 	$(VENV)/bin/talkinghead bench --out reports/bench.json
+
+real-clips: setup
+	bash scripts/real_clips.sh
 
 ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" --host 127.0.0.1 --port 5000

@@ -285,7 +285,7 @@ def test_windowed_inference_matches_length():
 
 def test_checkpoint_round_trip_and_unknown_presenter(tmp_path):
     from talkinghead.errors import InputError
-    from talkinghead.lip import checkpoint_payload, predict
+    from talkinghead.lip import checkpoint_payload, load_lip_model, predict
 
     config = LipConfig(presenters=["synth"], **TINY)
     model = LipTransformer(config).eval()
@@ -297,6 +297,13 @@ def test_checkpoint_round_trip_and_unknown_presenter(tmp_path):
                                predict_with(lip, feats, "synth"), atol=1e-5)
     with pytest.raises(InputError, match="not in the lip model"):
         predict(tmp_path / "lip.pt", feats, "someone_else", device="cpu")
+    # a checkpoint from before per-presenter statistics (one [53] row for all) still loads, and means the same
+    torch.save(checkpoint_payload(model, mean[0], std[0], {"context_hops": 1}), tmp_path / "old.pt")
+    np.testing.assert_allclose(predict(tmp_path / "old.pt", feats, "synth", device="cpu"),
+                               predict_with(lip, feats, "synth"), atol=1e-5)
+    torch.save(checkpoint_payload(model, np.zeros((2, 53)), np.ones((2, 53)), {}), tmp_path / "bad.pt")
+    with pytest.raises(InputError, match="target statistics"):
+        load_lip_model(tmp_path / "bad.pt", "cpu")
     with pytest.raises(InputError, match="expects"):
         predict(tmp_path / "lip.pt", feats[:, :2], "synth", device="cpu")
 
@@ -318,6 +325,55 @@ def test_presenter_metrics_with_head_model():
     assert metrics["model"]["av_offset"] == 0
     assert metrics[f"baseline_shifted_{SHIFT_FRAMES}"]["av_offset"] == SHIFT_FRAMES
     assert metrics["baseline_static_mean"]["lve"] > 0 and metrics["lve_reduction_vs_static"] == pytest.approx(1.0)
+
+
+def test_ridge_baseline_finds_an_audio_cue_only_where_there_is_one():
+    from talkinghead.lip.ridge import ridge_baseline
+
+    feats, expr = tiny_arrays()
+    split = time_split(len(feats), 0.2, 0.1)
+    cue = ridge_baseline(feats, expr, split)  # the synthetic targets are a function of the audio
+    assert cue is not None and cue.prediction.shape == expr.shape
+    assert cue.validation_ratio < 0.8
+    noise = np.random.default_rng(5).normal(size=expr.shape).astype(np.float32)  # targets unrelated to the audio
+    none = ridge_baseline(feats, noise, split)
+    assert none.validation_ratio > 0.95 and none.strength >= 1e4  # the strongest penalties: towards the mean
+    assert ridge_baseline(feats[:4], expr[:4], time_split(4, 0.2, 0.1)) is None  # no validation slice
+
+
+def test_stage_smoke_align_train_predict(tmp_path, monkeypatch):
+    """align -> train_lip -> predict_lip as DVC runs them (main() with paths), on a generated 12 s presenter."""
+    import yaml
+
+    from talkinghead.paths import LIP_TRAIN_METRICS, PresenterPaths
+    from talkinghead.stages import align, predict_lip, train_lip
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    params["lip"].update(d_model=32, n_heads=2, ff_dim=64, n_layers=6, window=16, infer_stride=8, batch_size=8,
+                         max_steps=30, eval_every=10, lip_vertex_frames=32)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    synthetic_presenter(tmp_path, "synth", seconds=12.0)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    align.main(["data/interim/synth"])
+    train_lip.main(["--presenters", "synth", "--out", "models/lip/lip.pt"])
+    predict_lip.main(["data/interim/synth", "--checkpoint", "models/lip/lip.pt"])
+
+    paths = PresenterPaths.of("synth", Path("."))
+    table = schemas.read_table(paths.lip_coeffs, schemas.LIP_COEFFS)
+    assert len(table) == 300 and table["heldout"].sum() == 60
+    metrics = json.loads((paths.report("lip") / "metrics.json").read_text())
+    assert set(metrics) >= {"model", "baseline_static_mean", "baseline_shifted_3", "baseline_ridge"}
+    assert metrics["baseline_ridge"]["validation_ratio"] < 1.0  # the generated targets follow the audio
+    train_metrics = json.loads(Path(LIP_TRAIN_METRICS).read_text())
+    assert set(train_metrics["val_loss_relative_to_static"]) == {"synth"}
+    # a presenter the model was not trained on: one clear error, exit code 2, nothing written
+    synthetic_presenter(tmp_path, "other", seconds=4.0)
+    align.main(["data/interim/other"])
+    with pytest.raises(SystemExit) as exit_info:
+        predict_lip.main(["data/interim/other", "--checkpoint", "models/lip/lip.pt"])
+    assert exit_info.value.code == 2
+    assert not PresenterPaths.of("other", Path(".")).lip_coeffs.exists()
 
 
 def _ddp_worker(data: str, out: str, two_presenters: bool) -> None:

@@ -61,6 +61,8 @@ def load_lip_model(checkpoint_path: str | Path, device: str | torch.device | Non
     mean = torch.as_tensor(ckpt["target_mean"]).float()
     std = torch.as_tensor(ckpt["target_std"]).float()
     n_presenters = len(config.presenters)
+    if mean.ndim == 1 and std.ndim == 1:  # checkpoints before per-presenter statistics: one row shared by all
+        mean, std = mean.expand(n_presenters, -1), std.expand(n_presenters, -1)
     if mean.shape != (n_presenters, config.n_out) or std.shape != mean.shape:
         raise InputError(path, f"target statistics of shape {tuple(mean.shape)}, expected ({n_presenters}, "
                                f"{config.n_out}); retrain with `dvc repro train_lip`")

@@ -6,8 +6,10 @@ reports/lip/NAME/metrics.json (DVC metrics) and reports/lip/NAME/mouth_opening.p
 
 Metrics on the held-out tail (frames never trained on), against the fitted expressions, with the presenter's shape
 and zero pose through the head model: LVE (lip vertex error), Pearson r of the mouth opening, and the AV offset
-(lag in [-5, 5] frames maximising the mouth-opening cross-correlation; positive = prediction late). The same for two
-baselines: the static mean expression of the training part, and the model's prediction delayed by 3 frames.
+(lag in [-5, 5] frames maximising the mouth-opening cross-correlation; positive = prediction late). The same for the
+baselines: the static mean expression of the training part, the model's prediction delayed by 3 frames, and a ridge
+regression from the same features fitted on this presenter's training frames alone (``talkinghead.lip.ridge``: if
+it cannot beat the still face on the validation slice either, the footage holds no audio cue a model could learn).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from ..lip import cpu_threads, load_lip_model, predict_with
 from ..lipmetrics import av_offset, lve, pearson_r
 from ..params import params_group
 from ..paths import LIP_CHECKPOINT, PresenterPaths
-from ..split import heldout_start
+from ..lip.ridge import ridge_baseline
+from ..split import TimeSplit, heldout_start, time_split
 from ..tensorfile import load_tensor
 
 SHIFT_FRAMES = 3  # the delayed-prediction baseline
@@ -72,8 +75,10 @@ def mouth_openings(head_model, shape: np.ndarray, expression: np.ndarray) -> np.
 
 
 def evaluate_presenter(head_model, shape: np.ndarray, predicted: np.ndarray, fitted: np.ndarray,
-                       start: int) -> dict[str, Any]:
-    """Metrics of the model and the two baselines on frames [start, N)."""
+                       start: int, features: np.ndarray | None = None, split: TimeSplit | None = None
+                       ) -> dict[str, Any]:
+    """Metrics of the model and the baselines on frames [start, N); the ridge baseline needs ``features`` and
+    ``split`` (whose held-out tail must start at ``start``)."""
     static = np.broadcast_to(fitted[:start].mean(axis=0), fitted.shape)
     late = delayed(predicted, SHIFT_FRAMES)
     tail = slice(start, len(fitted))
@@ -83,6 +88,13 @@ def evaluate_presenter(head_model, shape: np.ndarray, predicted: np.ndarray, fit
         "baseline_static_mean": sync_metrics(head_model, shape, static[tail], fitted[tail]),
         f"baseline_shifted_{SHIFT_FRAMES}": sync_metrics(head_model, shape, late[tail], fitted[tail]),
     }
+    if features is not None and split is not None:
+        if split.heldout_start != start:
+            raise ValueError(f"split's held-out tail starts at {split.heldout_start}, not {start}")
+        ridge = ridge_baseline(features, fitted, split)
+        if ridge is not None:
+            metrics["baseline_ridge"] = {**sync_metrics(head_model, shape, ridge.prediction[tail], fitted[tail]),
+                                         "strength": ridge.strength, "validation_ratio": ridge.validation_ratio}
     static_lve = metrics["baseline_static_mean"]["lve"]
     metrics["lve_reduction_vs_static"] = 1.0 - metrics["model"]["lve"] / static_lve if static_lve > 0 else 0.0
     return metrics
@@ -113,8 +125,8 @@ def plot_mouth_opening(path: Path, fitted: np.ndarray, predicted: np.ndarray, fp
     plt.close(fig)
 
 
-def predict_presenter(paths: PresenterPaths, checkpoint: Path, heldout_fraction: float,
-                      head_params: dict) -> tuple[pd.DataFrame, dict[str, Any], dict[str, np.ndarray]]:
+def predict_presenter(paths: PresenterPaths, checkpoint: Path, heldout_fraction: float, head_params: dict,
+                      validation_fraction: float = 0.1) -> tuple[pd.DataFrame, dict[str, Any], dict[str, np.ndarray]]:
     """(LIP_COEFFS table, metrics, signals for the plot) of one presenter."""
     from ..headmodel import load_head_model
 
@@ -135,7 +147,8 @@ def predict_presenter(paths: PresenterPaths, checkpoint: Path, heldout_fraction:
     table = pd.DataFrame({"frame": np.arange(n, dtype=np.int32), "expression": list(predicted),
                           "heldout": np.arange(n) >= start})
     head_model = load_head_model(head_params)
-    metrics = evaluate_presenter(head_model, shape, predicted, fitted, start)
+    metrics = evaluate_presenter(head_model, shape, predicted, fitted, start, features,
+                                 time_split(n, heldout_fraction, validation_fraction))
     signals = {"fitted": mouth_openings(head_model, shape, fitted),
                "predicted": mouth_openings(head_model, shape, predicted)}
     return table, metrics, signals
@@ -150,8 +163,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         paths = PresenterPaths.from_folder(args.interim)
         split = params_group("split")
+        lip = params_group("lip")
         table, metrics, signals = predict_presenter(paths, args.checkpoint, float(split["heldout_fraction"]),
-                                                    params_group("head_model"))
+                                                    params_group("head_model"), float(lip["validation_fraction"]))
         fps = float(schemas.read_table(paths.frames_table, schemas.FRAMES)["fps"].iloc[0]) \
             if paths.frames_table.exists() else 25.0
         schemas.write_table(table, paths.lip_coeffs, schemas.LIP_COEFFS)

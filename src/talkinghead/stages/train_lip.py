@@ -70,7 +70,10 @@ def write_reports(result: TrainResult, root: Path) -> None:
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
 
 
-def run(presenter_names: list[str], out: Path, root: Path, track: bool = True) -> TrainResult:
+def run(presenter_names: list[str], out: Path, root: Path, track: bool = True, reports: bool = True,
+        progress: bool = True) -> TrainResult:
+    """Train on the presenters under ``root`` and write the checkpoint to ``out`` (+ reports/lip/ under ``root``
+    unless ``reports`` is False)."""
     lip = params_group("lip")
     split = params_group("split")
     align = params_group("align")
@@ -97,7 +100,7 @@ def run(presenter_names: list[str], out: Path, root: Path, track: bool = True) -
         tracker = stage_run("train_lip", None, {"lip": lip, "split": split, "presenters": ",".join(presenter_names)})
     with tracker as mlflow:
         on_log = (lambda step, m: mlflow.log_metrics(m, step=step)) if mlflow is not None else None
-        result = train(config, settings, presenters, head_model, dist_info, on_log)
+        result = train(config, settings, presenters, head_model, dist_info, on_log, progress=progress)
         if mlflow is not None:
             mlflow.log_metrics({"best_val_loss": result.best_val_loss, "train_seconds": result.seconds,
                                 "steps": result.steps,
@@ -109,7 +112,8 @@ def run(presenter_names: list[str], out: Path, root: Path, track: bool = True) -
                                                       "stop_reason": result.stop_reason}})
         with atomic_path(out) as tmp:
             torch.save(payload, tmp)
-        write_reports(result, root)
+        if reports:
+            write_reports(result, root)
     return result
 
 

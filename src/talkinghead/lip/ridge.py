@@ -1,0 +1,56 @@
+"""A per-presenter ridge regression from the same audio features to the 53-d expression: a reference point that
+tells "the lip model is weak" apart from "this footage holds no audio cue to the mouth".
+
+It is fitted in closed form on the presenter's training frames; its strength is the one on a log grid with the
+lowest validation-slice error relative to the still face (the training mean), and it is then applied to every
+frame. When even this cannot beat a still face on the validation slice (a ratio >= 1 at every strength), a few
+seconds of footage do not determine the mouth from the audio, and no model trained on them will generalise
+either. Nothing here reads the held-out tail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..split import TimeSplit
+
+STRENGTHS = (1e1, 1e2, 1e3, 1e4, 1e5)  # ridge penalties (features are per-bin standardised; 880 inputs per frame)
+
+
+@dataclass
+class RidgeBaseline:
+    prediction: np.ndarray  # float32 [N, 53] for every frame
+    strength: float  # the chosen penalty
+    validation_ratio: float  # validation MSE / the still face's validation MSE at that penalty (< 1: an audio cue)
+
+
+def ridge_weights(x: np.ndarray, y: np.ndarray, strength: float) -> np.ndarray:
+    """W [D, K] minimising |x W - y|^2 + strength |W|^2 for centred x [N, D], y [N, K]."""
+    gram = x.T @ x  # [D, D]
+    return np.linalg.solve(gram + strength * np.eye(gram.shape[0]), x.T @ y)
+
+
+def ridge_baseline(features: np.ndarray, expression: np.ndarray, split: TimeSplit,
+                   strengths: tuple[float, ...] = STRENGTHS) -> RidgeBaseline | None:
+    """Fit on split.train, choose the penalty on split.validation; features [N, C, M], expression [N, 53].
+    None when the timeline has no validation slice or fewer training frames than two."""
+    train, val = split.train, split.validation
+    if len(val) < 2 or len(train) < 2:
+        return None
+    x = features.reshape(len(features), -1).astype(np.float64)  # [N, C, M] -> [N, C*M]
+    y = expression.astype(np.float64)
+    x_mean, y_mean = x[:train.stop].mean(axis=0), y[:train.stop].mean(axis=0)
+    xc, yc = x - x_mean, y - y_mean
+    still_error = float((yc[val.start:val.stop] ** 2).sum())
+    best: tuple[float, float, np.ndarray] | None = None
+    for strength in strengths:
+        weights = ridge_weights(xc[:train.stop], yc[:train.stop], strength)
+        error = float(((xc[val.start:val.stop] @ weights - yc[val.start:val.stop]) ** 2).sum())
+        ratio = error / max(still_error, 1e-300)
+        if best is None or ratio < best[0]:
+            best = (ratio, strength, weights)
+    ratio, strength, weights = best
+    prediction = (xc @ weights + y_mean).astype(np.float32)
+    return RidgeBaseline(prediction, strength, ratio)
