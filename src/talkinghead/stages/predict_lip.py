@@ -28,10 +28,10 @@ from .. import schemas
 from ..atomic import atomic_path
 from ..errors import InputError
 from ..lip import cpu_threads, load_lip_model, predict_with
+from ..lip.ridge import ridge_baseline
 from ..lipmetrics import av_offset, lve, pearson_r
 from ..params import params_group
 from ..paths import LIP_CHECKPOINT, PresenterPaths
-from ..lip.ridge import ridge_baseline
 from ..split import TimeSplit, heldout_start, time_split
 from ..tensorfile import load_tensor
 
