@@ -4,6 +4,7 @@ and the previous version of the file survives until the new one is complete."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -43,6 +44,12 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_json(path: str | Path, data: object) -> None:
+    """Write ``data`` as indented JSON (DVC metrics, reports) atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
 
 
 @contextlib.contextmanager

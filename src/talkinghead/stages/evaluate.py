@@ -19,7 +19,6 @@ side_by_side.mp4 (real | generated, with the tail's audio) and strip.png (a few 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import deque
 from dataclasses import dataclass
@@ -280,11 +279,10 @@ def write_outputs(result: EvaluationResult, out_dir: Path, fps: float) -> None:
     """metrics.json, mouth_opening.csv and mouth_opening.png."""
     import pandas as pd
 
-    from ..atomic import atomic_path
+    from ..atomic import atomic_path, write_json
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(_json_safe(result.metrics), indent=2) + "\n")
+    write_json(out_dir / "metrics.json", _json_safe(result.metrics))
     table = pd.DataFrame({"frame": result.frames, "time_s": result.frames / fps,
                           "real": result.real_opening, "generated": result.gen_opening})
     with atomic_path(out_dir / "mouth_opening.csv") as tmp:

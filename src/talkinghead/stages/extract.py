@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..atomic import atomic_path
+from ..atomic import write_json
 from ..audio import decode_audio, rms_dbfs, write_wav
 from ..errors import InputError
 from ..paths import PresenterPaths
@@ -399,11 +399,6 @@ def extract(video: str | Path, interim: str | Path, params: dict[str, Any], name
                          detection_rate=detection_rate, n_tracks=len(tracks), crop_boxes=boxes, warnings=warnings)
 
 
-def write_metrics(path: Path, metrics: dict[str, float]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-
-
 def main(argv: list[str] | None = None) -> None:
     from ..params import params_group
     from ..tracking import stage_run
@@ -425,7 +420,7 @@ def main(argv: list[str] | None = None) -> None:
                        "crop_side_median_px": float(np.median(result.crop_boxes[:, 2])),
                        "audio_warning": float(any("silent" in w for w in result.warnings))}
             mlflow.log_metrics(metrics, step=0)
-            write_metrics(PresenterPaths.of(name).report("extract") / "metrics.json", metrics)
+            write_json(PresenterPaths.of(name).report("extract") / "metrics.json", metrics)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

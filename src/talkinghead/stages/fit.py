@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from .. import schemas
-from ..atomic import atomic_dir, atomic_path
+from ..atomic import atomic_dir, atomic_path, write_json
 from ..errors import InputError
 from ..fitting import (FitConfig, fit_frames, fit_metrics, fit_shape, fit_texture_lighting, initial_parameters,
                        inter_ocular, landmark_model, landmark_targets, landmark_weights, project_landmarks,
@@ -176,10 +176,9 @@ def write_reports(report_dir: Path, result: FitResult, frames: np.ndarray, lmk_c
     import cv2
 
     report_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(report_dir / "metrics.json") as tmp:
-        # NaN (e.g. no lip landmarks in a user model) is not JSON: write null.
-        summary = {k: round(float(v), 6) if np.isfinite(v) else None for k, v in result.metrics.items()}
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    # NaN (e.g. no lip landmarks in a user model) is not JSON: write null.
+    summary = {k: round(float(v), 6) if np.isfinite(v) else None for k, v in result.metrics.items()}
+    write_json(report_dir / "metrics.json", summary)
     per_frame = pd.DataFrame({"frame": np.arange(len(detected)), "nme": result.nme_per_frame,
                               "lip_nme": result.lip_nme_per_frame, "jaw_open": result.expression[:, 50],
                               "detected": detected.astype(int)})

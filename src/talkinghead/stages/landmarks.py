@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..atomic import atomic_path
+from ..atomic import write_json
 from ..errors import InputError
 from ..paths import PresenterPaths
 from ..schemas import FRAMES, LANDMARKS, N_LANDMARKS, column_array, read_table, write_table
@@ -187,8 +186,7 @@ def main(argv: list[str] | None = None) -> None:
             metrics = {"detection_rate": result.detection_rate, "frames": int(len(result.detected)),
                        "longest_gap_frames": longest_gap(result.detected)}
             mlflow.log_metrics(metrics, step=0)
-            with atomic_path(PresenterPaths.of(name).report("landmarks") / "metrics.json") as tmp:
-                tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+            write_json(PresenterPaths.of(name).report("landmarks") / "metrics.json", metrics)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from .. import schemas
-from ..atomic import atomic_path
+from ..atomic import atomic_path, write_json
 from ..errors import InputError
 from ..lip import cpu_threads, load_lip_model, predict_with
 from ..lip.ridge import ridge_baseline
@@ -170,8 +170,7 @@ def main(argv: list[str] | None = None) -> None:
             if paths.frames_table.exists() else 25.0
         schemas.write_table(table, paths.lip_coeffs, schemas.LIP_COEFFS)
         report = paths.report("lip")
-        with atomic_path(report / "metrics.json") as tmp:
-            tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+        write_json(report / "metrics.json", metrics)
         start = int(table["heldout"].to_numpy().argmax()) if table["heldout"].any() else len(table)
         m = metrics["model"]
         plot_mouth_opening(report / "mouth_opening.png", signals["fitted"], signals["predicted"], fps, start,

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, write_json
 from ..errors import InputError
 from ..gan import generate, load_generator
 from ..gan.face_discriminator import PatchDiscriminatorConfig
@@ -206,8 +206,7 @@ def train_gan(paths: PresenterPaths, params: dict, split: dict, progress: bool =
         report_dir.mkdir(parents=True, exist_ok=True)
         write_png(report_dir / "heldout_samples.png", evaluation.grid)
         write_png(report_dir / "heldout_mouths.png", evaluation.mouth_grid)
-        with atomic_path(report_dir / "metrics.json") as tmp:
-            tmp.write_text(json.dumps(dict(metrics, stop_reason=reason), indent=2) + "\n")
+        write_json(report_dir / "metrics.json", dict(metrics, stop_reason=reason))
         mlflow.log_metrics(metrics, step=trainer.step)
         mlflow.set_tag("gan_stop_reason", reason)
         for png in ("heldout_samples.png", "heldout_mouths.png"):

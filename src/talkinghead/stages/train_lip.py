@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ import pandas as pd
 import torch
 
 from .. import schemas
-from ..atomic import atomic_path
+from ..atomic import atomic_path, write_json
 from ..errors import InputError
 from ..lip import checkpoint_payload
 from ..lip.model import LipConfig
@@ -66,8 +65,7 @@ def write_reports(result: TrainResult, root: Path) -> None:
                "stop_reason": result.stop_reason,
                # < 1: better than the presenter's still face on their validation slice; >= 1: no usable audio cue
                "val_loss_relative_to_static": {k: round(v, 4) for k, v in result.best_val_per_presenter.items()}}
-    with atomic_path(root / LIP_TRAIN_METRICS) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(root / LIP_TRAIN_METRICS, metrics)
 
 
 def run(presenter_names: list[str], out: Path, root: Path, track: bool = True, reports: bool = True,
