@@ -26,10 +26,10 @@ class RidgeBaseline:
     validation_ratio: float  # validation MSE / the still face's validation MSE at that penalty (< 1: an audio cue)
 
 
-def ridge_weights(x: np.ndarray, y: np.ndarray, strength: float) -> np.ndarray:
-    """W [D, K] minimising |x W - y|^2 + strength |W|^2 for centred x [N, D], y [N, K]."""
-    gram = x.T @ x  # [D, D]
-    return np.linalg.solve(gram + strength * np.eye(gram.shape[0]), x.T @ y)
+def ridge_weights(gram: np.ndarray, xty: np.ndarray, strength: float) -> np.ndarray:
+    """W [D, K] minimising |x W - y|^2 + strength |W|^2 for centred x [N, D], y [N, K], given gram = x^T x [D, D]
+    and xty = x^T y [D, K] (computed once for every strength tried)."""
+    return np.linalg.solve(gram + strength * np.eye(gram.shape[0]), xty)
 
 
 def ridge_baseline(features: np.ndarray, expression: np.ndarray, split: TimeSplit,
@@ -44,9 +44,10 @@ def ridge_baseline(features: np.ndarray, expression: np.ndarray, split: TimeSpli
     x_mean, y_mean = x[:train.stop].mean(axis=0), y[:train.stop].mean(axis=0)
     xc, yc = x - x_mean, y - y_mean
     still_error = float((yc[val.start:val.stop] ** 2).sum())
+    gram, xty = xc[:train.stop].T @ xc[:train.stop], xc[:train.stop].T @ yc[:train.stop]
     best: tuple[float, float, np.ndarray] | None = None
     for strength in strengths:
-        weights = ridge_weights(xc[:train.stop], yc[:train.stop], strength)
+        weights = ridge_weights(gram, xty, strength)
         error = float(((xc[val.start:val.stop] @ weights - yc[val.start:val.stop]) ** 2).sum())
         ratio = error / max(still_error, 1e-300)
         if best is None or ratio < best[0]:
