@@ -163,9 +163,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         paths = PresenterPaths.from_folder(args.interim)
         split = params_group("split")
-        lip = params_group("lip")
+        validation_fraction = float(params_group("lip").get("validation_fraction", 0.1))
         table, metrics, signals = predict_presenter(paths, args.checkpoint, float(split["heldout_fraction"]),
-                                                    params_group("head_model"), float(lip["validation_fraction"]))
+                                                    params_group("head_model"), validation_fraction)
         fps = float(schemas.read_table(paths.frames_table, schemas.FRAMES)["fps"].iloc[0]) \
             if paths.frames_table.exists() else 25.0
         schemas.write_table(table, paths.lip_coeffs, schemas.LIP_COEFFS)
