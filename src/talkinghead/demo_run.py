@@ -28,12 +28,14 @@ def demo_main(argv: list[str]) -> int:
         return code
 
     from .speak import speak_main
-    from .stages.demo import UNSEEN_SENTENCE, synthesize_speech
+    from .stages.demo import UNSEEN_SENTENCE, DemoParams, synthesize_speech
 
-    params = load_params()["demo"]
+    params = DemoParams.from_dict(load_params()["demo"])
     speech = DEMO_DIR / "unseen_sentence.wav"
     speech.parent.mkdir(parents=True, exist_ok=True)
-    synthesize_speech(UNSEEN_SENTENCE, speech, voice=params["voice"], wpm=params["words_per_minute"])
+    # a sentence it never said, in a voice it never heard (the first held-out voice when there is one)
+    voice = (params.heldout_voices or params.voices)[0]
+    synthesize_speech(UNSEEN_SENTENCE, speech, voice=voice, wpm=params.words_per_minute)
     code = speak_main(["--presenter", DEMO, "--audio", str(speech), "--out", str(DEMO_DIR / "demo.mp4")])
     if code:
         return code

@@ -2,7 +2,7 @@
 
 Pipeline, streamed in batches of ``speak.batch_size`` frames so memory stays flat for any audio length:
 
-    audio (any format) -> 16 kHz mono -> aligned log-mel features (align.features_for_audio)
+    audio (any format) -> 16 kHz mono -> aligned audio features (lip.speech_features: the lip model's own encoder)
     -> lip model -> 53-d expression per output frame
     head pose, camera, shape, texture, lighting: the presenter's own fitted frames (flame.parquet), played forward and
     backward in a loop (ping-pong) from a closed-mouth frame, so the idle head motion stays natural
@@ -307,15 +307,15 @@ def speak(presenter: str, audio: str | Path, out: str | Path, params: dict | Non
 
     from tqdm import tqdm
 
-    from .lip import predict
+    from .lip import predict, speech_features
     from .params import params_group
     from .paste import PasteConfig, paste_back
-    from .stages.align import features_for_audio
 
     pres = load_presenter(paths, float(params_group("split")["heldout_fraction"]))
     n_out = n_frames_for_audio(len(samples), 16000, pres.fps)
-    features = features_for_audio(samples, n_out, pres.fps, params_group("align"))  # [N, C, 80]
-    expression = np.asarray(predict(Path(root) / LIP_CHECKPOINT, features, presenter), np.float32)  # [N, 53]
+    checkpoint = Path(root) / LIP_CHECKPOINT
+    features = speech_features(checkpoint, samples, n_out, pres.fps)  # [N, C, D], as the model was trained
+    expression = np.asarray(predict(checkpoint, features, presenter), np.float32)  # [N, 53]
     del features
     start = closed_mouth_frame(pres.lmk_crop, max(pres.heldout_start, 1), pres.detected)
     schedule = pingpong_schedule(n_out, start, 0, pres.n_frames)

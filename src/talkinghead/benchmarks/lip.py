@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..lip import checkpoint_payload, load_lip_model, predict_with
+from ..lip import checkpoint_align_params, checkpoint_payload, load_lip_model, predict_with
 from ..lip.model import LipConfig, LipTransformer
 from ..paths import LIP_CHECKPOINT
-from ..stages.align import SAMPLE_RATE, AlignParams, features_for_audio
+from ..speech.features import SAMPLE_RATE, AlignParams, features_for_audio
 
 
 def _checkpoint(workdir: Path) -> Path:
@@ -32,10 +32,11 @@ def _checkpoint(workdir: Path) -> Path:
     except Exception:  # no params.yaml here: the defaults
         lip, align = {}, {}
     p = AlignParams.from_dict(align)
-    config = LipConfig(presenters=["bench"], n_context=p.context, n_mels=p.n_mels,
+    dim = p.n_mels if p.encoder == "mel" else features_for_audio(np.zeros(SAMPLE_RATE, np.float32), 1, 25.0, p).shape[2]
+    config = LipConfig(presenters=["bench"], n_context=p.context, n_mels=dim,
                        **{k: v for k, v in lip.items() if k in LipConfig.__dataclass_fields__})
     path = Path(workdir) / "lip_bench.pt"
-    torch.save(checkpoint_payload(LipTransformer(config), np.zeros((1, 53)), np.ones((1, 53)), align), path)
+    torch.save(checkpoint_payload(LipTransformer(config), np.zeros((1, 53)), np.ones((1, 53)), p.to_dict()), path)
     return path
 
 
@@ -44,7 +45,7 @@ def _time_inference(lip, repeats: int) -> tuple[float, float]:
     presenter = lip.model.config.presenters[0]
     fps = 25.0
     audio = (0.1 * np.random.default_rng(0).standard_normal(10 * SAMPLE_RATE)).astype(np.float32)
-    align = AlignParams(context_hops=(lip.model.config.n_context - 1) // 2, n_mels=lip.model.config.n_mels)
+    align = checkpoint_align_params(lip.align)
     times, feature_times = [], []
     for _ in range(repeats + 1):  # the first run warms up allocators and kernels
         start = time.perf_counter()

@@ -1,7 +1,8 @@
 """Lip model: audio features -> the "second 53-d coefficients" (50 expression + 3 jaw).
 
 >>> from talkinghead.lip import predict
->>> expression = predict("models/lip/lip.pt", features, "demo")   # features float32 [N, C, 80] -> [N, 53]
+>>> features = speech_features("models/lip/lip.pt", samples, n_frames, fps)  # 16 kHz speech -> [N, C, D]
+>>> expression = predict("models/lip/lip.pt", features, "demo")   # -> [N, 53]
 
 Long inputs are cut into overlapping windows of ``config.window`` frames (the length the model was trained on) and
 cross-faded, so inference costs the same per second of audio whatever the clip length.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Iterator
 
@@ -19,10 +20,11 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..speech.features import AlignParams, features_for_audio
 from .model import LipConfig, LipTransformer
 
 __all__ = ["LipConfig", "LipTransformer", "LoadedLipModel", "checkpoint_payload", "cpu_threads", "load_lip_model", "predict",
-           "predict_with"]
+           "predict_with", "checkpoint_align_params", "speech_features"]
 
 
 @dataclass
@@ -39,8 +41,10 @@ class LoadedLipModel:
 def checkpoint_payload(model: LipTransformer, target_mean: np.ndarray, target_std: np.ndarray, align: dict,
                        extra: dict | None = None) -> dict:
     """What ``load_lip_model`` expects in a checkpoint file (written by the trainer with torch.save)."""
+    # tensors, dicts, lists and plain numbers only, so ``load_lip_model`` can use torch.load(weights_only=True)
     return {"config": model.config.to_dict(), "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "target_mean": np.asarray(target_mean, np.float32), "target_std": np.asarray(target_std, np.float32),
+            "target_mean": torch.as_tensor(np.asarray(target_mean, np.float32)),
+            "target_std": torch.as_tensor(np.asarray(target_std, np.float32)),
             "align": dict(align), **(extra or {})}
 
 
@@ -51,12 +55,16 @@ def load_lip_model(checkpoint_path: str | Path, device: str | torch.device | Non
     if not path.is_file():
         raise InputError(path, "lip checkpoint missing; run `dvc repro train_lip`")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: a checkpoint can come from a shared DVC cache; a pickle payload in it must not run
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
         config = LipConfig.from_dict(ckpt["config"])
         model = LipTransformer(config)
         model.load_state_dict(ckpt["state_dict"])
-    except (KeyError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise InputError(path, f"not a lip-model checkpoint ({exc.__class__.__name__}: {exc})") from exc
+    except (KeyError, RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError) as exc:
+        # torch raises UnpicklingError (a RuntimeError) for anything but tensors and plain containers
+        raise InputError(path, f"not a lip-model checkpoint, or one written before talkinghead saved them safely "
+                               f"({exc.__class__.__name__}: {str(exc).splitlines()[0]}); retrain with "
+                               f"`dvc repro train_lip`") from exc
     model.eval().to(device)
     mean = torch.as_tensor(ckpt["target_mean"]).float()
     std = torch.as_tensor(ckpt["target_std"]).float()
@@ -67,6 +75,23 @@ def load_lip_model(checkpoint_path: str | Path, device: str | torch.device | Non
         raise InputError(path, f"target statistics of shape {tuple(mean.shape)}, expected ({n_presenters}, "
                                f"{config.n_out}); retrain with `dvc repro train_lip`")
     return LoadedLipModel(model, mean.to(device), std.to(device), dict(ckpt.get("align", {})), device)
+
+
+def checkpoint_align_params(align: dict) -> AlignParams:
+    """The align params a checkpoint's features were made with. Checkpoints from before ``align.encoder`` existed
+    were trained on log-mel features."""
+    known = {f.name for f in fields(AlignParams)}
+    return AlignParams(**{"encoder": "mel", **{k: v for k, v in align.items() if k in known}})
+
+
+def speech_features(checkpoint_path: str | Path, samples: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
+    """Features [N, C, D] of new 16 kHz ``samples`` made exactly as the checkpoint's training features were (its
+    own align params, whatever params.yaml says now), ready for ``predict``."""
+    path = Path(checkpoint_path)
+    if not path.is_file():
+        raise InputError(path, "lip checkpoint missing; run `dvc repro train_lip`")
+    lip = _cached(str(path.resolve()), path.stat().st_mtime, None)
+    return features_for_audio(samples, n_frames, fps, checkpoint_align_params(lip.align))
 
 
 @functools.lru_cache(maxsize=4)

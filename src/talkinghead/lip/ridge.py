@@ -55,3 +55,42 @@ def ridge_baseline(features: np.ndarray, expression: np.ndarray, split: TimeSpli
     ratio, strength, weights = best
     prediction = (xc @ weights + y_mean).astype(np.float32)
     return RidgeBaseline(prediction, strength, ratio)
+
+
+@dataclass
+class PooledRidge:
+    """A linear lip model: standardised 53-d expression = (features - x_mean) @ weights, one map for all
+    presenters (each presenter's own target mean/std undo the standardisation), like the lip Transformer."""
+
+    x_mean: np.ndarray  # [C*M]
+    weights: np.ndarray  # [C*M, 53]
+    strength: float
+    validation_ratio: float  # pooled validation error / the still face's
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """features [N, C, M] -> standardised expression float32 [N, 53]."""
+        x = features.reshape(len(features), -1).astype(np.float64) - self.x_mean  # [N, C, M] -> [N, C*M]
+        return (x @ self.weights).astype(np.float32)
+
+
+def pooled_ridge(features: list[np.ndarray], targets: list[np.ndarray], splits: list[TimeSplit],
+                 strengths: tuple[float, ...] = STRENGTHS) -> PooledRidge:
+    """Fit on every presenter's training frames together (features [N_p, C, M], standardised targets [N_p, 53]),
+    choose the penalty on their validation slices pooled. Nothing reads a held-out tail."""
+    flat = lambda a, r: a[r.start:r.stop].reshape(len(r), -1).astype(np.float64)  # noqa: E731  [n, C, M] -> [n, C*M]
+    x_train = np.concatenate([flat(f, s.train) for f, s in zip(features, splits)])
+    y_train = np.concatenate([t[s.train.start:s.train.stop] for t, s in zip(targets, splits)]).astype(np.float64)
+    x_val = np.concatenate([flat(f, s.validation) for f, s in zip(features, splits)])
+    y_val = np.concatenate([t[s.validation.start:s.validation.stop] for t, s in zip(targets, splits)]).astype(np.float64)
+    x_mean = x_train.mean(axis=0)
+    xc = x_train - x_mean
+    gram, xty = xc.T @ xc, xc.T @ y_train  # targets are standardised: their training mean is 0 per presenter
+    still_error = max(float((y_val ** 2).sum()), 1e-300)
+    best: tuple[float, float, np.ndarray] | None = None
+    for strength in strengths:
+        weights = ridge_weights(gram, xty, strength)
+        ratio = float((((x_val - x_mean) @ weights - y_val) ** 2).sum()) / still_error if len(y_val) else 1.0
+        if best is None or ratio < best[0]:
+            best = (ratio, strength, weights)
+    ratio, strength, weights = best
+    return PooledRidge(x_mean, weights, strength, ratio)

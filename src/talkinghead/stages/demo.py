@@ -13,10 +13,12 @@ motion and the blinks are random (seeded), so the lip model has a clean audio ->
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
 from collections import deque
+from dataclasses import asdict, dataclass, fields
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
@@ -44,20 +46,34 @@ VIDEO_NAME = "video.mp4"
 VISEMES_NAME = PresenterPaths.of("demo").visemes.name  # the file name PresenterPaths.visemes expects
 
 
-def speech_script(seconds: float, voice: str, wpm: int, seed: int, text: str | None = None
-                  ) -> tuple[np.ndarray, list[Phoneme]]:
+def speech_script(seconds: float, voices: str | tuple[str, ...], wpm: int, seed: int, text: str | None = None,
+                  heldout_voices: tuple[str, ...] = (), heldout_from_s: float | None = None
+                  ) -> tuple[np.ndarray, list[Phoneme], list[tuple[float, str]]]:
     """Speak ``text``, or the training sentences in order until at least ``seconds`` of audio, with pauses of
-    0.3-1.2 s (seeded) between sentences. Returns 16 kHz float32 samples [T] and the phonemes on that timeline
-    (pauses appear as ``_`` phonemes)."""
+    0.3-1.2 s (seeded) between sentences. Sentence k is spoken by ``voices[k % len(voices)]``; once a sentence
+    starts at or after ``heldout_from_s`` the ``heldout_voices`` take over (so the end of the timeline, which the
+    split holds out, is spoken by voices the lip model never trained on). Returns 16 kHz float32 samples [T], the
+    phonemes on that timeline (pauses appear as ``_`` phonemes) and (start second, voice) of every sentence."""
     rng = np.random.default_rng(seed)
+    voices = (voices,) if isinstance(voices, str) else tuple(voices)
+    if not voices:
+        raise InputError("params.yaml", "demo.voices is empty")
     sentences = [text] if text is not None else None
     pieces = [np.zeros(int(LEAD_IN_S * SAMPLE_RATE), np.float32)]
     phonemes = [Phoneme("_", 0.0, LEAD_IN_S)]
+    spoken_by: list[tuple[float, str]] = []
     t = LEAD_IN_S
     k = 0
+    k_heldout = 0
     while True:
         sentence = sentences[k] if sentences is not None else TRAINING_SENTENCES[k % len(TRAINING_SENTENCES)]
+        if heldout_voices and heldout_from_s is not None and t >= heldout_from_s:
+            voice = heldout_voices[k_heldout % len(heldout_voices)]
+            k_heldout += 1
+        else:
+            voice = voices[k % len(voices)]
         samples, spoken = speak(sentence, voice, wpm)
+        spoken_by.append((t, voice))
         pieces.append(samples)
         phonemes += [Phoneme(p.symbol, p.start_s + t, p.end_s + t) for p in spoken]
         t += len(samples) / SAMPLE_RATE
@@ -69,7 +85,38 @@ def speech_script(seconds: float, voice: str, wpm: int, seed: int, text: str | N
         t += len(pieces[-1]) / SAMPLE_RATE
         if done:
             break
-    return np.concatenate(pieces), phonemes
+    return np.concatenate(pieces), phonemes, spoken_by
+
+
+@dataclass(frozen=True)
+class DemoParams:
+    """The ``demo`` group of params.yaml (unknown keys are refused)."""
+
+    seconds: float = 75.0
+    fps: int = 25
+    size: int = 512
+    voices: tuple[str, ...] = ("en-us",)
+    heldout_voices: tuple[str, ...] = ()
+    words_per_minute: int = 155
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DemoParams":
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise InputError("params.yaml", f"unknown key(s) in demo: {', '.join(unknown)}")
+        d = dict(d)
+        for key in ("voices", "heldout_voices"):
+            if key in d:
+                d[key] = (d[key],) if isinstance(d[key], str) else tuple(d[key])
+        return cls(**d)
+
+
+def heldout_voice_start(seconds: float, heldout_fraction: float) -> float:
+    """Second from which sentences get the held-out voices: 3 s (about one sentence) before the held-out tail of a
+    ``seconds`` timeline, so the one that straddles the split is already a held-out voice. The real timeline is a
+    little longer than ``seconds`` (the last sentence is finished), which moves the tail later, never earlier."""
+    return max(0.0, (1.0 - heldout_fraction) * seconds - 3.0)
 
 
 def head_motion(times: np.ndarray, seed: int) -> list[HeadMotion]:
@@ -158,13 +205,15 @@ def _prefetch(render: Callable[[int], np.ndarray], n: int, ahead: int = 4) -> It
 
 
 def generate_demo(out_dir: str | Path, seconds: float = 75.0, size: int = 512, fps: int = 25, seed: int = 0,
-                  text: str | None = None, voice: str = "en-us", wpm: int = 155) -> Path:
+                  text: str | None = None, voices: str | tuple[str, ...] = "en-us", wpm: int = 155,
+                  heldout_voices: tuple[str, ...] = (), heldout_from_s: float | None = None) -> Path:
     """Generate the demo presenter into ``out_dir`` (video.mp4 + visemes.parquet, replaced atomically as a
-    folder); returns the video path. ``text`` overrides the training sentences (tests use a short one)."""
+    folder); returns the video path. ``text`` overrides the training sentences (tests use a short one); the
+    voices are used as ``speech_script`` says."""
     if size < 64 or size % 2:
         raise InputError(None, f"demo.size must be an even number >= 64, got {size}")
     out_dir = Path(out_dir)
-    samples, phonemes = speech_script(seconds, voice, wpm, seed, text)
+    samples, phonemes, spoken_by = speech_script(seconds, voices, wpm, seed, text, heldout_voices, heldout_from_s)
     # decoders return whole AAC frames (1024 samples), so the video is made a multiple of `block` frames that
     # span a whole number of AAC frames: then audio and video have exactly the same duration
     block = math.lcm(SAMPLE_RATE, AAC_FRAME * fps) // SAMPLE_RATE
@@ -190,7 +239,7 @@ def generate_demo(out_dir: str | Path, seconds: float = 75.0, size: int = 512, f
         tmp.chmod(0o755)  # mkdtemp makes it private; the output is an ordinary data folder
         encode_video(tmp / VIDEO_NAME, frames, n_frames, size, fps, samples)
         write_table(table, tmp / VISEMES_NAME, VISEMES,
-                    metadata={"fps": fps, "size": size, "seed": seed, "voice": voice, "words_per_minute": wpm,
+                    metadata={"fps": fps, "size": size, "seed": seed, "voices": json.dumps(spoken_by), "words_per_minute": wpm,
                               "audio_seconds": total / SAMPLE_RATE})
         (tmp / VISEMES_NAME).chmod(0o644)  # the atomic temp file was created private
     return out_dir / VIDEO_NAME
@@ -201,14 +250,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out_dir", type=Path, help="output folder, e.g. data/raw/demo")
     args = parser.parse_args(argv)
     try:
-        params = params_group("demo")
+        params = DemoParams.from_dict(params_group("demo"))
+        heldout_fraction = float(params_group("split")["heldout_fraction"])
         from ..tracking import stage_run
 
-        with stage_run("demo", args.out_dir.name, params) as mlflow:
+        with stage_run("demo", args.out_dir.name, asdict(params)) as mlflow:
             start = time.perf_counter()
-            video = generate_demo(args.out_dir, seconds=float(params["seconds"]), size=int(params["size"]),
-                                  fps=int(params["fps"]), seed=int(params["seed"]), voice=str(params["voice"]),
-                                  wpm=int(params["words_per_minute"]))
+            video = generate_demo(args.out_dir, seconds=params.seconds, size=params.size, fps=params.fps,
+                                  seed=params.seed, voices=params.voices, wpm=params.words_per_minute,
+                                  heldout_voices=params.heldout_voices,
+                                  heldout_from_s=heldout_voice_start(params.seconds, heldout_fraction))
             mlflow.log_metrics({"generate_seconds": time.perf_counter() - start}, step=0)
         print(f"wrote {video}")
     except InputError as exc:

@@ -172,10 +172,9 @@ def evaluate_presenter(paths: PresenterPaths, params: dict[str, Any], root: Path
 
     from ..audio import read_wav
     from ..imagemetrics import psnr_per_image, ssim_per_image
-    from ..lip import predict
+    from ..lip import predict, speech_features
     from ..paths import LIP_CHECKPOINT
     from ..speak import CropSynthesizer, closed_mouth_frame, load_presenter, mouth_opening_from_landmarks
-    from ..stages.align import features_for_audio
     from ..stages.composites import mouth_box
     from ..videoio import VideoWriter
     from ..params import params_group
@@ -190,7 +189,7 @@ def evaluate_presenter(paths: PresenterPaths, params: dict[str, Any], root: Path
         raise InputError(paths.frames_table, f"held-out tail has only {n} frames; too short to evaluate")
     samples, rate = read_wav(paths.audio)
     audio = tail_audio(samples, rate, start, stop, pres.fps)
-    features = features_for_audio(audio, n, pres.fps, params_group("align"))  # [n, C, 80]
+    features = speech_features(root / LIP_CHECKPOINT, audio, n, pres.fps)  # [n, C, D], as the model was trained
     expression = np.asarray(predict(root / LIP_CHECKPOINT, features, paths.name), np.float32)  # [n, 53]
     closed = closed_mouth_frame(pres.lmk_crop, max(start, 1), pres.detected)
     static_expression = np.repeat(pres.fitted["expression"][closed][None], n, axis=0)  # mouth held closed

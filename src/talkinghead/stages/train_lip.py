@@ -28,6 +28,7 @@ from ..lip import checkpoint_payload
 from ..lip.model import LipConfig
 from ..lip.trainer import PresenterData, TrainResult, TrainSettings, init_distributed, train
 from ..params import load_params, params_group
+from ..speech.features import AlignParams
 from ..paths import LIP_CHECKPOINT, LIP_TRAIN_METRICS, LIP_VAL_LOSS, PresenterPaths
 from ..split import time_split
 from ..tensorfile import load_tensor
@@ -74,7 +75,7 @@ def run(presenter_names: list[str], out: Path, root: Path, track: bool = True, r
     unless ``reports`` is False)."""
     lip = params_group("lip")
     split = params_group("split")
-    align = params_group("align")
+    align = AlignParams.from_dict(params_group("align")).to_dict()  # stored in the checkpoint: speak encodes alike
     dist_info = init_distributed()
     # Threads per process, split between the DDP ranks. On a shared, loaded CPU one thread per process is several
     # times faster than two (OpenMP barriers stall when cores are oversubscribed), hence lip.threads.

