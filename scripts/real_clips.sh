@@ -5,6 +5,10 @@
 #
 #   make real-clips                          # everything, ~45 min on 2 CPU cores (the GAN trains per presenter)
 #   TARGET=predict_lip make real-clips       # up to the lip model only, ~8 min
+#   TARGET=crossdrive ENCODER=mel WORK=/tmp/rc-mel make real-clips   # the log-mel baseline on the same clips
+#
+# After the pipeline, one lip model per real presenter is trained without that presenter (leave-one-out) and
+# stage crossdrive drives every other face with that presenter's whole recording (reports/crossdrive_loo/).
 #
 # The scratch clone (default /tmp/talkinghead-real-clips) keeps its data, reports/index.html and mlflow.db; run the
 # script again to resume (DVC skips what is up to date). Nothing is written to this checkout. With a TARGET before
@@ -24,6 +28,9 @@ if [ ! -d "$WORK/.git" ]; then
 fi
 ln -sfn "$ROOT/.venv" "$WORK/.venv"
 cd "$WORK"
+if [ -n "${ENCODER:-}" ]; then  # align.encoder of the scratch clone (whisper | mel)
+  sed -i "s/^  encoder: [a-z]*/  encoder: $ENCODER/" params.yaml
+fi
 # The clone's own sources, not the checkout the venv's editable install points at.
 export PYTHONPATH="$WORK/src"
 TH="$WORK/.venv/bin/talkinghead"
@@ -38,6 +45,21 @@ for video in "$MEDIA"/*.mp4 "$MEDIA"/*.mov "$MEDIA"/*.mkv "$MEDIA"/*.webm; do
 done
 
 "$TH" repro "$TARGET"
+"$TH" repro crossdrive >/dev/null
+
+# Leave-one-out: for every real presenter S a lip model trained on all the others; S's whole recording drives them.
+PY="$WORK/.venv/bin/python"
+presenters=$("$PY" -c 'import yaml; print(" ".join(yaml.safe_load(open("params.yaml"))["presenters"]))')
+mkdir -p models/lip/loo
+for s in $presenters; do
+  [ -e "data/raw/$s/visemes.parquet" ] && continue  # the generated demo presenter is not a real speaker
+  [ models/lip/loo/$s.pt -nt models/lip/lip.pt ] && continue  # trained by an earlier run of this script
+  others=$(printf '%s\n' $presenters | grep -vx "$s" | tr '\n' ' ')
+  "$PY" -m talkinghead.stages.train_lip --presenters $others --out "models/lip/loo/$s.pt" --no-track --no-reports \
+    2>&1 | tail -1
+done
+"$PY" -m talkinghead.stages.crossdrive --speaker-checkpoints models/lip/loo --out reports/crossdrive_loo \
+  --no-track >/dev/null
 "$TH" report >/dev/null
 "$WORK/.venv/bin/python" - "$WORK" <<'EOF' """One row per presenter from the reports the stages wrote (missing stages print as '-')."""
 import json
@@ -81,4 +103,10 @@ print("\nval / static: the training objective on the validation slice (before th
       "(training-mean) face's (< 1 = better). ridge: a linear regression from the same features fitted on that "
       "presenter alone (talkinghead.lip.ridge).")
 EOF
+echo
+echo "Cross-speaker lip sync, shared lip model on held-out tails:"
+"$PY" -m talkinghead.stages.crossdrive --show reports/crossdrive/metrics.json
+echo
+echo "Cross-speaker lip sync, leave-one-out lip models on whole recordings:"
+"$PY" -m talkinghead.stages.crossdrive --show reports/crossdrive_loo/metrics.json
 echo "report: $WORK/reports/index.html"

@@ -134,3 +134,20 @@ def test_main_reports_missing_params_as_input_error(tmp_path, monkeypatch, capsy
     assert exc.value.code == 2
     assert "params.yaml" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_speech_script_rotates_voices_and_keeps_heldout_voices_for_the_end():
+    from talkinghead.stages.demo import heldout_voice_start, speech_script
+
+    voices, heldout = ("en-us", "en+m3"), ("en-gb-scotland+f5",)
+    start = heldout_voice_start(14.0, 0.2)
+    assert start == pytest.approx(0.8 * 14.0 - 3.0)
+    samples, phonemes, spoken_by = speech_script(14.0, voices, 155, seed=0, heldout_voices=heldout,
+                                                 heldout_from_s=start)
+    assert len(samples) / 16000 >= 14.0 and phonemes[-1].end_s == pytest.approx(len(samples) / 16000, abs=0.01)
+    before = [v for t, v in spoken_by if t < start]
+    after = [v for t, v in spoken_by if t >= start]
+    assert before[:2] == list(voices) and set(before) == set(voices)  # training voices in turn
+    assert after and set(after) == set(heldout)  # the end of the timeline: only voices never trained on
+    # the held-out tail (last 20 %) of the real timeline lies wholly inside the held-out voices' part
+    assert 0.8 * len(samples) / 16000 >= min(t for t, v in spoken_by if v in heldout)

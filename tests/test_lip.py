@@ -27,7 +27,7 @@ from talkinghead.lip.trainer import (Distributed, PresenterData, TrainSettings, 
                                      validation_segments)
 from talkinghead.lipmetrics import av_offset, lagged_correlations, lve, pearson_r
 from talkinghead.split import heldout_start, time_split
-from talkinghead.stages.align import AlignParams, features_for_audio
+from talkinghead.speech.features import AlignParams, features_for_audio
 
 RATE = 16000
 
@@ -106,7 +106,7 @@ def tiny_arrays(seconds: float = 12.0, fps: int = 25, seed: int = 0) -> tuple[np
     """Features [N, 3, 80] and expression [N, 53] of a short synthetic presenter (context 3, for fast tests)."""
     samples, opening, rounding = synthetic_speech(seconds, seed)
     n = int(round(seconds * fps))
-    feats = features_for_audio(samples, n, fps, AlignParams(context_hops=1, n_mels=80))
+    feats = features_for_audio(samples, n, fps, AlignParams(encoder="mel", context_hops=1, n_mels=80))
     return feats, synthetic_targets(opening, rounding, n, fps, seed)
 
 

@@ -100,6 +100,34 @@ def presenter_section(name: str, stages: dict[str, Path], reports: Path) -> str:
     return "\n".join(parts)
 
 
+def crossdrive_section(reports: Path) -> str:
+    """Lip sync on voices a presenter never had (stage crossdrive): a row per speaker, the summary, the curves."""
+    path = reports / "crossdrive" / "metrics.json"
+    head = "<h2>Lip sync driven by other speakers</h2>"
+    if not path.exists():
+        return head + '<p class="muted">No crossdrive metrics yet: onboard a second presenter and run ' \
+                      "<code>talkinghead repro</code>.</p>"
+    metrics = json.loads(path.read_text())
+    if not metrics.get("speakers"):
+        return head + f'<p class="muted">{html.escape(metrics.get("note", "no pairs"))}</p>'
+    cell = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}{' (generated)' if m['synthetic'] else ''}</td><td class=num>{m['frames']}</td>"
+        f"<td class=num>{m['faces']}</td><td class=num>{cell(m['r'], '+.2f')}</td>"
+        f"<td class=num>{cell(m['r_voiced'], '+.2f')}</td><td class=num>{m['best_lag']:+d}</td>"
+        f"<td class=num>{cell(m['ridge_r'], '+.2f')}</td></tr>" for name, m in metrics["speakers"].items())
+    s = metrics["summary"]
+    return (head + f"<p>Each speaker's held-out speech ({html.escape(metrics.get('encoder', '?'))} features) drives "
+            "every other presenter's face; the generated mouth opening is correlated with the mouth of the person "
+            "who spoke. <i>ridge</i>: a linear map from the same features, fitted on the same frames.</p>"
+            "<table><tr><th>speaker</th><th>held-out frames</th><th>faces driven</th><th>r</th><th>r voiced</th>"
+            f"<th>best lag</th><th>ridge r</th></tr>{rows}</table>"
+            f"<p>Real speakers: {s['real_speakers']}; median r {cell(s['median_r'], '+.2f')} (voiced "
+            f"{cell(s['median_r_voiced'], '+.2f')}), ridge {cell(s['median_ridge_r'], '+.2f')}; best lag within "
+            f"&plusmn;1 frame for {s['speakers_best_lag_within_1']}.</p>"
+            '<img src="crossdrive/mouth_opening.png" alt="real vs generated mouth opening per speaker">')
+
+
 def build_report(reports: Path = REPORTS) -> str:
     """The HTML text of reports/index.html (links relative to ``reports``)."""
     found = find_metrics(reports)
@@ -120,6 +148,7 @@ def build_report(reports: Path = REPORTS) -> str:
                     + "</p>")
     else:
         body.append('<p class="muted">No metrics yet: run <code>talkinghead repro</code>.</p>')
+    body.append(crossdrive_section(reports))
     for name, stages in found.items():
         body.append(presenter_section(name, stages, reports))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>talkinghead report</title>"

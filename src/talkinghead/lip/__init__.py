@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import pickle
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Iterator
@@ -60,8 +61,9 @@ def load_lip_model(checkpoint_path: str | Path, device: str | torch.device | Non
         config = LipConfig.from_dict(ckpt["config"])
         model = LipTransformer(config)
         model.load_state_dict(ckpt["state_dict"])
-    except (KeyError, RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError) as exc:
-        # torch raises UnpicklingError (a RuntimeError) for anything but tensors and plain containers
+    except (pickle.UnpicklingError, KeyError, RuntimeError, EOFError, OSError, ValueError, TypeError,
+            AttributeError) as exc:
+        # weights_only raises UnpicklingError for anything but tensors and plain containers
         raise InputError(path, f"not a lip-model checkpoint, or one written before talkinghead saved them safely "
                                f"({exc.__class__.__name__}: {str(exc).splitlines()[0]}); retrain with "
                                f"`dvc repro train_lip`") from exc

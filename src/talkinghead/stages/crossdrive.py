@@ -16,7 +16,9 @@ on the same training frames (``lip.ridge.pooled_ridge``): the bar a learnt model
 Speakers whose raw folder holds ``visemes.parquet`` are generated (the demo presenter: its held-out tail is
 spoken by voices it never trained on); the summary's medians are over the others, the real speakers.
 ``--speaker-checkpoints DIR`` drives speaker S with ``DIR/S.pt`` where present: a lip model trained without S
-at all (leave-one-out; ``make real-clips`` trains them), so S's voice is new to the model, not only its words.
+at all (leave-one-out; ``make real-clips`` trains them), so S's voice is new to the model, not only its words --
+and then S's whole recording is the test, not only its held-out tail (the pooled ridge is refitted on that model's
+presenters alike).
 """
 
 from __future__ import annotations
@@ -173,7 +175,7 @@ def drive_speaker(speaker: Speaker, checkpoint: Path, root: Path, head_params: d
         model_m = pair_metrics(generated, speaker.real_opening, speaker.voiced, params.max_lag)
         ridge_m = pair_metrics(ridge_opening, speaker.real_opening, speaker.voiced, params.max_lag)
         rows.append({"speaker": speaker.name, "face": face, "synthetic_speaker": speaker.synthetic,
-                     "frames": n, "voiced_fraction": float(speaker.voiced.mean()), "checkpoint": str(checkpoint),
+                     "leave_one_out": speaker.name not in lip.model.config.presenters, "frames": n, "voiced_fraction": float(speaker.voiced.mean()), "checkpoint": str(checkpoint),
                      **model_m, **{f"ridge_{k}": v for k, v in ridge_m.items()}})
         curves.setdefault("generated", generated)
     return rows, curves
@@ -189,6 +191,7 @@ def summarise(pairs: pd.DataFrame, max_lag: int) -> dict[str, Any]:
         ridge_curve = group[[f"ridge_{c}" for c in lags]].mean()
         speakers[name] = {
             "synthetic": bool(group["synthetic_speaker"].iloc[0]), "frames": int(group["frames"].iloc[0]),
+            "leave_one_out": bool(group["leave_one_out"].iloc[0]),
             "faces": int(len(group)), "voiced_fraction": float(group["voiced_fraction"].iloc[0]),
             "r": float(group["r"].mean()), "r_voiced": float(group["r_voiced"].mean()),
             "best_lag": best, "r_best_lag": float(mean_curve[f"r_lag_{best}"]),
@@ -255,18 +258,21 @@ def run(root: Path, checkpoint: Path, out: Path, speaker_checkpoints: Path | Non
     for name in names:
         paths = PresenterPaths.of(name, root)
         n = len(schemas.read_table(paths.frames_table, schemas.FRAMES))
-        speaker = load_speaker(paths, time_split(n, heldout_fraction).heldout_start, params)
+        own = speaker_checkpoints / f"{name}.pt" if speaker_checkpoints is not None else None
+        leave_one_out = own is not None and own.is_file()
+        used = own if leave_one_out else checkpoint
+        # a model that never saw this speaker may hear the whole recording; the shared model only its held-out tail
+        start = 0 if leave_one_out else time_split(n, heldout_fraction).heldout_start
+        speaker = load_speaker(paths, start, params)
         if speaker is None:
             continue
-        own = speaker_checkpoints / f"{name}.pt" if speaker_checkpoints is not None else None
-        used = own if own is not None and own.is_file() else checkpoint
         speaker_rows, curves[name] = drive_speaker(speaker, used, root, head_params, params, heldout_fraction,
                                                    validation_fraction)
         rows += speaker_rows
         fps[name] = speaker.fps
-    columns = ["speaker", "face", "synthetic_speaker", "frames", "voiced_fraction", "r", "best_lag", "r_best_lag",
+    columns = ["speaker", "face", "synthetic_speaker", "leave_one_out", "frames", "voiced_fraction", "r", "best_lag", "r_best_lag",
                "r_voiced", *(f"r_lag_{lag}" for lag in range(-params.max_lag, params.max_lag + 1))]
-    pairs = pd.DataFrame(rows, columns=[*columns, *(f"ridge_{c}" for c in columns[5:]), "checkpoint"])
+    pairs = pd.DataFrame(rows, columns=[*columns, *(f"ridge_{c}" for c in columns[6:]), "checkpoint"])
     metrics = summarise(pairs, params.max_lag)
     if not rows:  # one presenter (the demo alone): nothing to cross; say so instead of failing `dvc repro`
         metrics["note"] = "no pair: crossdrive needs two presenters with held-out tails of >= min_frames frames"
@@ -281,6 +287,23 @@ def run(root: Path, checkpoint: Path, out: Path, speaker_checkpoints: Path | Non
     return metrics
 
 
+def markdown_table(metrics: dict[str, Any]) -> str:
+    """The per-speaker rows and the summary of a crossdrive metrics.json as a Markdown table."""
+    f = lambda v: "-" if v is None else f"{v:+.2f}"  # noqa: E731
+    lines = [f"{metrics.get('encoder', '?')} features | speaker's audio drives the other faces; r = correlation "
+             "with the speaker's real mouth opening", "",
+             "| speaker | frames | r | r voiced | best lag (r) | ridge r | ridge r voiced |", "|---|---|---|---|---|---|---|"]
+    for name, s in metrics["speakers"].items():
+        lines.append(f"| {name}{' (generated)' if s['synthetic'] else ''} | {s['frames']} | {f(s['r'])} | "
+                     f"{f(s['r_voiced'])} | {s['best_lag']:+d} ({f(s['r_best_lag'])}) | {f(s['ridge_r'])} | "
+                     f"{f(s['ridge_r_voiced'])} |")
+    s = metrics["summary"]
+    lines.append(f"\nreal speakers {s['real_speakers']}: median r {f(s['median_r'])} (voiced {f(s['median_r_voiced'])}), "
+                 f"ridge {f(s['median_ridge_r'])} (voiced {f(s['median_ridge_r_voiced'])}); best lag within +-1 "
+                 f"frame: {s['speakers_best_lag_within_1']} of {s['real_speakers']}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", type=Path, default=LIP_CHECKPOINT)
@@ -289,7 +312,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--speaker-checkpoints", type=Path, default=None,
                         help="folder of NAME.pt lip models trained without speaker NAME (leave-one-out)")
     parser.add_argument("--no-track", action="store_true", help="skip MLflow logging")
+    parser.add_argument("--show", type=Path, default=None, metavar="METRICS_JSON",
+                        help="only print the table of an existing metrics.json")
     args = parser.parse_args(argv)
+    if args.show is not None:
+        if not args.show.is_file():
+            print(f"error: {args.show}: no such file", file=sys.stderr)
+            sys.exit(2)
+        print(markdown_table(json.loads(args.show.read_text())))
+        return
     try:
         metrics = run(args.root, args.checkpoint, args.out, args.speaker_checkpoints)
         if not args.no_track:
@@ -305,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    print("crossdrive: " + json.dumps(metrics["summary"]))
+    print(markdown_table(_json_safe(metrics)))
 
 
 if __name__ == "__main__":

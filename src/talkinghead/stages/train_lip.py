@@ -122,12 +122,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=LIP_CHECKPOINT)
     parser.add_argument("--root", type=Path, default=Path("."), help="project root holding data/ and reports/")
     parser.add_argument("--no-track", action="store_true", help="skip MLflow logging")
+    parser.add_argument("--no-reports", action="store_true",
+                        help="write only the checkpoint, not reports/lip/ (extra models, e.g. leave-one-out)")
     args = parser.parse_args(argv)
     try:
         names = args.presenters or list(load_params().get("presenters") or [])
         if not names:
             raise InputError("params.yaml", "no presenters to train on")
-        result = run(names, args.out, args.root, track=not args.no_track)
+        result = run(names, args.out, args.root, track=not args.no_track, reports=not args.no_reports)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
