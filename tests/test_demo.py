@@ -151,3 +151,23 @@ def test_speech_script_rotates_voices_and_keeps_heldout_voices_for_the_end():
     assert after and set(after) == set(heldout)  # the end of the timeline: only voices never trained on
     # the held-out tail (last 20 %) of the real timeline lies wholly inside the held-out voices' part
     assert 0.8 * len(samples) / 16000 >= min(t for t, v in spoken_by if v in heldout)
+
+
+def test_flite_voice_gives_phoneme_timings_that_cover_its_audio():
+    samples, phonemes = speak("Open your mouth wide and say ah.", "flite:slt", 155)
+    duration = len(samples) / 16000
+    assert 1.0 < duration < 4.0
+    assert phonemes[0].start_s == 0.0 and phonemes[-1].end_s == pytest.approx(duration, abs=1e-6)
+    assert all(a.end_s == pytest.approx(b.start_s) for a, b in zip(phonemes, phonemes[1:]))  # contiguous
+    symbols = [p.symbol for p in phonemes]
+    assert "m" in symbols and "A:" in symbols  # CMU phones mapped onto the viseme table's mnemonics
+    t = np.arange(0, duration, 0.04)
+    opening = mouth_opening(viseme_curves(phonemes, t))
+    assert opening.max() > 0.3 and opening[:3].max() < 0.05  # opens while speaking, rests in the lead-in pause
+
+
+def test_unknown_flite_voice_is_one_clear_error():
+    from talkinghead.errors import InputError
+
+    with pytest.raises(InputError, match="flite voice 'nobody'"):
+        speak("Hello.", "flite:nobody", 155)

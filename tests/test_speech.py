@@ -1,6 +1,5 @@
 """Speech features: the CTranslate2 reader, the Whisper encoder port (packaged tiny.en), speaker independence against
-log-mel, long-audio windows, clear errors for a missing/corrupt model folder or unknown params, Silero VAD, and
-safe lip checkpoints."""
+log-mel, long-audio windows, clear errors for a missing/corrupt model folder or unknown params, Silero VAD."""
 
 from __future__ import annotations
 
@@ -171,19 +170,3 @@ def test_vad_tells_speech_from_silence():
     middle = voiced[25 + 5:25 + int(len(samples) / RATE * 25) - 5]
     assert middle.mean() > 0.7
     assert torch.get_num_threads() == 1  # loading the model leaves torch's thread count alone (fixture set 1)
-
-
-def test_lip_checkpoint_with_a_pickle_payload_is_refused(tmp_path):
-    """A lip.pt carrying code (``__reduce__``) must not run it on load: one clear error instead."""
-    from talkinghead.lip import load_lip_model
-
-    marker = tmp_path / "payload-ran"
-
-    class Payload:
-        def __reduce__(self):
-            return (open, (str(marker), "w"))
-
-    torch.save({"config": {}, "state_dict": {}, "evil": Payload()}, tmp_path / "lip.pt")
-    with pytest.raises(InputError, match="lip.pt.*retrain"):
-        load_lip_model(tmp_path / "lip.pt", "cpu")
-    assert not marker.exists()

@@ -1,4 +1,4 @@
-"""Offline speech for the embedded demo presenter: eSpeak NG text-to-speech with phoneme timings, and the
+"""Offline speech for the embedded demo presenter: eSpeak NG or Flite text-to-speech with phoneme timings, and the
 viseme curves (jaw open, lip spread, lip round, lip closure) those phonemes drive.
 
 Speech comes from libespeak-ng through ctypes (the copy shipped by the ``espeakng-loader`` wheel, else the
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,12 +177,85 @@ def _engine() -> _Espeak:
     return _ENGINE
 
 
+# ---------------------------------------------------------------------------------------------- Flite (Debian)
+
+FLITE_PREFIX = "flite:"  # voice names like "flite:slt" pick a Flite voice instead of an eSpeak NG one
+# Flite's US English phone set (CMU) -> the eSpeak mnemonics the viseme table knows
+_FLITE_PHONES = {
+    "aa": "A:", "ae": "a", "ah": "V", "ao": "O:", "aw": "aU", "ax": "@", "ay": "aI", "eh": "E", "er": "3:",
+    "ey": "eI", "ih": "I", "iy": "i:", "ow": "oU", "oy": "OI", "uh": "U", "uw": "u:", "b": "b", "ch": "tS",
+    "d": "d", "dh": "D", "f": "f", "g": "g", "hh": "h", "jh": "dZ", "k": "k", "l": "l", "m": "m", "n": "n",
+    "ng": "N", "p": "p", "r": "r", "s": "s", "sh": "S", "t": "t", "th": "T", "v": "v", "w": "w", "y": "j",
+    "z": "z", "zh": "Z", "pau": "_",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def flite_voices(exe: str) -> tuple[str, ...]:
+    """The voices ``flite -lv`` lists (e.g. kal awb_time kal16 awb rms slt)."""
+    import subprocess
+
+    out = subprocess.run([exe, "-lv"], capture_output=True, text=True, timeout=30).stdout
+    return tuple(out.split(":", 1)[1].split()) if ":" in out else ()
+
+
+def flite_speak(text: str, voice: str, wpm: int = 155) -> tuple[np.ndarray, list[Phoneme]]:
+    """Synthesise ``text`` with Debian's ``flite`` (voices kal, kal16, awb, rms, slt): float32 16 kHz samples [T]
+    and the phonemes from its ``-psdur`` output (each phone's end time), contiguous from 0."""
+    import shutil
+    import subprocess
+    import tempfile
+    import wave
+
+    from scipy.signal import resample_poly
+
+    exe = shutil.which("flite")
+    if exe is None:
+        raise InputError(None, f"voice {FLITE_PREFIX}{voice} needs Debian's flite (apt-get install flite; "
+                               "`make setup` installs it)")
+    available = flite_voices(exe)
+    if voice not in available:  # flite itself silently falls back to its default voice
+        raise InputError(None, f"flite voice {voice!r} does not exist; flite has {', '.join(available)}")
+    stretch = 155.0 / max(int(wpm), 1)  # Flite's own rate is close to eSpeak's 155 words per minute
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "speech.wav"
+        done = subprocess.run([exe, "-voice", voice, "--setf", f"duration_stretch={stretch:.3f}", "-psdur",
+                               "-t", text, "-o", str(wav)], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0 or not wav.is_file():
+            raise InputError(None, f"flite voice {voice!r} failed: {(done.stderr or done.stdout).strip()[:200]}")
+        with wave.open(str(wav), "rb") as w:
+            rate = w.getframerate()
+            pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    samples = pcm.astype(np.float32) / 32768.0
+    if rate != SAMPLE_RATE:
+        samples = resample_poly(samples, SAMPLE_RATE, rate).astype(np.float32)
+    duration = len(samples) / SAMPLE_RATE
+    phonemes: list[Phoneme] = []
+    start = 0.0
+    for token in done.stdout.split():
+        name, _, end = token.rpartition(":")
+        if name not in _FLITE_PHONES:
+            continue
+        end_s = min(float(end), duration)
+        if end_s > start:
+            phonemes.append(Phoneme(_FLITE_PHONES[name], start, end_s))
+            start = end_s
+    if not phonemes:
+        raise InputError(None, f"flite voice {voice!r} reported no phone timings")
+    if start < duration:
+        phonemes.append(Phoneme("_", start, duration))
+    return samples, phonemes
+
+
 def speak(text: str, voice: str = "en-us", wpm: int = 155) -> tuple[np.ndarray, list[Phoneme]]:
-    """Synthesise ``text``: float32 mono samples at 16 kHz [T] and the phonemes, contiguous and covering [0, T)."""
+    """Synthesise ``text``: float32 mono samples at 16 kHz [T] and the phonemes, contiguous and covering [0, T).
+    ``voice`` is an eSpeak NG voice (``en-us``, ``en-us+f2``, ...) or ``flite:NAME`` (``flite:slt``, ...)."""
     from scipy.signal import resample_poly
 
     if not text.strip():
         raise InputError(None, "cannot speak an empty text")
+    if voice.startswith(FLITE_PREFIX):
+        return flite_speak(text, voice[len(FLITE_PREFIX):], wpm)
     engine = _engine()
     pcm, events = engine.synth(text, voice, wpm)
     samples = resample_poly(pcm.astype(np.float32) / 32768.0, SAMPLE_RATE, engine.rate).astype(np.float32)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +25,15 @@ def load_generator(checkpoint_path: str | Path, device: str | torch.device = "cp
     if not path.exists():
         raise InputError(path, "missing; train it with `dvc repro train_gan@<presenter>`")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: checkpoints can arrive from a shared DVC cache; a pickle payload in one must not run
+        state = torch.load(path, map_location="cpu", weights_only=True)
         generator = Generator(GeneratorConfig.from_dict(state["generator_config"]))
         generator.reference = state["generator"]["reference"]  # buffer size depends on the presenter
         generator.load_state_dict(state["generator"])
-    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
-        raise InputError(path, f"not a GAN generator checkpoint ({exc})") from exc
+    except (pickle.UnpicklingError, KeyError, RuntimeError, TypeError, ValueError, EOFError, OSError) as exc:
+        raise InputError(path, f"not a GAN generator checkpoint, or one holding more than tensors and plain "
+                               f"values ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                               "retrain with `dvc repro train_gan@<presenter>`") from exc
     return generator.to(device, memory_format=torch.channels_last).eval()
 
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
@@ -388,7 +390,12 @@ class GanTrainer:
     def load(self, path: Path, data: GanData | None = None) -> bool:
         """Resume from ``path``. Returns False (and leaves a fresh trainer) if it was made with another config
         or, when ``data`` is given, on other data (the upstream stages re-ran: retrain from scratch)."""
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        try:  # weights_only: a training state holds tensors and plain values only; nothing in it may run code
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+            warnings.warn(f"{path}: unreadable training state ({exc.__class__.__name__}); training from scratch",
+                          stacklevel=2)
+            return False
         if state.get("fingerprint") != self.fingerprint:
             return False
         if data is not None and state.get("data_fingerprint") != data.fingerprint():
