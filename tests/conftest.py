@@ -57,3 +57,14 @@ def fake_tracking(monkeypatch):
 
     monkeypatch.setattr(tracking, "stage_run", fake_stage_run)
     return logged
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: on the shared 2-core machine two threads stall each other (OpenMP barriers)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

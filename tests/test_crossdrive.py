@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from talkinghead import facemesh, schemas
 from talkinghead.stages.crossdrive import pair_metrics, real_mouth_opening, summarise
@@ -77,14 +76,13 @@ def write_landmarks(interim: Path, seconds: float, fps: int, seed: int) -> None:
     schemas.write_table(table, interim / "landmarks.parquet", schemas.LANDMARKS)
 
 
-def test_stage_smoke_two_presenters(tmp_path, monkeypatch):
+def test_stage_smoke_two_presenters(tmp_path, monkeypatch, one_torch_thread):
     """align -> train_lip -> crossdrive on two generated presenters whose mouths follow their audio: every pair is
     scored, the files DVC expects are written, MLflow gets the summary."""
     import yaml
 
     from talkinghead.stages import align, crossdrive, train_lip
 
-    torch.set_num_threads(1)
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     params["align"]["encoder"] = "mel"  # seconds faster here; the Whisper path has its own tests
     params["lip"].update(d_model=32, n_heads=2, ff_dim=64, window=16, infer_stride=8, batch_size=8, max_steps=60,

@@ -142,13 +142,7 @@ def run_tiny(dist_info: Distributed | None, steps: int, target_loss: float = 0.0
 
 
 # ------------------------------------------------------------------------------------------------------- tests
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on the shared 2-core machine two threads stall each other (OpenMP barriers)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_forward_shapes():

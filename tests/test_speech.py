@@ -19,12 +19,7 @@ from talkinghead.speech.whisper import encode_audio, load_whisper_encoder, packa
 RATE = 16000
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_model_bin(path, variables: dict[str, np.ndarray], spec: str = "WhisperSpec", version: int = 6) -> None:
