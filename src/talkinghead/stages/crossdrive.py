@@ -238,7 +238,7 @@ def plot_curves(path: Path, curves: dict[str, dict[str, np.ndarray]], fps: dict[
             ax.plot(t, z(curves[name]["generated"]), label="another face driven by that audio", lw=1.2)
             ax.legend(loc="upper right", fontsize=8)
             ax.set_ylabel("opening (z)")
-        axes[-1, 0].set_xlabel("time in the held-out tail (s)")
+        axes[-1, 0].set_xlabel("time in the speaker's test audio (s): its held-out tail, or the whole clip leave-one-out")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80, format="png")
