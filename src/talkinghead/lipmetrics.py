@@ -4,11 +4,17 @@
   averaged over frames.
 - ``pearson_r``: correlation of two 1-D signals (e.g. mouth opening predicted vs fitted).
 - ``av_offset``: the lag (frames) that maximises the correlation of two signals; 0 for a synchronised prediction.
+- ``mouth_opening_ratio``: a scale-free mouth opening from FaceMesh landmarks (real or generated frames).
+- ``pair_metrics``: r at lag 0, best lag, r on voiced frames of a generated vs a real mouth-opening curve.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from . import facemesh
+
+LEFT_EYE_CORNER, RIGHT_EYE_CORNER = 33, 263  # FaceMesh outer eye corners: the face's scale in the image
 
 
 def pearson_r(a: np.ndarray, b: np.ndarray) -> float:
@@ -48,8 +54,12 @@ def lagged_correlations(a: np.ndarray, b: np.ndarray, max_lag: int = 5) -> dict[
 def av_offset(a: np.ndarray, b: np.ndarray, max_lag: int = 5) -> int:
     """Lag in frames in [-max_lag, max_lag] maximising the cross-correlation of ``a`` and ``b``; positive = ``b``
     lags ``a``. Ties go to the smallest |lag| (a constant signal gives 0)."""
-    corr = lagged_correlations(a, b, max_lag)
-    return max(corr, key=lambda lag: (round(corr[lag], 9), -abs(lag)))
+    return best_lag(lagged_correlations(a, b, max_lag))
+
+
+def best_lag(curve: dict[int, float]) -> int:
+    """The lag of a {lag: r} curve with the highest r; ties go to the smallest |lag|."""
+    return max(curve, key=lambda lag: (round(curve[lag], 9), -abs(lag)))
 
 
 def lve(pred_vertices: np.ndarray, true_vertices: np.ndarray, lip_ids: np.ndarray) -> float:
@@ -63,3 +73,23 @@ def lve(pred_vertices: np.ndarray, true_vertices: np.ndarray, lip_ids: np.ndarra
     if pred.shape != true.shape:
         raise ValueError(f"vertex arrays differ: {pred.shape} vs {true.shape}")
     return float(((pred - true) ** 2).sum(axis=-1).max(axis=1).mean())
+
+
+def mouth_opening_ratio(landmarks: np.ndarray) -> np.ndarray:
+    """FaceMesh landmarks [N, 478, >=2] -> inner-lip gap over the eye-corner distance [N] (scale-free, so the
+    presenter moving towards the camera does not open the mouth)."""
+    upper = np.array([u for u, _ in facemesh.INNER_LIP_PAIRS])
+    lower = np.array([d for _, d in facemesh.INNER_LIP_PAIRS])
+    gap = np.abs(landmarks[:, lower, 1] - landmarks[:, upper, 1]).mean(axis=1)  # [N, K] -> [N]
+    eyes = np.linalg.norm(landmarks[:, LEFT_EYE_CORNER, :2] - landmarks[:, RIGHT_EYE_CORNER, :2], axis=1)
+    return (gap / np.maximum(eyes, 1e-6)).astype(np.float32)
+
+
+def pair_metrics(generated: np.ndarray, real: np.ndarray, voiced: np.ndarray, max_lag: int) -> dict[str, float]:
+    """Correlation of a generated mouth-opening curve [n] with the real one [n]: r at lag 0, the best lag in
+    [-max_lag, max_lag] (positive: generated late) with its r, r on voiced frames (lag 0)."""
+    curve = lagged_correlations(real, generated, max_lag)
+    best = best_lag(curve)
+    r_voiced = pearson_r(generated[voiced], real[voiced]) if voiced.sum() > 2 else float("nan")
+    return {"r": curve[0], "best_lag": int(best), "r_best_lag": curve[best], "r_voiced": r_voiced,
+            **{f"r_lag_{lag}": v for lag, v in curve.items()}}

@@ -34,20 +34,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import facemesh, schemas
+from .. import schemas
 from ..atomic import atomic_path, write_json
 from ..audio import read_wav
 from ..errors import InputError
 from ..lip import LoadedLipModel, load_lip_model, predict_with, speech_features
 from ..lip.ridge import PooledRidge, pooled_ridge
-from ..lipmetrics import lagged_correlations, pearson_r
+from ..lipmetrics import best_lag, mouth_opening_ratio, pair_metrics
 from ..params import load_params, params_group
 from ..paths import LIP_CHECKPOINT, REPORTS, PresenterPaths
 from ..split import TimeSplit, time_split
 from ..tensorfile import load_tensor
 
 CROSSDRIVE_REPORT = REPORTS / "crossdrive"
-LEFT_EYE_CORNER, RIGHT_EYE_CORNER = 33, 263  # FaceMesh outer eye corners: the face's scale in the image
 
 
 @dataclass(frozen=True)
@@ -74,18 +73,8 @@ class Speaker:
     synthetic: bool  # generated presenter (demo): its mouth is a function of the phonemes
     fps: float
     audio: np.ndarray  # float32 [T] 16 kHz, the tail only
-    real_opening: np.ndarray  # float32 [n] inner-lip gap / eye distance per tail frame
+    real_opening: np.ndarray  # float32 [n] inner-lip gap / eye distance per tail frame (lipmetrics.mouth_opening_ratio)
     voiced: np.ndarray  # bool [n]
-
-
-def real_mouth_opening(landmarks: np.ndarray) -> np.ndarray:
-    """FaceMesh landmarks [N, 478, >=2] -> inner-lip gap over the eye-corner distance [N] (scale-free, so the
-    presenter moving towards the camera does not open the mouth)."""
-    upper = np.array([u for u, _ in facemesh.INNER_LIP_PAIRS])
-    lower = np.array([d for _, d in facemesh.INNER_LIP_PAIRS])
-    gap = np.abs(landmarks[:, lower, 1] - landmarks[:, upper, 1]).mean(axis=1)  # [N, K] -> [N]
-    eyes = np.linalg.norm(landmarks[:, LEFT_EYE_CORNER, :2] - landmarks[:, RIGHT_EYE_CORNER, :2], axis=1)
-    return (gap / np.maximum(eyes, 1e-6)).astype(np.float32)
 
 
 def load_speaker(paths: PresenterPaths, heldout_start: int, params: CrossdriveParams) -> Speaker | None:
@@ -109,17 +98,7 @@ def load_speaker(paths: PresenterPaths, heldout_start: int, params: CrossdrivePa
     lmk = schemas.column_array(landmarks, "lmk_crop").reshape(n, schemas.N_LANDMARKS, 3)  # [N, 478*3] -> [N, 478, 3]
     tail = n - heldout_start
     return Speaker(paths.name, paths.visemes.is_file(), fps, audio.astype(np.float32),
-                   real_mouth_opening(lmk[heldout_start:]), voiced_frames(audio, tail, fps, params.vad_threshold))
-
-
-def pair_metrics(generated: np.ndarray, real: np.ndarray, voiced: np.ndarray, max_lag: int) -> dict[str, float]:
-    """Correlation of a generated mouth-opening curve [n] with the real one [n]: r at lag 0, the best lag in
-    [-max_lag, max_lag] (positive: generated late) with its r, r on voiced frames (lag 0)."""
-    curve = lagged_correlations(real, generated, max_lag)
-    best = max(curve, key=lambda lag: (round(curve[lag], 9), -abs(lag)))
-    r_voiced = pearson_r(generated[voiced], real[voiced]) if voiced.sum() > 2 else float("nan")
-    return {"r": curve[0], "best_lag": int(best), "r_best_lag": curve[best], "r_voiced": r_voiced,
-            **{f"r_lag_{lag}": v for lag, v in curve.items()}}
+                   mouth_opening_ratio(lmk[heldout_start:]), voiced_frames(audio, tail, fps, params.vad_threshold))
 
 
 def head_mouth_opening(head_model, shape: np.ndarray, expression: np.ndarray) -> np.ndarray:
@@ -187,7 +166,7 @@ def summarise(pairs: pd.DataFrame, max_lag: int) -> dict[str, Any]:
     lags = [f"r_lag_{lag}" for lag in range(-max_lag, max_lag + 1)]
     for name, group in pairs.groupby("speaker", sort=True):
         mean_curve = group[lags].mean()
-        best = int(max(range(-max_lag, max_lag + 1), key=lambda lag: (round(mean_curve[f"r_lag_{lag}"], 9), -abs(lag))))
+        best = best_lag({lag: float(mean_curve[f"r_lag_{lag}"]) for lag in range(-max_lag, max_lag + 1)})
         ridge_curve = group[[f"ridge_{c}" for c in lags]].mean()
         speakers[name] = {
             "synthetic": bool(group["synthetic_speaker"].iloc[0]), "frames": int(group["frames"].iloc[0]),

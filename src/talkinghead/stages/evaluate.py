@@ -12,6 +12,12 @@ so every generated frame lines up with a real crop. Metrics (all on S x S crops,
 The same for two baselines: ``static`` (the pipeline with the mouth held closed: the closed-mouth frame's fitted
 expression on every frame) and ``shifted`` (the generated video delayed by 3 frames; should give av_offset 3).
 
+``cross_speaker`` (``evaluate.cross_speakers``): the face is also driven by the held-out speech of every other
+presenter in the lip model (on the face's own held-out head poses, back and forth), MediaPipe FaceMesh reads the
+generated frames, and their mouth opening (inner-lip gap over eye-corner distance) is correlated with the mouth of
+the person who spoke: r at lag 0, the best lag in [-cross_max_lag, cross_max_lag] and r on voiced frames (Silero
+VAD). Generated speakers (the demo) are left out of ``cross_speaker_mean_r``.
+
 Writes reports/eval/NAME/: metrics.json, mouth_opening.csv + mouth_opening.png (real vs generated over time),
 side_by_side.mp4 (real | generated, with the tail's audio) and strip.png (a few real | generated pairs).
 """
@@ -32,6 +38,8 @@ from ..paths import PresenterPaths
 
 STAGE = "evaluate"
 DEFAULTS: dict[str, Any] = {
+    "cross_speakers": True,   # also drive the face with every other presenter's held-out speech (see below)
+    "cross_max_lag": 3,       # best-lag search range of the cross-speaker scores, frames
     "shift_frames": 3,        # the shifted baseline's delay
     "max_lag": 5,             # av_offset search range, frames
     "mouth_size": [96, 64],   # mouth crops are resized to width x height before PSNR / SSIM
@@ -250,6 +258,9 @@ def evaluate_presenter(paths: PresenterPaths, params: dict[str, Any], root: Path
         m["mouth_psnr"] = _finite_mean(np.concatenate(scores[name]["psnr"]))
         m["mouth_ssim"] = float(np.mean(np.concatenate(scores[name]["ssim"])))
         metrics["model" if name == "generated" else f"baseline_{name}"] = m
+    if p["cross_speakers"]:
+        metrics["cross_speaker"] = cross_speaker_evaluation(paths, pres, synth, root, p,
+                                                            float(params_group("split")["heldout_fraction"]), progress)
     if strip:
         import cv2
 
@@ -260,6 +271,70 @@ def evaluate_presenter(paths: PresenterPaths, params: dict[str, Any], root: Path
     return EvaluationResult(metrics, fill_gaps(mouth_opening_from_landmarks(lmk["real"])) * scale,
                             fill_gaps(mouth_opening_from_landmarks(lmk["generated"])) * scale,
                             np.arange(start, stop))
+
+
+def cross_speaker_evaluation(paths: PresenterPaths, pres, synth, root: Path, p: dict[str, Any],
+                             heldout_fraction: float, progress: bool = True) -> dict[str, Any]:
+    """Drive ``paths``' face with every other presenter's held-out speech; MediaPipe on the generated crops vs the
+    real speaker's mouth (see the module docstring). {speaker: metrics} plus the mean over real speakers."""
+    from ..audio import read_wav
+    from ..lip import load_lip_model, predict, speech_features
+    from ..lipmetrics import mouth_opening_ratio, pair_metrics
+    from ..paths import LIP_CHECKPOINT
+    from ..schemas import FRAMES, LANDMARKS, N_LANDMARKS, column_array, read_table
+    from ..speak import pingpong_schedule
+    from ..speech.vad import voiced_frames
+    from ..split import heldout_start
+
+    checkpoint = root / LIP_CHECKPOINT
+    max_lag = int(p["cross_max_lag"])
+    out: dict[str, Any] = {}
+    for name in load_lip_model(checkpoint, "cpu").model.config.presenters:
+        if name == paths.name:
+            continue
+        speaker = PresenterPaths.of(name, root)
+        frames = read_table(speaker.frames_table, FRAMES)
+        fps = float(frames["fps"].iloc[0])
+        if abs(fps - pres.fps) > 1e-3:  # the curves are compared frame by frame
+            out[name] = {"skipped": f"{fps:g} fps, this presenter {pres.fps:g}"}
+            continue
+        n_all = len(frames)
+        start = heldout_start(n_all, heldout_fraction)
+        n = n_all - start
+        if n <= 2 * max_lag + 2:
+            continue
+        landmarks = read_table(speaker.landmarks, LANDMARKS)
+        lmk = column_array(landmarks, "lmk_crop").reshape(n_all, N_LANDMARKS, 3)  # [N, 478*3] -> [N, 478, 3]
+        real_opening = mouth_opening_ratio(lmk[start:])
+        samples, rate = read_wav(speaker.audio)
+        audio = tail_audio(samples, rate, start, n_all, fps)
+        expression = np.asarray(predict(checkpoint, speech_features(checkpoint, audio, n, fps), paths.name),
+                                np.float32)  # [n, 53]
+        poses = pingpong_schedule(n, pres.heldout_start, pres.heldout_start, pres.n_frames)  # the face's own tail
+        tracker = FaceMeshTracker()
+        try:
+            tracks = []
+            for b0 in range(0, n, int(p["batch_size"])):
+                generated, _ = synth.synthesize(expression[b0:b0 + int(p["batch_size"])],
+                                                poses[b0:b0 + int(p["batch_size"])])
+                tracks.append(tracker(generated))
+        finally:
+            tracker.close()
+        track = np.concatenate(tracks)  # [n, 478, 2], NaN where FaceMesh found no face
+        generated_opening = fill_gaps(mouth_opening_ratio(track))
+        if not np.isfinite(generated_opening).all():
+            out[name] = {"skipped": "FaceMesh found no face in the generated frames"}
+            continue
+        m = pair_metrics(generated_opening, real_opening, voiced_frames(audio, n, fps), max_lag)
+        out[name] = {"frames": n, "generated_speaker": speaker.visemes.is_file(),
+                     "face_found_fraction": float(np.isfinite(track[:, 0, 0]).mean()),
+                     **{k: m[k] for k in ("r", "best_lag", "r_best_lag", "r_voiced")}}
+        if progress:
+            print(f"evaluate {paths.name}: driven by {name}'s held-out speech: r {m['r']:+.2f}, "
+                  f"best lag {m['best_lag']:+d}, voiced r {m['r_voiced']:+.2f}")
+    real = [v["r"] for v in out.values() if "r" in v and not v["generated_speaker"]]
+    summary = {"speakers": out, "mean_r": float(np.mean(real)) if real else float("nan")}
+    return summary
 
 
 def _finite_mean(values: np.ndarray) -> float:
