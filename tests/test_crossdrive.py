@@ -107,6 +107,11 @@ def test_stage_smoke_two_presenters(tmp_path, monkeypatch, one_torch_thread):
     assert sorted(zip(pairs["speaker"], pairs["face"])) == [("one", "two"), ("two", "one")]
     assert pairs[["r", "r_voiced", "ridge_r"]].notna().all().all()
     assert Path("reports/crossdrive/mouth_opening.png").stat().st_size > 1000
+    from talkinghead.report import write_report
+
+    page = write_report(Path("reports")).read_text()
+    assert "Lip sync driven by other speakers" in page and "<td>one</td>" in page
+    assert 'src="crossdrive/mouth_opening.png"' in page
     # bad params: one clear error, exit 2
     params["crossdrive"]["max_lags"] = 3
     Path("params.yaml").write_text(yaml.safe_dump(params))

@@ -100,10 +100,11 @@ def presenter_section(name: str, stages: dict[str, Path], reports: Path) -> str:
     return "\n".join(parts)
 
 
-def crossdrive_section(reports: Path) -> str:
+def crossdrive_section(reports: Path, folder: str = "crossdrive",
+                       title: str = "Lip sync driven by other speakers") -> str:
     """Lip sync on voices a presenter never had (stage crossdrive): a row per speaker, the summary, the curves."""
-    path = reports / "crossdrive" / "metrics.json"
-    head = "<h2>Lip sync driven by other speakers</h2>"
+    path = reports / folder / "metrics.json"
+    head = f"<h2>{html.escape(title)}</h2>"
     if not path.exists():
         return head + '<p class="muted">No crossdrive metrics yet: onboard a second presenter and run ' \
                       "<code>talkinghead repro</code>.</p>"
@@ -117,15 +118,16 @@ def crossdrive_section(reports: Path) -> str:
         f"<td class=num>{cell(m['r_voiced'], '+.2f')}</td><td class=num>{m['best_lag']:+d}</td>"
         f"<td class=num>{cell(m['ridge_r'], '+.2f')}</td></tr>" for name, m in metrics["speakers"].items())
     s = metrics["summary"]
-    return (head + f"<p>Each speaker's held-out speech ({html.escape(metrics.get('encoder', '?'))} features) drives "
-            "every other presenter's face; the generated mouth opening is correlated with the mouth of the person "
-            "who spoke. <i>ridge</i>: a linear map from the same features, fitted on the same frames.</p>"
-            "<table><tr><th>speaker</th><th>held-out frames</th><th>faces driven</th><th>r</th><th>r voiced</th>"
+    return (head + f"<p>Each speaker's test speech ({html.escape(metrics.get('encoder', '?'))} features; its held-out "
+            "tail, or its whole recording for a lip model trained without it) drives every other presenter's face; "
+            "the generated mouth opening is correlated with the mouth of the person who spoke. <i>ridge</i>: a "
+            "linear map from the same features, fitted on the same frames.</p>"
+            "<table><tr><th>speaker</th><th>test frames</th><th>faces driven</th><th>r</th><th>r voiced</th>"
             f"<th>best lag</th><th>ridge r</th></tr>{rows}</table>"
             f"<p>Real speakers: {s['real_speakers']}; median r {cell(s['median_r'], '+.2f')} (voiced "
             f"{cell(s['median_r_voiced'], '+.2f')}), ridge {cell(s['median_ridge_r'], '+.2f')}; best lag within "
             f"&plusmn;1 frame for {s['speakers_best_lag_within_1']}.</p>"
-            '<img src="crossdrive/mouth_opening.png" alt="real vs generated mouth opening per speaker">')
+            f'<img src="{folder}/mouth_opening.png" alt="real vs generated mouth opening per speaker">')
 
 
 def build_report(reports: Path = REPORTS) -> str:
@@ -149,6 +151,9 @@ def build_report(reports: Path = REPORTS) -> str:
     else:
         body.append('<p class="muted">No metrics yet: run <code>talkinghead repro</code>.</p>')
     body.append(crossdrive_section(reports))
+    if (reports / "crossdrive_loo" / "metrics.json").exists():  # written by `make real-clips`
+        body.append(crossdrive_section(reports, "crossdrive_loo",
+                                       "Lip sync driven by other speakers: leave-one-out lip models, whole recordings"))
     for name, stages in found.items():
         body.append(presenter_section(name, stages, reports))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>talkinghead report</title>"
