@@ -54,7 +54,8 @@ def test_pair_metrics_find_the_lag_and_score_voiced_frames():
 def test_summary_medians_are_over_real_speakers_only():
     rows = []
     for speaker, synthetic, r in (("demo", True, 0.9), ("a", False, 0.2), ("b", False, 0.4), ("c", False, 0.6)):
-        row = {"speaker": speaker, "face": "x", "synthetic_speaker": synthetic, "leave_one_out": False, "frames": 50, "voiced_fraction": 1.0,
+        row = {"speaker": speaker, "face": "x", "synthetic_speaker": synthetic, "leave_one_out": False, "frames": 50,
+               "voiced_fraction": 1.0,
                "r": r, "best_lag": 0, "r_best_lag": r, "r_voiced": r}
         row.update({f"r_lag_{lag}": r - 0.1 * abs(lag) for lag in range(-3, 4)})
         row.update({f"ridge_{k}": v - 0.1 for k, v in row.items() if k.startswith("r")})

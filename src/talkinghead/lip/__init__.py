@@ -24,8 +24,8 @@ from ..errors import InputError
 from ..speech.features import AlignParams, features_for_audio
 from .model import LipConfig, LipTransformer
 
-__all__ = ["LipConfig", "LipTransformer", "LoadedLipModel", "checkpoint_payload", "cpu_threads", "load_lip_model", "predict",
-           "predict_with", "checkpoint_align_params", "speech_features"]
+__all__ = ["LipConfig", "LipTransformer", "LoadedLipModel", "checkpoint_align_params", "checkpoint_payload",
+           "cpu_threads", "load_lip_model", "predict", "predict_with", "speech_features"]
 
 
 @dataclass

@@ -81,7 +81,8 @@ def pooled_ridge(features: list[np.ndarray], targets: list[np.ndarray], splits: 
     x_train = np.concatenate([flat(f, s.train) for f, s in zip(features, splits)])
     y_train = np.concatenate([t[s.train.start:s.train.stop] for t, s in zip(targets, splits)]).astype(np.float64)
     x_val = np.concatenate([flat(f, s.validation) for f, s in zip(features, splits)])
-    y_val = np.concatenate([t[s.validation.start:s.validation.stop] for t, s in zip(targets, splits)]).astype(np.float64)
+    y_val = np.concatenate([t[s.validation.start:s.validation.stop]
+                            for t, s in zip(targets, splits)]).astype(np.float64)
     x_mean = x_train.mean(axis=0)
     xc = x_train - x_mean
     gram, xty = xc.T @ xc, xc.T @ y_train  # targets are standardised: their training mean is 0 per presenter

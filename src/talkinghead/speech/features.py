@@ -52,7 +52,8 @@ class AlignParams:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise InputError(source, f"unknown key(s) in align: {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+            raise InputError(source, f"unknown key(s) in align: {', '.join(unknown)} "
+                                     f"(known: {', '.join(sorted(names))})")
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:

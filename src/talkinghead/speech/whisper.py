@@ -61,7 +61,8 @@ class WhisperBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v = self.qkv(self.attn_ln(x)).chunk(3, dim=-1)  # [B, T, 3D] -> 3 x [B, T, D]
-        heads = lambda z: z.reshape(b, t, self.n_heads, d // self.n_heads).transpose(1, 2)  # noqa: E731 -> [B, H, T, D/H]
+        # [B, T, D] -> [B, T, H, D/H] -> [B, H, T, D/H]
+        heads = lambda z: z.reshape(b, t, self.n_heads, d // self.n_heads).transpose(1, 2)  # noqa: E731
         attended = F.scaled_dot_product_attention(heads(q), heads(k), heads(v))  # [B, H, T, D/H]
         x = x + self.out(attended.transpose(1, 2).reshape(b, t, d))  # [B, H, T, D/H] -> [B, T, D]
         return x + self.mlp(self.mlp_ln(x))
@@ -153,8 +154,8 @@ def load_whisper_encoder(model_dir: str | None) -> WhisperEncoder:
     where = f"align.whisper_model ({folder})"
     path = folder / "model.bin"
     if not path.is_file():
-        raise InputError(where, "no model.bin there: point align.whisper_model at a CTranslate2 Whisper model "
-                                "folder (e.g. one converted with ct2-transformers-converter), or null for the packaged one")
+        raise InputError(where, "no model.bin there: point align.whisper_model at a CTranslate2 Whisper model folder "
+                                "(e.g. one converted with ct2-transformers-converter), or null for the packaged one")
     try:
         spec, tensors = read_model_bin(path, prefix="encoder/")
         if spec != "WhisperSpec":

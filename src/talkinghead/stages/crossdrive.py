@@ -41,7 +41,7 @@ from ..errors import InputError
 from ..lip import LoadedLipModel, load_lip_model, predict_with, speech_features
 from ..lip.ridge import PooledRidge, pooled_ridge
 from ..lipmetrics import best_lag, mouth_opening_ratio, pair_metrics
-from ..params import load_params, params_group
+from ..params import load_params
 from ..paths import LIP_CHECKPOINT, REPORTS, PresenterPaths
 from ..split import TimeSplit, time_split
 from ..tensorfile import load_tensor
@@ -154,7 +154,8 @@ def drive_speaker(speaker: Speaker, checkpoint: Path, root: Path, head_params: d
         model_m = pair_metrics(generated, speaker.real_opening, speaker.voiced, params.max_lag)
         ridge_m = pair_metrics(ridge_opening, speaker.real_opening, speaker.voiced, params.max_lag)
         rows.append({"speaker": speaker.name, "face": face, "synthetic_speaker": speaker.synthetic,
-                     "leave_one_out": speaker.name not in lip.model.config.presenters, "frames": n, "voiced_fraction": float(speaker.voiced.mean()), "checkpoint": str(checkpoint),
+                     "leave_one_out": speaker.name not in lip.model.config.presenters, "frames": n,
+                     "voiced_fraction": float(speaker.voiced.mean()), "checkpoint": str(checkpoint),
                      **model_m, **{f"ridge_{k}": v for k, v in ridge_m.items()}})
         curves.setdefault("generated", generated)
     return rows, curves
@@ -217,7 +218,8 @@ def plot_curves(path: Path, curves: dict[str, dict[str, np.ndarray]], fps: dict[
             ax.plot(t, z(curves[name]["generated"]), label="another face driven by that audio", lw=1.2)
             ax.legend(loc="upper right", fontsize=8)
             ax.set_ylabel("opening (z)")
-        axes[-1, 0].set_xlabel("time in the speaker's test audio (s): its held-out tail, or the whole clip leave-one-out")
+        axes[-1, 0].set_xlabel("time in the speaker's test audio (s): its held-out tail, or its whole recording "
+                               "(leave-one-out)")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80, format="png")
@@ -249,8 +251,8 @@ def run(root: Path, checkpoint: Path, out: Path, speaker_checkpoints: Path | Non
                                                    validation_fraction)
         rows += speaker_rows
         fps[name] = speaker.fps
-    columns = ["speaker", "face", "synthetic_speaker", "leave_one_out", "frames", "voiced_fraction", "r", "best_lag", "r_best_lag",
-               "r_voiced", *(f"r_lag_{lag}" for lag in range(-params.max_lag, params.max_lag + 1))]
+    columns = ["speaker", "face", "synthetic_speaker", "leave_one_out", "frames", "voiced_fraction", "r", "best_lag",
+               "r_best_lag", "r_voiced", *(f"r_lag_{lag}" for lag in range(-params.max_lag, params.max_lag + 1))]
     pairs = pd.DataFrame(rows, columns=[*columns, *(f"ridge_{c}" for c in columns[6:]), "checkpoint"])
     metrics = summarise(pairs, params.max_lag)
     if not rows:  # one presenter (the demo alone): nothing to cross; say so instead of failing `dvc repro`
@@ -271,15 +273,17 @@ def markdown_table(metrics: dict[str, Any]) -> str:
     f = lambda v: "-" if v is None else f"{v:+.2f}"  # noqa: E731
     lines = [f"{metrics.get('encoder', '?')} features | speaker's audio drives the other faces; r = correlation "
              "with the speaker's real mouth opening", "",
-             "| speaker | frames | r | r voiced | best lag (r) | ridge r | ridge r voiced |", "|---|---|---|---|---|---|---|"]
+             "| speaker | frames | r | r voiced | best lag (r) | ridge r | ridge r voiced |",
+             "|---|---|---|---|---|---|---|"]
     for name, s in metrics["speakers"].items():
         lines.append(f"| {name}{' (generated)' if s['synthetic'] else ''} | {s['frames']} | {f(s['r'])} | "
                      f"{f(s['r_voiced'])} | {s['best_lag']:+d} ({f(s['r_best_lag'])}) | {f(s['ridge_r'])} | "
                      f"{f(s['ridge_r_voiced'])} |")
     s = metrics["summary"]
-    lines.append(f"\nreal speakers {s['real_speakers']}: median r {f(s['median_r'])} (voiced {f(s['median_r_voiced'])}), "
-                 f"ridge {f(s['median_ridge_r'])} (voiced {f(s['median_ridge_r_voiced'])}); best lag within +-1 "
-                 f"frame: {s['speakers_best_lag_within_1']} of {s['real_speakers']}")
+    lines.append(f"\nreal speakers {s['real_speakers']}: median r {f(s['median_r'])} "
+                 f"(voiced {f(s['median_r_voiced'])}), ridge {f(s['median_ridge_r'])} "
+                 f"(voiced {f(s['median_ridge_r_voiced'])}); best lag within +-1 frame: "
+                 f"{s['speakers_best_lag_within_1']} of {s['real_speakers']}")
     return "\n".join(lines)
 
 
@@ -305,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
         if not args.no_track:
             from ..tracking import flatten, stage_run
 
-            with stage_run("crossdrive", None, {"crossdrive": params_group("crossdrive")}) as mlflow:
+            with stage_run("crossdrive", None, {"crossdrive": metrics["params"]}) as mlflow:
                 numbers = {k: float(v) for k, v in flatten({"summary": metrics["summary"],
                                                             "speakers": metrics["speakers"]}).items()
                            if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}

@@ -5,9 +5,10 @@ that ships with the installed packages (no download).
 
 writes data/raw/demo/video.mp4 (H.264 yuv420p + AAC, 16 kHz mono) and data/raw/demo/visemes.parquet
 (schemas.VISEMES: the ground-truth mouth shape of every frame). The face is scikit-image's public-domain
-``astronaut`` photo, animated by ``talkinghead.demo_face``; the speech is eSpeak NG with phoneme timings
-(``talkinghead.demo_speech``). Mouth motion is a deterministic function of the phonemes; only the small head
-motion and the blinks are random (seeded), so the lip model has a clean audio -> mouth mapping to learn.
+``astronaut`` photo, animated by ``talkinghead.demo_face``; the speech is eSpeak NG and Flite voices taking turns
+sentence by sentence, each with its own phoneme timings (``talkinghead.demo_speech``), and voices held out for the
+end of the timeline (``demo.heldout_voices``). Mouth motion is a deterministic function of the phonemes; only the
+small head motion and the blinks are random (seeded), so the lip model has a clean audio -> mouth mapping to learn.
 """
 
 from __future__ import annotations
@@ -239,8 +240,8 @@ def generate_demo(out_dir: str | Path, seconds: float = 75.0, size: int = 512, f
         tmp.chmod(0o755)  # mkdtemp makes it private; the output is an ordinary data folder
         encode_video(tmp / VIDEO_NAME, frames, n_frames, size, fps, samples)
         write_table(table, tmp / VISEMES_NAME, VISEMES,
-                    metadata={"fps": fps, "size": size, "seed": seed, "voices": json.dumps(spoken_by), "words_per_minute": wpm,
-                              "audio_seconds": total / SAMPLE_RATE})
+                    metadata={"fps": fps, "size": size, "seed": seed, "voices": json.dumps(spoken_by),
+                              "words_per_minute": wpm, "audio_seconds": total / SAMPLE_RATE})
         (tmp / VISEMES_NAME).chmod(0o644)  # the atomic temp file was created private
     return out_dir / VIDEO_NAME
 
