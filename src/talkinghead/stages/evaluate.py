@@ -16,7 +16,7 @@ expression on every frame) and ``shifted`` (the generated video delayed by 3 fra
 presenter in the lip model (on the face's own held-out head poses, back and forth), MediaPipe FaceMesh reads the
 generated frames, and their mouth opening (inner-lip gap over eye-corner distance) is correlated with the mouth of
 the person who spoke: r at lag 0, the best lag in [-cross_max_lag, cross_max_lag] and r on voiced frames (Silero
-VAD). Generated speakers (the demo) are left out of ``cross_speaker_mean_r``.
+VAD). Generated speakers (the demo) are left out of ``cross_speaker.mean_r``.
 
 Writes reports/eval/NAME/: metrics.json, mouth_opening.csv + mouth_opening.png (real vs generated over time),
 side_by_side.mp4 (real | generated, with the tail's audio) and strip.png (a few real | generated pairs).
