@@ -141,7 +141,8 @@ def build_report(reports: Path = REPORTS) -> str:
         rel = DEMO_VIDEO.as_posix()
         sentence = _demo_sentence()
         body.append(f'<video controls preload="metadata" src="{rel}"></video>'
-                    f'<p><a href="{rel}">{rel}</a>: the demo presenter says a sentence it never heard in training, in a held-out voice'
+                    f'<p><a href="{rel}">{rel}</a>: the demo presenter says a sentence it never heard in training, '
+                    'in a held-out voice'
                     f"{': <q>' + html.escape(sentence) + '</q>' if sentence else ''}.</p>")
     else:
         body.append('<p class="muted">No demo video yet: run <code>make demo</code>.</p>')
