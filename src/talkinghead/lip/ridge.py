@@ -39,22 +39,12 @@ def ridge_baseline(features: np.ndarray, expression: np.ndarray, split: TimeSpli
     train, val = split.train, split.validation
     if len(val) < 2 or len(train) < 2:
         return None
-    x = features.reshape(len(features), -1).astype(np.float64)  # [N, C, M] -> [N, C*M]
     y = expression.astype(np.float64)
-    x_mean, y_mean = x[:train.stop].mean(axis=0), y[:train.stop].mean(axis=0)
-    xc, yc = x - x_mean, y - y_mean
-    still_error = float((yc[val.start:val.stop] ** 2).sum())
-    gram, xty = xc[:train.stop].T @ xc[:train.stop], xc[:train.stop].T @ yc[:train.stop]
-    best: tuple[float, float, np.ndarray] | None = None
-    for strength in strengths:
-        weights = ridge_weights(gram, xty, strength)
-        error = float(((xc[val.start:val.stop] @ weights - yc[val.start:val.stop]) ** 2).sum())
-        ratio = error / max(still_error, 1e-300)
-        if best is None or ratio < best[0]:
-            best = (ratio, strength, weights)
-    ratio, strength, weights = best
-    prediction = (xc @ weights + y_mean).astype(np.float32)
-    return RidgeBaseline(prediction, strength, ratio)
+    y_mean = y[:train.stop].mean(axis=0)
+    fit = pooled_ridge([features], [y - y_mean], [split], strengths)  # one presenter: centring = standardising
+    x = features.reshape(len(features), -1).astype(np.float64)  # [N, C, M] -> [N, C*M]
+    prediction = ((x - fit.x_mean) @ fit.weights + y_mean).astype(np.float32)
+    return RidgeBaseline(prediction, fit.strength, fit.validation_ratio)
 
 
 @dataclass
@@ -75,8 +65,9 @@ class PooledRidge:
 
 def pooled_ridge(features: list[np.ndarray], targets: list[np.ndarray], splits: list[TimeSplit],
                  strengths: tuple[float, ...] = STRENGTHS) -> PooledRidge:
-    """Fit on every presenter's training frames together (features [N_p, C, M], standardised targets [N_p, 53]),
-    choose the penalty on their validation slices pooled. Nothing reads a held-out tail."""
+    """Fit on every presenter's training frames together (features [N_p, C, M], targets [N_p, 53] with mean 0 over
+    each presenter's training frames), choose the penalty on their validation slices pooled. Nothing reads a
+    held-out tail."""
     flat = lambda a, r: a[r.start:r.stop].reshape(len(r), -1).astype(np.float64)  # noqa: E731  [n, C, M] -> [n, C*M]
     x_train = np.concatenate([flat(f, s.train) for f, s in zip(features, splits)])
     y_train = np.concatenate([t[s.train.start:s.train.stop] for t, s in zip(targets, splits)]).astype(np.float64)
@@ -85,7 +76,7 @@ def pooled_ridge(features: list[np.ndarray], targets: list[np.ndarray], splits: 
                             for t, s in zip(targets, splits)]).astype(np.float64)
     x_mean = x_train.mean(axis=0)
     xc = x_train - x_mean
-    gram, xty = xc.T @ xc, xc.T @ y_train  # targets are standardised: their training mean is 0 per presenter
+    gram, xty = xc.T @ xc, xc.T @ y_train  # the targets' training mean is 0 per presenter: no intercept
     still_error = max(float((y_val ** 2).sum()), 1e-300)
     best: tuple[float, float, np.ndarray] | None = None
     for strength in strengths:
