@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 
 def _umask() -> int:
@@ -44,6 +44,21 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf -> None (strict JSON has neither, and DVC and browsers read it strictly); numpy scalars -> Python."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    return value
 
 
 def write_json(path: str | Path, data: object) -> None:

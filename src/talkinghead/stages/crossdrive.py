@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 
 from .. import schemas
-from ..atomic import atomic_path, write_json
+from ..atomic import atomic_path, json_safe, write_json
 from ..audio import read_wav
 from ..errors import InputError
 from ..lip import LoadedLipModel, load_lip_model, predict_with, speech_features
@@ -188,15 +188,6 @@ def summarise(pairs: pd.DataFrame, max_lag: int) -> dict[str, Any]:
     return {"summary": summary, "speakers": speakers}
 
 
-def _json_safe(value: Any) -> Any:
-    """NaN/inf -> None (null), so metrics.json is strict JSON that DVC and browsers read."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
 def plot_curves(path: Path, curves: dict[str, dict[str, np.ndarray]], fps: dict[str, float]) -> None:
     """One panel per speaker: its real mouth opening and the first face it drove, each standardised."""
     import matplotlib
@@ -263,7 +254,7 @@ def run(root: Path, checkpoint: Path, out: Path, speaker_checkpoints: Path | Non
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "pairs.csv") as tmp:
         pairs.drop(columns=["checkpoint"]).to_csv(tmp, index=False, float_format="%.4f")
-    write_json(out / "metrics.json", _json_safe(metrics))
+    write_json(out / "metrics.json", json_safe(metrics))
     plot_curves(out / "mouth_opening.png", curves, fps)
     return metrics
 
@@ -319,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    print(markdown_table(_json_safe(metrics)))
+    print(markdown_table(json_safe(metrics)))
 
 
 if __name__ == "__main__":

@@ -353,10 +353,10 @@ def write_outputs(result: EvaluationResult, out_dir: Path, fps: float) -> None:
     """metrics.json, mouth_opening.csv and mouth_opening.png."""
     import pandas as pd
 
-    from ..atomic import atomic_path, write_json
+    from ..atomic import atomic_path, json_safe, write_json
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "metrics.json", _json_safe(result.metrics))
+    write_json(out_dir / "metrics.json", json_safe(result.metrics))
     table = pd.DataFrame({"frame": result.frames, "time_s": result.frames / fps,
                           "real": result.real_opening, "generated": result.gen_opening})
     with atomic_path(out_dir / "mouth_opening.csv") as tmp:
@@ -378,19 +378,6 @@ def write_outputs(result: EvaluationResult, out_dir: Path, fps: float) -> None:
     with atomic_path(out_dir / "mouth_opening.png") as tmp:
         fig.savefig(tmp, dpi=100)
     plt.close(fig)
-
-
-def _json_safe(value):
-    """NaN/inf -> None (JSON has neither); numpy scalars -> Python."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if np.isfinite(value) else None
-    return value
 
 
 def main(argv: list[str] | None = None) -> None:
