@@ -36,15 +36,15 @@ import torch
 
 from .. import schemas
 from ..atomic import atomic_path, json_safe, write_json
-from ..audio import read_wav
 from ..errors import InputError
 from ..lip import LoadedLipModel, load_lip_model, predict_with, speech_features
 from ..lip.ridge import PooledRidge, pooled_ridge
-from ..lipmetrics import best_lag, mouth_opening_ratio, pair_metrics
+from ..lipmetrics import best_lag, pair_metrics
 from ..params import load_params
 from ..paths import LIP_CHECKPOINT, REPORTS, PresenterPaths
-from ..split import TimeSplit, time_split
+from ..split import time_split
 from ..tensorfile import load_tensor
+from ..testspeech import SpeakerClip, load_speaker_clip
 
 CROSSDRIVE_REPORT = REPORTS / "crossdrive"
 
@@ -63,42 +63,6 @@ class CrossdriveParams:
         if unknown:
             raise InputError("params.yaml", f"unknown key(s) in crossdrive: {', '.join(unknown)}")
         return cls(**d)
-
-
-@dataclass
-class Speaker:
-    """The held-out tail of one presenter's recording: what was said and how the real mouth moved."""
-
-    name: str
-    synthetic: bool  # generated presenter (demo): its mouth is a function of the phonemes
-    fps: float
-    audio: np.ndarray  # float32 [T] 16 kHz, the tail only
-    real_opening: np.ndarray  # float32 [n] inner-lip gap / eye distance per tail frame (lipmetrics.mouth_opening_ratio)
-    voiced: np.ndarray  # bool [n]
-
-
-def load_speaker(paths: PresenterPaths, heldout_start: int, params: CrossdriveParams) -> Speaker | None:
-    """The held-out tail [heldout_start, N) of ``paths``' presenter, or None when it is shorter than min_frames."""
-    from ..speech.vad import voiced_frames
-
-    frames = schemas.read_table(paths.frames_table, schemas.FRAMES)
-    landmarks = schemas.read_table(paths.landmarks, schemas.LANDMARKS)
-    n = len(frames)
-    if len(landmarks) != n:
-        raise InputError(paths.landmarks, f"{len(landmarks)} rows but {paths.frames_table} has {n}; rerun landmarks")
-    if n - heldout_start < params.min_frames:
-        return None
-    fps = float(frames["fps"].iloc[0])
-    samples, rate = read_wav(paths.audio)
-    if rate != 16000:
-        raise InputError(paths.audio, f"sample rate {rate}, expected 16000")
-    lo = int(round(heldout_start / fps * rate))
-    hi = int(round(n / fps * rate))
-    audio = np.pad(samples[lo:hi], (0, max(0, hi - lo - len(samples[lo:hi]))))
-    lmk = schemas.column_array(landmarks, "lmk_crop").reshape(n, schemas.N_LANDMARKS, 3)  # [N, 478*3] -> [N, 478, 3]
-    tail = n - heldout_start
-    return Speaker(paths.name, paths.visemes.is_file(), fps, audio.astype(np.float32),
-                   mouth_opening_ratio(lmk[heldout_start:]), voiced_frames(audio, tail, fps, params.vad_threshold))
 
 
 def head_mouth_opening(head_model, shape: np.ndarray, expression: np.ndarray) -> np.ndarray:
@@ -130,29 +94,23 @@ def fit_ridge(lip: LoadedLipModel, root: Path, heldout_fraction: float, validati
     return pooled_ridge(features, targets, splits)
 
 
-def drive_speaker(speaker: Speaker, checkpoint: Path, root: Path, head_params: dict, params: CrossdriveParams,
-                  heldout_fraction: float, validation_fraction: float) -> tuple[list[dict[str, Any]], dict]:
-    """Rows (one per face driven) and the curves for the plot of one speaker with one lip model."""
-    from ..headmodel import load_head_model
-
-    lip = load_lip_model(checkpoint, "cpu")
-    ridge = fit_ridge(lip, root, heldout_fraction, validation_fraction)
-    n = len(speaker.real_opening)
+def drive_speaker(speaker: SpeakerClip, checkpoint: Path, lip: LoadedLipModel, ridge: PooledRidge, head_model,
+                  shapes: dict[str, np.ndarray], max_lag: int) -> tuple[list[dict[str, Any]], dict]:
+    """Rows (one per face driven) and the curves for the plot of one speaker with one lip model (read from
+    ``checkpoint``) and its ridge twin; ``shapes``: each face's mean fitted shape [100]."""
+    n = speaker.frames
     features = speech_features(checkpoint, speaker.audio, n, speaker.fps)  # [n, C, D]
-    head_model = load_head_model(head_params)
     ridge_standardised = ridge.predict(features)  # [n, 53]
     rows, curves = [], {"real": speaker.real_opening}
     for i, face in enumerate(lip.model.config.presenters):
         if face == speaker.name:
             continue
-        flame = schemas.read_table(PresenterPaths.of(face, root).flame, schemas.PARAMETERS)
-        shape = schemas.column_array(flame, "shape").mean(axis=0)
         predicted = predict_with(lip, features, face)
         ridge_expression = ridge_standardised * lip.target_std[i].cpu().numpy() + lip.target_mean[i].cpu().numpy()
-        generated = head_mouth_opening(head_model, shape, predicted)
-        ridge_opening = head_mouth_opening(head_model, shape, ridge_expression)
-        model_m = pair_metrics(generated, speaker.real_opening, speaker.voiced, params.max_lag)
-        ridge_m = pair_metrics(ridge_opening, speaker.real_opening, speaker.voiced, params.max_lag)
+        generated = head_mouth_opening(head_model, shapes[face], predicted)
+        ridge_opening = head_mouth_opening(head_model, shapes[face], ridge_expression)
+        model_m = pair_metrics(generated, speaker.real_opening, speaker.voiced, max_lag)
+        ridge_m = pair_metrics(ridge_opening, speaker.real_opening, speaker.voiced, max_lag)
         rows.append({"speaker": speaker.name, "face": face, "synthetic_speaker": speaker.synthetic,
                      "leave_one_out": speaker.name not in lip.model.config.presenters, "frames": n,
                      "voiced_fraction": float(speaker.voiced.mean()), "checkpoint": str(checkpoint),
@@ -224,22 +182,28 @@ def run(root: Path, checkpoint: Path, out: Path, speaker_checkpoints: Path | Non
     params = CrossdriveParams.from_dict(all_params.get("crossdrive") or {})
     heldout_fraction = float(all_params["split"]["heldout_fraction"])
     validation_fraction = float((all_params.get("lip") or {}).get("validation_fraction", 0.1))
-    head_params = all_params.get("head_model") or {}
-    names = list(load_lip_model(checkpoint, "cpu").model.config.presenters)
+    from ..headmodel import load_head_model
+
+    head_model = load_head_model(all_params.get("head_model") or {})
+    main_lip = load_lip_model(checkpoint, "cpu")
+    names = list(main_lip.model.config.presenters)
+    shapes = {name: schemas.column_array(schemas.read_table(PresenterPaths.of(name, root).flame, schemas.PARAMETERS),
+                                         "shape").mean(axis=0) for name in names}
+    models: dict[Path, tuple[LoadedLipModel, PooledRidge]] = {}  # each lip model and its ridge twin, built once
     rows, curves, fps = [], {}, {}
     for name in names:
-        paths = PresenterPaths.of(name, root)
-        n = len(schemas.read_table(paths.frames_table, schemas.FRAMES))
         own = speaker_checkpoints / f"{name}.pt" if speaker_checkpoints is not None else None
         leave_one_out = own is not None and own.is_file()
         used = own if leave_one_out else checkpoint
         # a model that never saw this speaker may hear the whole recording; the shared model only its held-out tail
-        start = 0 if leave_one_out else time_split(n, heldout_fraction).heldout_start
-        speaker = load_speaker(paths, start, params)
-        if speaker is None:
+        speaker = load_speaker_clip(PresenterPaths.of(name, root), None if leave_one_out else heldout_fraction,
+                                    params.vad_threshold)
+        if speaker.frames < params.min_frames:
             continue
-        speaker_rows, curves[name] = drive_speaker(speaker, used, root, head_params, params, heldout_fraction,
-                                                   validation_fraction)
+        if used not in models:
+            lip = main_lip if used == checkpoint else load_lip_model(used, "cpu")
+            models[used] = lip, fit_ridge(lip, root, heldout_fraction, validation_fraction)
+        speaker_rows, curves[name] = drive_speaker(speaker, used, *models[used], head_model, shapes, params.max_lag)
         rows += speaker_rows
         fps[name] = speaker.fps
     columns = ["speaker", "face", "synthetic_speaker", "leave_one_out", "frames", "voiced_fraction", "r", "best_lag",
@@ -248,8 +212,7 @@ def run(root: Path, checkpoint: Path, out: Path, speaker_checkpoints: Path | Non
     metrics = summarise(pairs, params.max_lag)
     if not rows:  # one presenter (the demo alone): nothing to cross; say so instead of failing `dvc repro`
         metrics["note"] = "no pair: crossdrive needs two presenters with held-out tails of >= min_frames frames"
-    align = load_lip_model(checkpoint, "cpu").align
-    metrics["encoder"] = align.get("encoder", "mel")
+    metrics["encoder"] = main_lip.align.get("encoder", "mel")
     metrics["params"] = asdict(params)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "pairs.csv") as tmp:

@@ -277,14 +277,11 @@ def cross_speaker_evaluation(paths: PresenterPaths, pres, synth, root: Path, p: 
                              heldout_fraction: float, progress: bool = True) -> dict[str, Any]:
     """Drive ``paths``' face with every other presenter's held-out speech; MediaPipe on the generated crops vs the
     real speaker's mouth (see the module docstring). {speaker: metrics} plus the mean over real speakers."""
-    from ..audio import read_wav
     from ..lip import load_lip_model, predict, speech_features
     from ..lipmetrics import mouth_opening_ratio, pair_metrics
     from ..paths import LIP_CHECKPOINT
-    from ..schemas import FRAMES, LANDMARKS, N_LANDMARKS, column_array, read_table
     from ..speak import pingpong_schedule
-    from ..speech.vad import voiced_frames
-    from ..split import heldout_start
+    from ..testspeech import load_speaker_clip
 
     checkpoint = root / LIP_CHECKPOINT
     max_lag = int(p["cross_max_lag"])
@@ -292,31 +289,22 @@ def cross_speaker_evaluation(paths: PresenterPaths, pres, synth, root: Path, p: 
     for name in load_lip_model(checkpoint, "cpu").model.config.presenters:
         if name == paths.name:
             continue
-        speaker = PresenterPaths.of(name, root)
-        frames = read_table(speaker.frames_table, FRAMES)
-        fps = float(frames["fps"].iloc[0])
-        if abs(fps - pres.fps) > 1e-3:  # the curves are compared frame by frame
-            out[name] = {"skipped": f"{fps:g} fps, this presenter {pres.fps:g}"}
+        speaker = load_speaker_clip(PresenterPaths.of(name, root), heldout_fraction)
+        if abs(speaker.fps - pres.fps) > 1e-3:  # the curves are compared frame by frame
+            out[name] = {"skipped": f"{speaker.fps:g} fps, this presenter {pres.fps:g}"}
             continue
-        n_all = len(frames)
-        start = heldout_start(n_all, heldout_fraction)
-        n = n_all - start
+        n = speaker.frames
         if n <= 2 * max_lag + 2:
             continue
-        landmarks = read_table(speaker.landmarks, LANDMARKS)
-        lmk = column_array(landmarks, "lmk_crop").reshape(n_all, N_LANDMARKS, 3)  # [N, 478*3] -> [N, 478, 3]
-        real_opening = mouth_opening_ratio(lmk[start:])
-        samples, rate = read_wav(speaker.audio)
-        audio = tail_audio(samples, rate, start, n_all, fps)
-        expression = np.asarray(predict(checkpoint, speech_features(checkpoint, audio, n, fps), paths.name),
-                                np.float32)  # [n, 53]
+        expression = np.asarray(predict(checkpoint, speech_features(checkpoint, speaker.audio, n, speaker.fps),
+                                        paths.name), np.float32)  # [n, 53]
         poses = pingpong_schedule(n, pres.heldout_start, pres.heldout_start, pres.n_frames)  # the face's own tail
+        batch = int(p["batch_size"])
         tracker = FaceMeshTracker()
         try:
             tracks = []
-            for b0 in range(0, n, int(p["batch_size"])):
-                generated, _ = synth.synthesize(expression[b0:b0 + int(p["batch_size"])],
-                                                poses[b0:b0 + int(p["batch_size"])])
+            for b0 in range(0, n, batch):
+                generated, _ = synth.synthesize(expression[b0:b0 + batch], poses[b0:b0 + batch])
                 tracks.append(tracker(generated))
         finally:
             tracker.close()
@@ -325,16 +313,15 @@ def cross_speaker_evaluation(paths: PresenterPaths, pres, synth, root: Path, p: 
         if not np.isfinite(generated_opening).all():
             out[name] = {"skipped": "FaceMesh found no face in the generated frames"}
             continue
-        m = pair_metrics(generated_opening, real_opening, voiced_frames(audio, n, fps), max_lag)
-        out[name] = {"frames": n, "generated_speaker": speaker.visemes.is_file(),
+        m = pair_metrics(generated_opening, speaker.real_opening, speaker.voiced, max_lag)
+        out[name] = {"frames": n, "generated_speaker": speaker.synthetic,
                      "face_found_fraction": float(np.isfinite(track[:, 0, 0]).mean()),
                      **{k: m[k] for k in ("r", "best_lag", "r_best_lag", "r_voiced")}}
         if progress:
             print(f"evaluate {paths.name}: driven by {name}'s held-out speech: r {m['r']:+.2f}, "
                   f"best lag {m['best_lag']:+d}, voiced r {m['r_voiced']:+.2f}")
     real = [v["r"] for v in out.values() if "r" in v and not v["generated_speaker"]]
-    summary = {"speakers": out, "mean_r": float(np.mean(real)) if real else float("nan")}
-    return summary
+    return {"speakers": out, "mean_r": float(np.mean(real)) if real else float("nan")}
 
 
 def _finite_mean(values: np.ndarray) -> float:
