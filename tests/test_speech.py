@@ -165,3 +165,9 @@ def test_vad_tells_speech_from_silence():
     middle = voiced[25 + 5:25 + int(len(samples) / RATE * 25) - 5]
     assert middle.mean() > 0.7
     assert torch.get_num_threads() == 1  # loading the model leaves torch's thread count alone (fixture set 1)
+
+
+def test_feature_dim_matches_the_features():
+    for params in (AlignParams(), AlignParams(encoder="mel", n_mels=64)):
+        feats = features_for_audio(np.zeros(RATE, np.float32), 25, 25, params)
+        assert feats.shape == (25, params.context, params.feature_dim)

@@ -32,8 +32,7 @@ def _checkpoint(workdir: Path) -> Path:
     except Exception:  # no params.yaml here: the defaults
         lip, align = {}, {}
     p = AlignParams.from_dict(align)
-    dim = p.n_mels if p.encoder == "mel" else features_for_audio(np.zeros(SAMPLE_RATE, np.float32), 1, 25.0, p).shape[2]
-    config = LipConfig(presenters=["bench"], n_context=p.context, n_mels=dim,
+    config = LipConfig(presenters=["bench"], n_context=p.context, n_mels=p.feature_dim,
                        **{k: v for k, v in lip.items() if k in LipConfig.__dataclass_fields__})
     path = Path(workdir) / "lip_bench.pt"
     torch.save(checkpoint_payload(LipTransformer(config), np.zeros((1, 53)), np.ones((1, 53)), p.to_dict()), path)

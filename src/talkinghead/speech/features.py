@@ -60,13 +60,26 @@ class AlignParams:
         return asdict(self)
 
     @property
+    def mel_hop(self) -> int:
+        return int(round(SAMPLE_RATE * self.hop_ms / 1000.0))
+
+    @property
     def hop(self) -> int:
         """Samples between the chosen encoder's hops."""
         if self.encoder == "whisper":
             from .whisper import STATE_HOP
 
             return STATE_HOP
-        return int(round(SAMPLE_RATE * self.hop_ms / 1000.0))
+        return self.mel_hop
+
+    @property
+    def feature_dim(self) -> int:
+        """D of the features [N, C, D]: n_mels, or the Whisper model's width (read from its folder)."""
+        if self.encoder == "whisper":
+            from .whisper import load_whisper_encoder
+
+            return load_whisper_encoder(self.whisper_model).config.n_state
+        return self.n_mels
 
     @property
     def win(self) -> int:
@@ -100,7 +113,7 @@ def log_mel(samples: np.ndarray, params: AlignParams | dict[str, Any]) -> np.nda
 
     p = as_params(params)
     mel = torchaudio.transforms.MelSpectrogram(sample_rate=SAMPLE_RATE, n_fft=p.win, win_length=p.win,
-                                               hop_length=int(round(SAMPLE_RATE * p.hop_ms / 1000.0)),
+                                               hop_length=p.mel_hop,
                                                n_mels=p.n_mels, center=True, power=2.0)
     with torch.no_grad():
         spec = mel(torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)))  # [n_mels, H]
