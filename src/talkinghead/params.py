@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -31,3 +32,12 @@ def params_group(name: str, path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     if name not in params or not isinstance(params[name], dict):
         raise InputError(path, f"parameter group {name!r} missing")
     return params[name]
+
+
+def reject_unknown_keys(group: str, values: dict[str, Any], config_class: type, path: str | Path = PARAMS_FILE) -> None:
+    """One clear error for keys of params.yaml's ``group`` that ``config_class`` (a dataclass) has no field for, so
+    a typo never silently falls back to a default."""
+    known = {f.name for f in fields(config_class)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InputError(path, f"unknown key(s) in {group}: {', '.join(unknown)} (known: {', '.join(sorted(known))})")

@@ -15,12 +15,13 @@ out the same way in training and at inference.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
+from ..params import reject_unknown_keys
 
 SAMPLE_RATE = 16000
 ENCODERS = ("whisper", "mel")
@@ -48,12 +49,8 @@ class AlignParams:
             raise InputError("params.yaml", "align.whisper_layer, whisper_context and context_hops must be >= 0")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "params.yaml") -> "AlignParams":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise InputError(source, f"unknown key(s) in align: {', '.join(unknown)} "
-                                     f"(known: {', '.join(sorted(names))})")
+    def from_dict(cls, d: dict[str, Any]) -> "AlignParams":
+        reject_unknown_keys("align", d, cls)
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:

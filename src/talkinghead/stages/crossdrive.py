@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from ..errors import InputError
 from ..lip import LoadedLipModel, load_lip_model, predict_with, speech_features
 from ..lip.ridge import PooledRidge, pooled_ridge
 from ..lipmetrics import best_lag, pair_metrics
-from ..params import load_params
+from ..params import load_params, reject_unknown_keys
 from ..paths import LIP_CHECKPOINT, REPORTS, PresenterPaths
 from ..split import time_split
 from ..tensorfile import load_tensor
@@ -59,9 +59,7 @@ class CrossdriveParams:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CrossdriveParams":
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise InputError("params.yaml", f"unknown key(s) in crossdrive: {', '.join(unknown)}")
+        reject_unknown_keys("crossdrive", d, cls)
         return cls(**d)
 
 

@@ -19,7 +19,7 @@ import math
 import sys
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
@@ -33,7 +33,7 @@ from ..demo_face import FaceRig, HeadMotion, build_face_rig, render_frame
 from ..demo_speech import (SAMPLE_RATE, TRAINING_SENTENCES, UNSEEN_SENTENCE, Phoneme, mouth_opening, phoneme_at,
                            speak, synthesize_speech, viseme_curves)
 from ..errors import InputError
-from ..params import params_group
+from ..params import params_group, reject_unknown_keys
 from ..paths import PresenterPaths
 from ..schemas import VISEMES, write_table
 
@@ -103,9 +103,7 @@ class DemoParams:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DemoParams":
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise InputError("params.yaml", f"unknown key(s) in demo: {', '.join(unknown)}")
+        reject_unknown_keys("demo", d, cls)
         d = dict(d)
         for key in ("voices", "heldout_voices"):
             if key in d:
