@@ -171,3 +171,11 @@ def test_unknown_flite_voice_is_one_clear_error():
 
     with pytest.raises(InputError, match="flite voice 'nobody'"):
         speak("Hello.", "flite:nobody", 155)
+
+
+def test_a_bad_demo_voice_names_the_parameter():
+    from talkinghead.errors import InputError
+    from talkinghead.stages.demo import speech_script
+
+    with pytest.raises(InputError, match=r"params.yaml: demo.voices .*'nobody'"):
+        speech_script(3.0, ("flite:nobody",), 155, seed=0)

@@ -73,7 +73,10 @@ def speech_script(seconds: float, voices: str | tuple[str, ...], wpm: int, seed:
             k_heldout += 1
         else:
             voice = voices[k % len(voices)]
-        samples, spoken = speak(sentence, voice, wpm)
+        try:
+            samples, spoken = speak(sentence, voice, wpm)
+        except InputError as exc:  # the voice came from params.yaml: say so
+            raise InputError("params.yaml", f"demo.voices / demo.heldout_voices: {exc.reason}") from exc
         spoken_by.append((t, voice))
         pieces.append(samples)
         phonemes += [Phoneme(p.symbol, p.start_s + t, p.end_s + t) for p in spoken]
