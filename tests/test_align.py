@@ -14,8 +14,10 @@ from talkinghead.errors import InputError
 from talkinghead.stages.align import (AlignParams, align_presenter, features_for_audio, fit_length,
                                       frame_center_hops)
 
+from configs import project_config
+
 RATE = 16000
-PARAMS = AlignParams(encoder="mel")  # the log-mel baseline: its hops are 10 ms, which these tests count
+PARAMS = project_config(AlignParams, "align", encoder="mel")  # the log-mel baseline: its hops are 10 ms, which these tests count
 
 
 def click_audio(n_frames: int, fps: float, click_s: float, seed: int = 0) -> np.ndarray:
@@ -68,7 +70,8 @@ def test_align_presenter_on_synthetic_folder(tmp_path):
     from test_lip import synthetic_presenter
 
     interim = synthetic_presenter(tmp_path, "synth", seconds=6.0, fps=30)
-    feats, table = align_presenter(PresenterPaths.from_folder(interim), {"encoder": "mel", "context_hops": 4})
+    feats, table = align_presenter(PresenterPaths.from_folder(interim),
+                                  project_config(AlignParams, "align", encoder="mel", context_hops=4))
     assert feats.shape == (180, 9, 80)
     assert table["frame"].tolist() == list(range(180))
     schemas.write_table(table, interim / "features.parquet", schemas.FEATURES)

@@ -3,6 +3,7 @@ shipped open head model (landmarks = the model's own landmarks projected, so mas
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -10,15 +11,18 @@ import numpy as np
 import pytest
 
 from talkinghead import schemas
+from talkinghead import compositing as comp
 from talkinghead.benchmarks.render import project_landmarks, synthetic_parameters, synthetic_presenter
 from talkinghead.errors import InputError
 from talkinghead.paths import PresenterPaths
 from talkinghead.split import heldout_start
 from talkinghead.stages import composites as stage
 
+from configs import project_config, write_project_params
+
 ROOT = Path(__file__).resolve().parents[1]
 S = 128
-PARAMS = dict(stage.DEFAULTS)
+PARAMS = project_config(comp.CompositesParams, "composites")
 
 
 @pytest.fixture(scope="module")
@@ -27,20 +31,20 @@ def model():
         pytest.skip("assets/open_head_model.npz not built")
     from talkinghead.headmodel import load_head_model
 
-    return load_head_model({})
+    return load_head_model()
 
 
 # -- mask -------------------------------------------------------------------------------------------------------------
 def test_mask_is_feathered_below_the_nose_line(model):
     lmk = project_landmarks(model, synthetic_parameters(1), S)[0]
-    mask = stage.lower_face_mask(lmk, S, PARAMS)
+    mask = comp.lower_face_mask(lmk, S, PARAMS)
     assert mask.shape == (S, S) and mask.dtype == np.float32
     assert mask.min() >= 0.0 and mask.max() <= 1.0
     assert mask.max() == 1.0  # the mouth region is fully replaced
-    below = stage.nose_line_distance(lmk, S, PARAMS)
+    below = comp.nose_line_distance(lmk, S, PARAMS)
     assert mask[below <= 0].max() == 0.0  # nothing on or above the nose line
     # Ramp down the face's midline from the nose line: 0 -> 1 monotonically over `feather` pixels.
-    feather = PARAMS["feather"] * S
+    feather = PARAMS.feather * S
     x = int(round(lmk[13, 0]))  # column through the inner upper lip
     column = mask[:, x]
     top = int(np.nonzero(below[:, x] > 0)[0][0])
@@ -51,8 +55,8 @@ def test_mask_is_feathered_below_the_nose_line(model):
     half = top + int(np.nonzero(ramp >= 0.5)[0][0])
     assert abs(below[half, x] - feather / 2) <= 1.0  # smoothstep is symmetric: half-way at half the width
     # Beyond the chin the mask is 0 once past dilation + a pixel outside the jaw contour.
-    chin = lmk[stage.CHIN, :2]
-    outside = int(np.ceil(chin[1] + PARAMS["dilation"] * S + 1.5))
+    chin = lmk[comp.CHIN, :2]
+    outside = int(np.ceil(chin[1] + PARAMS.dilation * S + 1.5))
     assert mask[outside:, int(chin[0])].max() == 0.0
     assert mask[int(chin[1]), int(chin[0])] > 0.0  # the chin itself is covered (grown contour)
     # Far from the face: nothing.
@@ -64,9 +68,9 @@ def test_nose_line_follows_head_roll(model):
     turn = cv2.getRotationMatrix2D((S / 2, S / 2), 20.0, 1.0)  # [2, 3], pixel-centre convention ignored: same for both
     rolled = lmk.copy()
     rolled[:, :2] = lmk[:, :2] @ turn[:, :2].T + turn[:, 2]
-    upright = stage.lower_face_mask(lmk, S, PARAMS)
+    upright = comp.lower_face_mask(lmk, S, PARAMS)
     expected = cv2.warpAffine(upright, turn, (S, S), flags=cv2.INTER_LINEAR)
-    got = stage.lower_face_mask(rolled, S, PARAMS)
+    got = comp.lower_face_mask(rolled, S, PARAMS)
     assert np.abs(got - expected).mean() < 0.01
     assert np.abs(got - upright).mean() > 0.03  # the roll matters
 
@@ -74,15 +78,15 @@ def test_nose_line_follows_head_roll(model):
 def test_coverage_mask_stays_inside_the_render():
     coverage = np.zeros((S, S), np.float32)
     coverage[20:100, 30:110] = 1
-    soft = stage.coverage_mask(coverage, S, PARAMS)
+    soft = comp.coverage_mask(coverage, S, PARAMS)
     assert soft[coverage == 0].max() == 0.0
     assert soft[60, 70] == 1.0
-    width = PARAMS["coverage_feather"] * S
+    width = PARAMS.coverage_feather * S
     assert 0 < soft[60, 30] < 1 and soft[60, 30 + int(np.ceil(width)) + 1] == 1.0
     # A pinhole in the render (a gap in the mesh) is filled; a hole larger than max_hole is not.
     coverage[50, 60] = 0
     coverage[70:80, 40:70] = 0  # 300 px > 0.001 * 128^2
-    soft = stage.coverage_mask(coverage, S, PARAMS)
+    soft = comp.coverage_mask(coverage, S, PARAMS)
     assert soft[50, 60] == 1.0
     assert soft[75, 55] == 0.0 and soft[coverage == 0].sum() == 0.0 + soft[50, 60]
 
@@ -92,8 +96,8 @@ def test_blend_mask_is_face_mask_times_coverage(model):
     rng = np.random.default_rng(0)
     coverage = (rng.uniform(size=(S, S)) > 0.02).astype(np.float32)  # pinholes everywhere
     coverage[:, : S // 2] = 0  # only the right half rendered
-    expected = stage.lower_face_mask(lmk, S, PARAMS) * stage.coverage_mask(coverage, S, PARAMS)
-    got = stage.blend_mask(lmk, coverage, S, PARAMS)
+    expected = comp.lower_face_mask(lmk, S, PARAMS) * comp.coverage_mask(coverage, S, PARAMS)
+    got = comp.blend_mask(lmk, coverage, S, PARAMS)
     assert got[:, : S // 2].max() == 0.0 and got.max() == 1.0
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
@@ -104,15 +108,15 @@ def test_mouth_box_is_square_and_contains_the_lips(model):
     rng = np.random.default_rng(0)
     lmks[4:, :, :2] += rng.uniform(-40, 40, (4, 1, 2))  # mouths near the border: the box moves inside
     for lmk in lmks:
-        x0, y0, x1, y1 = stage.mouth_box(lmk, S, PARAMS)
+        x0, y0, x1, y1 = comp.mouth_box(lmk, S, PARAMS)
         assert all(isinstance(v, int) for v in (x0, y0, x1, y1))
         assert x1 - x0 == y1 - y0 > 0
         assert 0 <= x0 and 0 <= y0 and x1 <= S and y1 <= S
-        lips = lmk[list(stage.LIPS), :2]
+        lips = lmk[list(comp.LIPS), :2]
         inside_image = np.all((lips >= 0) & (lips < S), axis=1)
         assert np.all(lips[inside_image] >= [x0, y0]) and np.all(lips[inside_image] <= [x1, y1])
         extent = (lips.max(0) - lips.min(0)).max()
-        assert x1 - x0 >= extent * (1 + 2 * PARAMS["mouth_margin"])
+        assert x1 - x0 >= extent * (1 + 2 * PARAMS.mouth_margin)
 
 
 # -- blending ---------------------------------------------------------------------------------------------------------
@@ -121,7 +125,7 @@ def test_composite_is_real_where_mask_0_and_render_where_mask_1():
     render = rng.integers(0, 256, (2, S, S, 3), dtype=np.uint8)
     real = rng.integers(0, 256, (2, S, S, 3), dtype=np.uint8)
     mask = rng.choice([0.0, 1.0, 0.5, 0.25], (2, S, S)).astype(np.float32)
-    out = stage.composite(render, real, mask)
+    out = comp.composite(render, real, mask)
     assert out.dtype == np.uint8 and out.shape == real.shape
     np.testing.assert_array_equal(out[mask == 0], real[mask == 0])
     np.testing.assert_array_equal(out[mask == 1], render[mask == 1])
@@ -131,17 +135,10 @@ def test_composite_is_real_where_mask_0_and_render_where_mask_1():
 
 
 # -- stage ------------------------------------------------------------------------------------------------------------
-PARAMS_YAML = """
-head_model: {flame_model: null}
-render: {upper_teeth: 0.3}
-split: {heldout_fraction: 0.2}
-composites: {examples: 3, batch_size: 4}
-"""
-
-
 def write_presenter(root: Path, model, n: int, name: str = "tiny") -> tuple[PresenterPaths, dict, np.ndarray]:
     """Every input of the stage for a synthetic presenter under root; lip model: jaw wide open, fit: closed."""
-    (root / "params.yaml").write_text(PARAMS_YAML)
+    write_project_params(root, render={"upper_teeth": 0.3}, split={"heldout_fraction": 0.2},
+                 composites={"examples": 3, "batch_size": 4})
     return synthetic_presenter(root, model, n, S, name, jaw=0.3)
 
 
@@ -162,7 +159,7 @@ def test_stage_end_to_end(tmp_path, monkeypatch, model):
     for i in range(n):
         changed = np.any(out[i] != frames[i], axis=-1)
         assert changed.sum() > 200  # the lower face was replaced
-        above = stage.nose_line_distance(lmk[i], S, PARAMS) <= 0
+        above = comp.nose_line_distance(lmk[i], S, PARAMS) <= 0
         assert not changed[above].any()  # never above the nose line
         # The mouth (from the lip coefficients: jaw open) shows teeth and a dark cavity inside the mouth box.
         x0, y0, x1, y1 = boxes[i].astype(int)
@@ -193,18 +190,22 @@ def test_stage_refuses_inconsistent_inputs(tmp_path, monkeypatch, capsys, model)
 
 def test_frame_without_landmarks_keeps_the_real_frame():
     lmk = np.full((478, 3), np.nan, np.float32)
-    assert stage.lower_face_mask(lmk, S, PARAMS).max() == 0.0
-    x0, y0, x1, y1 = stage.mouth_box(lmk, S, PARAMS)
+    assert comp.lower_face_mask(lmk, S, PARAMS).max() == 0.0
+    x0, y0, x1, y1 = comp.mouth_box(lmk, S, PARAMS)
     assert 0 <= x0 < x1 <= S and x1 - x0 == y1 - y0
 
 
-def test_unknown_parameter_is_refused():
-    with pytest.raises(InputError, match="unknown composites parameters"):
-        stage.lower_face_mask(np.zeros((478, 3)), S, {"feathr": 0.1})
+def test_unknown_parameter_is_refused(tmp_path, monkeypatch, capsys):
+    write_project_params(tmp_path, composites={"feathr": 0.1})
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        stage.main(["data/interim/tiny"])
+    assert exc.value.code == 2
+    assert "params.yaml: unknown key(s) in composites: feathr" in capsys.readouterr().err
 
 
 def test_render_pinholes_are_painted_from_the_surrounding_surface():
-    from talkinghead.stages.composites import fill_render_pinholes
+    from talkinghead.compositing import fill_render_pinholes
 
     size = 64
     image = np.zeros((size, size, 3), np.uint8)
@@ -213,9 +214,9 @@ def test_render_pinholes_are_painted_from_the_surrounding_surface():
     coverage[16:48, 16:48] = 1.0
     image[30, 30:33] = 0  # ... with a 3-pixel crack showing the black background
     coverage[30, 30:33] = 0.0
-    filled = fill_render_pinholes(image, coverage, size, {"max_hole": 0.01})
+    filled = fill_render_pinholes(image, coverage, size, dataclasses.replace(PARAMS, max_hole=0.01))
     assert np.abs(filled[30, 30:33].astype(int) - (200, 150, 120)).max() <= 10  # crack takes the skin colour
     assert np.array_equal(filled[:16], image[:16])  # the uncovered outside is not a pinhole: untouched
     big_hole = coverage.copy()
     big_hole[20:44, 20:44] = 0.0  # larger than max_hole: a real opening, left alone
-    assert np.array_equal(fill_render_pinholes(image, big_hole, size, {"max_hole": 0.01}), image)
+    assert np.array_equal(fill_render_pinholes(image, big_hole, size, dataclasses.replace(PARAMS, max_hole=0.01)), image)

@@ -14,6 +14,8 @@ from talkinghead import facemesh, schemas
 from talkinghead.lipmetrics import mouth_opening_ratio, pair_metrics
 from talkinghead.stages.crossdrive import summarise
 
+from configs import project_config
+
 from test_lip import RATE, synthetic_presenter, synthetic_speech
 
 
@@ -169,7 +171,8 @@ def test_evaluate_drives_the_face_with_the_other_speakers(tmp_path, monkeypatch,
 
     face = SimpleNamespace(fps=25.0, heldout_start=200, n_frames=250)
     result = evaluate.cross_speaker_evaluation(PresenterPaths.of("one", tmp_path), face, OpeningSynth(), tmp_path,
-                                               evaluate.evaluate_params({}), heldout_fraction=0.2, progress=False)
+                                               project_config(evaluate.EvaluateParams, "evaluate"), heldout_fraction=0.2,
+                                               progress=False)
     assert set(result["speakers"]) == {"two", "three"}
     two = result["speakers"]["two"]
     assert two["frames"] == 50 and not two["generated_speaker"] and result["speakers"]["three"]["generated_speaker"]

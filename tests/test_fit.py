@@ -28,6 +28,8 @@ from talkinghead.headmodel.base import HeadModel
 from talkinghead.headmodel.lbs import batch_rodrigues, blend_shapes
 from talkinghead.stages import fit as fit_stage
 
+from configs import project_config, write_project_params
+
 S = 256
 
 
@@ -119,7 +121,7 @@ def test_rigid_init_recovers_rotation():
 def test_fit_recovers_parameters(model):
     lmk, truth = synthesise(model, 40)
     detected = np.ones(40, bool)
-    shape, params = fit_sequence(model, lmk, detected, S, FitConfig(**FAST))
+    shape, params = fit_sequence(model, lmk, detected, S, project_config(FitConfig, "fit", **FAST))
     jaw_err = np.abs(params.expression[:, 50:].numpy() - truth["expression"][:, 50:]).max()
     rot_err = np.abs(params.rotation.numpy() - truth["rotation"]).max()
     scale_err = np.abs(params.camera[:, 0].numpy() / truth["camera"][:, 0] - 1).max()
@@ -138,7 +140,7 @@ def test_smoothing_keeps_jaw_step(model):
     n = 40
     jaw = np.where(np.arange(n) < 20, 0.0, 0.3).astype(np.float32)
     lmk, truth = synthesise(model, n, seed=2, jaw=jaw)
-    _, params = fit_sequence(model, lmk, np.ones(n, bool), S, FitConfig(**FAST))
+    _, params = fit_sequence(model, lmk, np.ones(n, bool), S, project_config(FitConfig, "fit", **FAST))
     fitted = params.expression[:, 50].numpy()
     assert fitted[19] < 0.05 and fitted[18] < 0.05, fitted[15:25]
     assert fitted[20] > 0.25 and fitted[21] > 0.25, fitted[15:25]
@@ -150,7 +152,7 @@ def test_undetected_frames_are_interpolated(model):
     detected = np.ones(n, bool)
     detected[10:15] = False
     lmk[10:15] = 0.0  # garbage the fit must ignore
-    _, params = fit_sequence(model, lmk, detected, S, FitConfig(**FAST))
+    _, params = fit_sequence(model, lmk, detected, S, project_config(FitConfig, "fit", **FAST))
     for name in ("rotation", "camera"):
         values = getattr(params, name).numpy()
         assert np.isfinite(values).all()
@@ -189,11 +191,11 @@ def test_texture_and_lighting_recovered_from_colours():
         for v in order[i]:
             x, y = np.floor(px[i, v] - 0.5).astype(int)
             frames[i, y - 1:y + 3, x - 1:x + 3] = np.clip(colours[i, v].numpy() * 255, 0, 255).round()
-    got_tex, got_light = fit_texture_lighting(model, frames, shape, params, S, FitConfig(texture_prior=1e-4, lighting_prior=1e-5))
+    got_tex, got_light = fit_texture_lighting(model, frames, shape, params, S, project_config(FitConfig, "fit", texture_prior=1e-4, lighting_prior=1e-5))
     with torch.no_grad():
         normals = vertex_normals(out.vertices, model.faces)
         fitted = sh.shade(model.albedo(got_tex.expand(n, -1)), normals, got_light)
-        _, _, visible = visible_geometry(model, shape, params, S, FitConfig().min_normal_z)
+        _, _, visible = visible_geometry(model, shape, params, S, project_config(FitConfig, "fit").min_normal_z)
     error = (fitted - colours).abs().mean(-1)[visible]  # [visible vertices]
     assert visible.float().mean() > 0.5
     assert error.median() < 0.02 and error.mean() < 0.03, (error.median(), error.mean())
@@ -205,7 +207,7 @@ def test_stage_writes_schema_tables_and_reports(model, tmp_path):
     detected = np.ones(n, bool)
     detected[5] = False
     frames = np.full((n, S, S, 3), 128, np.uint8)
-    result = fit_stage.fit_presenter(model, lmk, detected, frames, FitConfig(**FAST), progress=False)
+    result = fit_stage.fit_presenter(model, lmk, detected, frames, project_config(FitConfig, "fit", **FAST), progress=False)
     table = fit_stage.parameters_table(result)
     path = tmp_path / "flame.parquet"
     schemas.write_table(table, path, schemas.PARAMETERS)
@@ -229,7 +231,7 @@ def test_stage_main_on_open_model(tmp_path, monkeypatch):
         pytest.skip("assets/open_head_model.npz not built")
     from talkinghead.headmodel import load_head_model
 
-    real = load_head_model({})
+    real = load_head_model()
     n = 20
     lmk, _ = synthesise(real, n, seed=7)
     interim = tmp_path / "data" / "interim" / "tiny"
@@ -239,8 +241,7 @@ def test_stage_main_on_open_model(tmp_path, monkeypatch):
     rows = pd.DataFrame({"frame": np.arange(n), "detected": np.ones(n, bool), "lmk_crop": list(lmk.reshape(n, -1)),
                          "lmk_orig": list(lmk[..., :2].reshape(n, -1))})
     schemas.write_table(rows, interim / "landmarks.parquet", schemas.LANDMARKS)
-    (tmp_path / "params.yaml").write_text(
-        "head_model: {flame_model: null}\nfit: {shape_frames: 10, shape_iters: 60, frame_iters: 60}\n")
+    write_project_params(tmp_path, fit={"shape_frames": 10, "shape_iters": 60, "frame_iters": 60})
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     fit_stage.main([str(interim)])
@@ -250,7 +251,7 @@ def test_stage_main_on_open_model(tmp_path, monkeypatch):
 
 
 def test_stage_main_rejects_missing_landmarks(tmp_path, capsys, monkeypatch):
-    (tmp_path / "params.yaml").write_text("head_model: {flame_model: null}\nfit: {}\n")
+    write_project_params(tmp_path)
     monkeypatch.chdir(tmp_path)
     root = Path(__file__).resolve().parents[1]
     if not (root / "assets" / "open_head_model.npz").exists():

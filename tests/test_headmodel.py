@@ -16,7 +16,7 @@ import scipy.sparse
 import torch
 
 from talkinghead.errors import InputError
-from talkinghead.headmodel import HeadModel, load_flame_model, load_head_model, mouth_opening, open_model_path
+from talkinghead.headmodel import HeadModel, HeadModelParams, load_flame_model, load_head_model, mouth_opening, open_model_path
 from talkinghead.headmodel.camera import project, to_ndc
 from talkinghead.headmodel.embedding import load_embedding
 from talkinghead.headmodel.geometry import vertex_normals
@@ -158,7 +158,7 @@ def test_loader_refuses_code(tmp_path):
 def test_flame_bad_files_name_the_file(tmp_path):
     missing = tmp_path / "nope.pkl"
     with pytest.raises(InputError, match="nope.pkl"):
-        load_head_model({"flame_model": str(missing), "landmark_embedding": "x.npz"})
+        load_head_model(HeadModelParams(flame_model=str(missing), landmark_embedding="x.npz", flame_masks=None))
     not_model = tmp_path / "list.pkl"
     not_model.write_bytes(pickle.dumps([1, 2, 3]))
     with pytest.raises(InputError, match="list.pkl"):
@@ -309,7 +309,7 @@ def test_real_embedding_and_masks(fake_flame, tmp_path):
 def open_model() -> HeadModel:
     if not open_model_path().exists():
         pytest.skip("assets/open_head_model.npz not built")
-    return load_head_model({"flame_model": None, "landmark_embedding": None})
+    return load_head_model()
 
 
 def test_open_model_shapes_and_template(open_model):

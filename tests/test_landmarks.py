@@ -15,10 +15,12 @@ from talkinghead.schemas import FRAMES, read_table
 from talkinghead.stages import extract as ex
 from talkinghead.stages import landmarks as lm
 
+from configs import project_config
+
 
 @pytest.fixture(scope="module")
 def params():
-    return params_group("landmarks"), params_group("extract")
+    return project_config(lm.LandmarksParams, "landmarks"), params_group("extract")
 
 
 def test_fill_gaps_interpolates_between_detections_and_holds_ends():

@@ -23,11 +23,13 @@ from talkinghead import schemas
 from talkinghead.audio import write_wav
 from talkinghead.lip import LoadedLipModel, predict_with, window_starts
 from talkinghead.lip.model import LipConfig, LipTransformer, sinusoidal_encoding
-from talkinghead.lip.trainer import (Distributed, PresenterData, TrainSettings, evaluate, target_statistics, train,
+from talkinghead.lip.trainer import (Distributed, LipParams, PresenterData, evaluate, target_statistics, train,
                                      validation_segments)
 from talkinghead.lipmetrics import av_offset, lagged_correlations, lve, pearson_r
 from talkinghead.split import heldout_start, time_split
 from talkinghead.speech.features import AlignParams, features_for_audio
+
+from configs import project_config
 
 RATE = 16000
 
@@ -106,7 +108,7 @@ def tiny_arrays(seconds: float = 12.0, fps: int = 25, seed: int = 0) -> tuple[np
     """Features [N, 3, 80] and expression [N, 53] of a short synthetic presenter (context 3, for fast tests)."""
     samples, opening, rounding = synthetic_speech(seconds, seed)
     n = int(round(seconds * fps))
-    feats = features_for_audio(samples, n, fps, AlignParams(encoder="mel", context_hops=1, n_mels=80))
+    feats = features_for_audio(samples, n, fps, project_config(AlignParams, "align", encoder="mel", context_hops=1, n_mels=80))
     return feats, synthetic_targets(opening, rounding, n, fps, seed)
 
 
@@ -132,9 +134,9 @@ def run_tiny(dist_info: Distributed | None, steps: int, target_loss: float = 0.0
         presenters.append(tiny_presenter(arrays, name="short", frames=120))
         presenters[1].expression = presenters[1].expression * 2.0 + 0.5
     config = LipConfig(presenters=[p.name for p in presenters], **TINY)
-    settings = TrainSettings(batch_size=8, lr=2e-3, warmup_steps=2, max_steps=steps, max_seconds=600,
-                             eval_every=eval_every, patience=patience, target_loss=target_loss, lip_vertex_weight=0.0,
-                             seed=0)
+    settings = project_config(LipParams, "lip", batch_size=8, lr=2e-3, warmup_steps=2, max_steps=steps, max_seconds=600,
+                              eval_every=eval_every, patience=patience, target_loss=target_loss,
+                              lip_vertex_weight=0.0, seed=0)
     losses: list[float] = []
     result = train(config, settings, presenters, None, dist_info,
                    on_log=lambda step, m: losses.append(m["loss"]), progress=False)
@@ -256,7 +258,7 @@ def test_relative_validation_loss_of_static_prediction_is_one():
     presenters = [tiny_presenter(), tiny_presenter(name="short", frames=120)]
     mean, std = target_statistics(presenters)
     segments = validation_segments(presenters, 16, 8)
-    out = evaluate(Still(), presenters, segments, mean, std, TrainSettings(lip_vertex_weight=0.0))
+    out = evaluate(Still(), presenters, segments, mean, std, project_config(LipParams, "lip", lip_vertex_weight=0.0))
     assert out["val_loss"] == pytest.approx(1.0)
     assert set(out) >= {"val_rel_synth", "val_rel_short", "val_loss_expression"}
 
@@ -308,7 +310,7 @@ def test_presenter_metrics_with_head_model():
     try:
         from talkinghead.headmodel import load_head_model
 
-        head = load_head_model({})
+        head = load_head_model()
     except Exception as exc:  # the open head model asset is built by another stage
         pytest.skip(f"no head model available: {exc}")
     n = 200

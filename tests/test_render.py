@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
 
-from talkinghead.render import MouthStyle, Renderer
+from talkinghead.render import Renderer, RenderParams
 from talkinghead.render import renderer as renderer_module
 from talkinghead.render.meshes import grid_plane, uv_sphere
+
+from configs import project_config
+
+
+STYLE = project_config(RenderParams, "render")  # the project's mouth colours, culling on, no MSAA
 
 S = 128
 
@@ -41,7 +48,7 @@ def sphere():
 @pytest.fixture(scope="module")
 def sphere_renderer(sphere):
     vertices, faces = sphere
-    renderer = Renderer(faces, len(vertices), S)
+    renderer = Renderer(faces, len(vertices), S, STYLE)
     yield renderer
     renderer.release()
 
@@ -78,7 +85,7 @@ def test_nearer_triangle_wins():
         colors = np.concatenate([np.tile([1.0, 0, 0], (len(near), 1)), np.tile([0, 1.0, 0], (len(far), 1))])
         if not near_first:
             colors = colors[::-1].copy()  # colours follow their plane
-        renderer = Renderer(all_faces, len(vertices), S)
+        renderer = Renderer(all_faces, len(vertices), S, STYLE)
         out = renderer.render(vertices[None], colors[None])
         renderer.release()
         col = int((0.15 + 1) * S / 2)  # inside the overlap
@@ -96,8 +103,8 @@ def test_mouth_interior_is_drawn_with_teeth_and_cavity():
     interior_t[band] = (grid_rows[band] - 5) / 10.0
     skin = np.array([0.9, 0.6, 0.5], np.float32)
     colors = np.tile(skin, (len(vertices), 1))
-    style = MouthStyle()
-    renderer = Renderer(faces, len(vertices), S, mouth=style)
+    style = STYLE
+    renderer = Renderer(faces, len(vertices), S, style)
     out = renderer.render(vertices[None], colors[None], interior_t)
     renderer.release()
     image = out.images[0].astype(np.float32) / 255
@@ -155,7 +162,7 @@ def test_bad_shapes_are_refused(sphere, sphere_renderer):
     with pytest.raises(ValueError, match="ndc must be"):
         sphere_renderer.render(vertices[None, :-1], vertices[None, :-1])
     with pytest.raises(ValueError, match="face indices"):
-        Renderer(np.array([[0, 1, 5]]), 3, S)
+        Renderer(np.array([[0, 1, 5]]), 3, S, STYLE)
 
 
 def test_missing_egl_gives_install_hint(monkeypatch):
@@ -166,7 +173,7 @@ def test_missing_egl_gives_install_hint(monkeypatch):
 
     monkeypatch.setattr(moderngl, "create_standalone_context", no_egl)
     with pytest.raises(RuntimeError) as info:
-        Renderer(np.array([[0, 1, 2]]), 3, S)
+        Renderer(np.array([[0, 1, 2]]), 3, S, STYLE)
     message = str(info.value)
     assert "EGL" in message and "simulated" in message
     for package in ("libegl1", "libegl-mesa0", "libgl1-mesa-dri", "libgbm1"):
@@ -187,15 +194,15 @@ def test_render_parameters_with_the_open_head_model():
     from talkinghead.headmodel.sh import ambient_lighting
     from talkinghead.render import render_parameters
 
-    model = load_head_model({})
+    model = load_head_model()
     b = 2
     expression = torch.zeros(b, 53)
     expression[1, 50] = 0.35  # jaw open (axis-angle about x)
     params = {"shape": torch.zeros(b, 100), "expression": expression, "texture": torch.zeros(b, 50),
               "lighting": ambient_lighting(b, 1.0), "camera": torch.tensor([[5.0, 0.05, -0.05]] * b),
               "pose": torch.tensor([[0.0, 0.3, 0.0, 0, 0, 0]] * b)}
-    style = MouthStyle()
-    renderer = Renderer(model.faces.numpy(), model.num_vertices, S, mouth=style)
+    style = STYLE
+    renderer = Renderer(model.faces.numpy(), model.num_vertices, S, style)
     out = render_parameters(model, renderer, params)
     renderer.release()
     with torch.no_grad():
@@ -217,8 +224,8 @@ def test_msaa_smooths_edges_and_keeps_the_mask_binary(sphere):
     vertices, faces = sphere
     ndc = (vertices * [0.6, 0.4, 0.5]) @ _rotation([0.2, 0.1, 0.4]).T
     colors = np.ones_like(vertices)
-    aliased = Renderer(faces, len(vertices), S)
-    smooth = Renderer(faces, len(vertices), S, samples=4)
+    aliased = Renderer(faces, len(vertices), S, STYLE)
+    smooth = Renderer(faces, len(vertices), S, dataclasses.replace(STYLE, samples=4))
     a = aliased.render(ndc[None], colors[None])
     b = smooth.render(ndc[None], colors[None])
     aliased.release()
@@ -239,10 +246,10 @@ def test_back_faces_are_culled_but_never_the_mouth_interior():
     skin = np.full(len(vertices), -1.0, np.float32)
     interior = np.linspace(0, 1, len(vertices)).astype(np.float32)
     for cull, expect_skin in ((True, 0.0), (False, 1.0)):
-        renderer = Renderer(flipped, len(vertices), S, mouth=MouthStyle(cull_back_faces=cull))
+        renderer = Renderer(flipped, len(vertices), S, dataclasses.replace(STYLE, cull_back_faces=cull))
         assert renderer.render(vertices[None], colors, skin).mask[0, S // 2, S // 2] == expect_skin
         assert renderer.render(vertices[None], colors, interior).mask[0, S // 2, S // 2] == 1.0
         renderer.release()
-    renderer = Renderer(faces, len(vertices), S)  # culling on by default; front faces drawn
+    renderer = Renderer(faces, len(vertices), S, STYLE)  # culling on (params.yaml); front faces drawn
     assert renderer.render(vertices[None], colors, skin).mask[0, S // 2, S // 2] == 1.0
     renderer.release()

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 
 from talkinghead.audio import write_wav
 from talkinghead.errors import InputError
-from talkinghead.paste import PasteConfig, paste_back
+from talkinghead.paste import paste_back
 from talkinghead.paths import PresenterPaths
-from talkinghead.speak import pingpong_schedule, required_artifacts, speak, speak_main
+from talkinghead.speak import SpeakParams, pingpong_schedule, required_artifacts, speak, speak_main
 from talkinghead.videoio import VideoWriter, n_frames_for_audio, probe
+
+from configs import project_config
+
+
+PASTE = project_config(SpeakParams, "speak").paste
 
 RATE = 16000
 
@@ -70,7 +79,7 @@ def test_paste_back_only_changes_the_crop_box(box, levels):
     rng = np.random.default_rng(1)
     frame = rng.integers(0, 255, (160, 200, 3), dtype=np.uint8)
     crop = np.full((64, 64, 3), 255, np.uint8)
-    out = paste_back(frame, crop, box, config=PasteConfig(levels=levels, colour_match=False))
+    out = paste_back(frame, crop, box, None, dataclasses.replace(PASTE, levels=levels, colour_match=False))
     x0, y0, side = int(np.floor(box[0])), int(np.floor(box[1])), int(round(box[2]))
     outside = np.ones(frame.shape[:2], bool)
     outside[max(y0, 0):y0 + side, max(x0, 0):x0 + side] = False
@@ -84,7 +93,7 @@ def test_paste_back_blends_centre_fully_and_keeps_the_frame_input():
     crop = np.full((64, 64, 3), 200, np.uint8)
     mask = np.zeros((64, 64), np.float32)
     mask[16:48, 16:48] = 1.0
-    out = paste_back(frame, crop, (10.0, 10.0, 100.0), mask=mask, config=PasteConfig(colour_match=False))
+    out = paste_back(frame, crop, (10.0, 10.0, 100.0), mask, dataclasses.replace(PASTE, colour_match=False))
     assert out[60, 60].tolist() == [200, 200, 200]  # the mask's centre is the generated crop
     assert frame[60, 60].tolist() == [50, 50, 50]   # input untouched (out is a copy)
     assert out[15, 15].tolist() == [50, 50, 50]     # inside the box but far from the mask
@@ -112,7 +121,8 @@ def test_pingpong_covers_any_length(n_out):
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """A project root with params.yaml naming presenter 'alice' (artifacts made per test)."""
-    (tmp_path / "params.yaml").write_text("presenters:\n  - alice\nspeak: {}\nsplit:\n  heldout_fraction: 0.2\n")
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**params, "presenters": ["alice"]}))
     (tmp_path / "data" / "raw" / "alice").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
     write_wav(tmp_path / "speech.wav", tone(1.0))
@@ -178,7 +188,7 @@ def test_output_not_writable(project, capsys):
 
 def test_speak_function_raises_input_error(project):
     with pytest.raises(InputError):
-        speak("bob", project / "speech.wav", project / "out.mp4", params={})
+        speak("bob", project / "speech.wav", project / "out.mp4", params=project_config(SpeakParams, "speak"))
 
 
 # -- end to end on a tiny presenter (last: needs every upstream part) ----------------------------------------------
@@ -298,6 +308,7 @@ def test_speak_failing_mid_stream_leaves_no_file(tiny_presenter, monkeypatch):
 
     monkeypatch.setattr(speak_module.CropSynthesizer, "synthesize", failing)
     with pytest.raises(RuntimeError, match="GAN exploded"):
-        speak("tiny", "long.wav", "out/broken.mp4", params={"batch_size": 8}, progress=False)
+        speak("tiny", "long.wav", "out/broken.mp4", params=project_config(SpeakParams, "speak", batch_size=8),
+              progress=False)
     assert len(calls) == 2
     assert not list((tiny_presenter / "out").glob("*broken*"))

@@ -16,6 +16,8 @@ from talkinghead.speech.ctranslate2_file import ModelFileError, read_model_bin
 from talkinghead.speech.features import AlignParams, features_for_audio
 from talkinghead.speech.whisper import encode_audio, load_whisper_encoder, packaged_model_dir
 
+from configs import project_config, project_group
+
 RATE = 16000
 
 
@@ -100,7 +102,7 @@ def test_whisper_features_follow_words_more_than_voices_than_log_mel():
     clips = {(s, v): speak(s, v, 155)[0] for s in (sentence_a, sentence_b) for v in ("en-us", "en-gb-x-rp+f4")}
     ratios = {}
     for encoder in ("whisper", "mel"):
-        params = AlignParams(encoder=encoder)
+        params = project_config(AlignParams, "align", encoder=encoder)
         feats = {k: features_for_audio(x, int(len(x) / RATE * 25), 25, params)[:, params.half_context]
                  for k, x in clips.items()}  # the frame-centre hop of every frame: [N, D]
         same_words = dtw_distance(feats[(sentence_a, "en-us")], feats[(sentence_a, "en-gb-x-rp+f4")])
@@ -112,19 +114,19 @@ def test_whisper_features_follow_words_more_than_voices_than_log_mel():
 def test_model_folder_missing_or_corrupt_names_the_parameter(tmp_path):
     samples = np.zeros(RATE, np.float32)
     with pytest.raises(InputError, match="align.whisper_model") as missing:
-        features_for_audio(samples, 25, 25, AlignParams(whisper_model=str(tmp_path / "nowhere")))
+        features_for_audio(samples, 25, 25, project_config(AlignParams, "align", whisper_model=str(tmp_path / "nowhere")))
     assert "no model.bin" in str(missing.value)
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     data = (packaged_model_dir() / "model.bin").read_bytes()
     (corrupt / "model.bin").write_bytes(data[:len(data) // 3])  # an interrupted copy
     with pytest.raises(InputError, match="align.whisper_model.*not a readable CTranslate2 Whisper model"):
-        features_for_audio(samples, 25, 25, AlignParams(whisper_model=str(corrupt)))
+        features_for_audio(samples, 25, 25, project_config(AlignParams, "align", whisper_model=str(corrupt)))
     other = tmp_path / "other"
     other.mkdir()
     write_model_bin(other / "model.bin", {"encoder/x": np.zeros(2, np.float32)}, spec="TransformerSpec")
     with pytest.raises(InputError, match="not a Whisper model"):
-        features_for_audio(samples, 25, 25, AlignParams(whisper_model=str(other)))
+        features_for_audio(samples, 25, 25, project_config(AlignParams, "align", whisper_model=str(other)))
 
 
 def test_a_user_model_folder_is_used(tmp_path):
@@ -132,17 +134,21 @@ def test_a_user_model_folder_is_used(tmp_path):
     own = tmp_path / "my-whisper"
     shutil.copytree(packaged_model_dir(), own)
     samples, _ = speak("Good morning.", "en-us", 155)
-    mine = features_for_audio(samples, 20, 25, AlignParams(whisper_model=str(own)))
-    packaged = features_for_audio(samples, 20, 25, AlignParams())
+    mine = features_for_audio(samples, 20, 25, project_config(AlignParams, "align", whisper_model=str(own)))
+    packaged = features_for_audio(samples, 20, 25, project_config(AlignParams, "align"))
     np.testing.assert_allclose(mine, packaged, atol=1e-6)
 
 
 def test_align_params_refuse_unknown_keys_and_encoders():
     with pytest.raises(InputError, match="unknown key.*encodr"):
-        AlignParams.from_dict({"encodr": "mel"})
+        AlignParams.from_dict({**project_group("align"), "encodr": "mel"})
     with pytest.raises(InputError, match="align.encoder is 'hubert'"):
-        AlignParams.from_dict({"encoder": "hubert"})
-    assert AlignParams.from_dict({"encoder": "mel"}).context == 11
+        AlignParams.from_dict({**project_group("align"), "encoder": "hubert"})
+    assert AlignParams.from_dict({**project_group("align"), "encoder": "mel"}).context == 11
+    missing = project_group("align")
+    del missing["whisper_layer"]
+    with pytest.raises(InputError, match="missing key.*whisper_layer"):
+        AlignParams.from_dict(missing)
 
 
 def test_music_and_noise_still_give_features():
@@ -150,7 +156,7 @@ def test_music_and_noise_still_give_features():
     t = np.arange(RATE * 3) / RATE
     chord = (0.2 * (np.sin(2 * np.pi * 220 * t) + np.sin(2 * np.pi * 277 * t) + np.sin(2 * np.pi * 330 * t)))
     for audio in (chord.astype(np.float32), np.random.default_rng(1).normal(0, 0.1, RATE * 3).astype(np.float32)):
-        feats = features_for_audio(audio, 75, 25, AlignParams())
+        feats = features_for_audio(audio, 75, 25, project_config(AlignParams, "align"))
         assert feats.shape == (75, 5, 384) and np.isfinite(feats).all()
 
 
@@ -168,6 +174,6 @@ def test_vad_tells_speech_from_silence():
 
 
 def test_feature_dim_matches_the_features():
-    for params in (AlignParams(), AlignParams(encoder="mel", n_mels=64)):
+    for params in (project_config(AlignParams, "align"), project_config(AlignParams, "align", encoder="mel", n_mels=64)):
         feats = features_for_audio(np.zeros(RATE, np.float32), 25, 25, params)
         assert feats.shape == (25, params.context, params.feature_dim)

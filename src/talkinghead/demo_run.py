@@ -17,7 +17,7 @@ def demo_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="talkinghead demo", description=__doc__)
     parser.parse_args(argv)
     from .cli import repro
-    from .params import load_params
+    from .params import load_config, load_params
 
     if DEMO not in (load_params().get("presenters") or []):
         raise InputError("params.yaml", f"presenter {DEMO!r} missing from `presenters`; add it back to run the demo")
@@ -30,7 +30,7 @@ def demo_main(argv: list[str]) -> int:
     from .speak import speak_main
     from .stages.demo import UNSEEN_SENTENCE, DemoParams, synthesize_speech
 
-    params = DemoParams.from_dict(load_params()["demo"])
+    params = load_config(DemoParams, "demo")
     speech = DEMO_DIR / "unseen_sentence.wav"
     speech.parent.mkdir(parents=True, exist_ok=True)
     # a sentence it never said, in a voice it never heard (the first held-out voice when there is one)

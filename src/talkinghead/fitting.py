@@ -22,15 +22,15 @@ The pose translation is always zero: under a weak-perspective camera it is redun
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
-from .errors import InputError
 from .headmodel import camera as head_camera
 from .headmodel import geometry, sh
 from .facemesh import LIPS
@@ -43,44 +43,36 @@ RIGID_MP_IDS = (1, 4, 5, 6, 9, 10, 151, 168, 195, 197, 33, 133, 263, 362)
 EYE_CORNER_MP_IDS = (33, 263)
 
 
-@dataclass
+@dataclass(frozen=True)
 class FitConfig:
-    """The ``fit`` group of params.yaml (every key optional)."""
+    """The ``fit`` group of params.yaml (values there; built by ``params.load_config``)."""
 
-    shape_frames: int = 32  # frames fitted jointly to estimate the presenter's shape
-    shape_iters: int = 120
-    surrogate: bool = True  # per-frame fit on a probed landmark-only surrogate of the model (when it is exact)
-    surrogate_tolerance: float = 2e-3  # max surrogate landmark error / face size accepted (~0.3 px on a 256 crop)
-    rigid_iters: int = 10  # L-BFGS iterations on rotation + camera only, before expressions are freed
-    frame_iters: int = 40
-    batch_size: int = 1024  # frames per optimisation batch (neighbouring batches are tied by the smoothness term)
-    lip_weight: float = 2.0  # weight of lip landmarks relative to the others
-    z_weight: float = 0.0  # weight of MediaPipe's relative depth (z) residuals
-    shape_prior: float = 0.05  # squared-norm prior weights, in px^2 per unit coefficient^2
-    expression_prior: float = 0.02
-    jaw_prior: float = 0.5
-    smooth_rotation: float = 200.0  # velocity prior weights per (px/frame)^2 of rigid motion
-    smooth_camera: float = 200.0
-    smooth_expression: float = 1.0  # per (coefficient/frame)^2
-    smooth_jaw: float = 0.0
-    texture_frames: int = 16
-    texture_rounds: int = 3
-    texture_prior: float = 1.0
-    lighting_prior: float = 0.01
-    min_normal_z: float = 0.3  # vertices facing the camera at least this much sample the frame colour
-    overlay_frames: int = 6
-    device: str = "auto"  # "auto" = CUDA when present
+    shape_frames: int  # frames fitted jointly to estimate the presenter's shape
+    shape_iters: int
+    surrogate: bool  # per-frame fit on a probed landmark-only surrogate of the model (when it is exact)
+    surrogate_tolerance: float  # max surrogate landmark error / face size accepted (~0.3 px on a 256 crop)
+    rigid_iters: int  # L-BFGS iterations on rotation + camera only, before expressions are freed
+    frame_iters: int
+    batch_size: int  # frames per optimisation batch (neighbouring batches are tied by the smoothness term)
+    lip_weight: float  # weight of lip landmarks relative to the others
+    z_weight: float  # weight of MediaPipe's relative depth (z) residuals
+    shape_prior: float  # squared-norm prior weights, in px^2 per unit coefficient^2
+    expression_prior: float
+    jaw_prior: float
+    smooth_rotation: float  # velocity prior weights per (px/frame)^2 of rigid motion
+    smooth_camera: float
+    smooth_expression: float  # per (coefficient/frame)^2
+    smooth_jaw: float
+    texture_frames: int
+    texture_rounds: int
+    texture_prior: float
+    lighting_prior: float
+    min_normal_z: float  # vertices facing the camera at least this much sample the frame colour
+    overlay_frames: int
+    device: str  # "auto" = CUDA when present
     # CPU threads for torch during the fit. The batched problems are small and overhead-bound: on the shared
     # 2-core machine a second thread made each op ~30x slower (thread synchronisation under load).
-    cpu_threads: int = 1
-
-    @classmethod
-    def from_params(cls, params: dict) -> "FitConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(params) - known
-        if unknown:
-            raise InputError("params.yaml", f"unknown keys in group 'fit': {sorted(unknown)}")
-        return cls(**params)
+    cpu_threads: int
 
     def torch_device(self) -> torch.device:
         if self.device == "auto":
@@ -519,8 +511,7 @@ def fit_shape(model, targets: torch.Tensor, detected: np.ndarray, weights: torch
     variables = _FrameVariables(init)
     mask = torch.ones(len(idx), device=device)
     # The subset is not consecutive: no smoothness between its frames.
-    loose = FitConfig(**{**cfg.__dict__, "smooth_rotation": 0.0, "smooth_camera": 0.0,
-                         "smooth_expression": 0.0, "smooth_jaw": 0.0})
+    loose = dataclasses.replace(cfg, smooth_rotation=0.0, smooth_camera=0.0, smooth_expression=0.0, smooth_jaw=0.0)
 
     def closure() -> torch.Tensor:
         loss = _fit_loss(model, shape, variables, sub, mask, weights, image_size, loose, None, free_nonrigid=True)

@@ -19,15 +19,10 @@ import numpy as np
 class PasteConfig:
     """Blending settings (params.yaml ``speak.paste``)."""
 
-    levels: int = 4              # Laplacian pyramid levels (1 = plain feathered alpha blending)
-    colour_match: bool = True    # shift the generated crop's mean colour to the original's inside the mask
-    dilate: float = 0.04         # grow a given mask by this fraction of the crop side before feathering
-    feather: float = 0.06        # Gaussian feather (sigma) as a fraction of the crop side
-
-    @classmethod
-    def from_params(cls, params: dict | None) -> "PasteConfig":
-        params = params or {}
-        return cls(**{k: params[k] for k in cls.__dataclass_fields__ if k in params})
+    levels: int  # Laplacian pyramid levels (1 = plain feathered alpha blending)
+    colour_match: bool  # shift the generated crop's mean colour to the original's inside the mask
+    dilate: float  # grow a given mask by this fraction of the crop side before feathering
+    feather: float  # Gaussian feather (sigma) as a fraction of the crop side
 
 
 def ellipse_mask(size: int, center: tuple[float, float] = (0.5, 0.58), radii: tuple[float, float] = (0.26, 0.32),
@@ -97,8 +92,8 @@ def crop_box_pixels(crop_x0: float, crop_y0: float, crop_side: float) -> tuple[i
     return int(np.floor(crop_x0)), int(np.floor(crop_y0)), max(1, int(round(crop_side)))
 
 
-def paste_back(frame: np.ndarray, crop: np.ndarray, box: tuple[float, float, float], mask: np.ndarray | None = None,
-               config: PasteConfig = PasteConfig(), out: np.ndarray | None = None) -> np.ndarray:
+def paste_back(frame: np.ndarray, crop: np.ndarray, box: tuple[float, float, float], mask: np.ndarray | None,
+               config: PasteConfig, out: np.ndarray | None = None) -> np.ndarray:
     """Blend a generated crop into the original frame.
 
     Args:

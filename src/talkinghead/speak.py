@@ -21,38 +21,59 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import facemesh
 from .errors import InputError
+from .params import load_config, load_params
+from .paste import PasteConfig
 from .paths import INTERIM, LIP_CHECKPOINT, PRESENTER_NAME, PresenterPaths
+
+if TYPE_CHECKING:  # heavy (torch, OpenGL): imported where used, after the input checks
+    from .compositing import CompositesParams
+    from .headmodel import HeadModelParams
+    from .render import RenderParams
+    from .split import SplitParams
 
 # The central 7 facing inner-lip pairs (upper, lower): "mouth opening" from landmarks. The two pairs nearest the
 # corners are left out: they barely move and FaceMesh jitters most there.
 INNER_LIP_PAIRS = tuple(pair for pair in facemesh.INNER_LIP_PAIRS if pair not in ((191, 95), (415, 324)))
 
-DEFAULTS: dict[str, Any] = {
-    "batch_size": 16,         # frames rendered / generated / pasted / encoded per step (the streaming unit)
-    "audio_rate": 48000,      # sample rate of the AAC track in the output
-    "silence_dbfs": -55.0,    # quieter audio (RMS) is refused as silent
-    "crf": 20,
-    "preset": "veryfast",
-    "paste": {},              # talkinghead.paste.PasteConfig fields
-}
+@dataclass(frozen=True)
+class SpeakParams:
+    """params.yaml's ``speak`` group."""
+
+    batch_size: int  # run time only: frames rendered / generated / pasted / encoded per step (the streaming unit)
+    audio_rate: int  # sample rate of the AAC track in the output
+    silence_dbfs: float  # quieter audio (RMS) is refused as silent
+    crf: int
+    preset: str
+    paste: PasteConfig
 
 
-def speak_params(params: dict | None = None) -> dict[str, Any]:
-    """The ``speak`` params group with defaults filled in (reads params.yaml when ``params`` is None)."""
-    if params is None:
-        from .params import params_group
+@dataclass(frozen=True)
+class SynthesisParams:
+    """The params groups the crop synthesis shares with the composites stage (so speak draws what the GAN saw)."""
 
-        try:
-            params = params_group("speak")
-        except InputError:
-            params = {}
-    return {**DEFAULTS, **(params or {})}
+    head_model: HeadModelParams
+    render: RenderParams
+    composites: CompositesParams
+    split: SplitParams
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SynthesisParams":
+        from .compositing import CompositesParams
+        from .headmodel import HeadModelParams
+        from .render import RenderParams
+        from .split import SplitParams
+
+        params = load_params(path)
+        return cls(load_config(HeadModelParams, "head_model", path, params),
+                   load_config(RenderParams, "render", path, params),
+                   load_config(CompositesParams, "composites", path, params),
+                   load_config(SplitParams, "split", path, params))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -63,8 +84,6 @@ def known_presenters(root: str | Path = ".") -> list[str]:
     root = Path(root)
     names: set[str] = set()
     try:
-        from .params import load_params
-
         names.update(str(n) for n in (load_params(root / "params.yaml").get("presenters") or []))
     except InputError:
         pass
@@ -201,26 +220,24 @@ def load_presenter(paths: PresenterPaths, heldout_fraction: float) -> Presenter:
 class CropSynthesizer:
     """Render + composite + GAN for batches of (expression, source frame): the crop-level half of speak."""
 
-    def __init__(self, presenter: Presenter, root: str | Path = ".", device: str | None = None):
+    def __init__(self, presenter: Presenter, params: SynthesisParams, device: str | None = None):
         import torch
 
         from .gan import load_generator
         from .headmodel import load_head_model
-        from .params import params_group
         from .render import Renderer
-        from .render.renderer import MouthStyle
 
         self.presenter = presenter
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = load_head_model(params_group("head_model")).to(self.device).eval()
-        self.renderer = Renderer(faces=self.model.faces.cpu().numpy(), num_vertices=self.model.num_vertices,
-                                 image_size=presenter.crop_size, mouth=MouthStyle.from_params(params_group("render")))
+        self.model = load_head_model(params.head_model).to(self.device).eval()
+        self.renderer = Renderer(self.model.faces.cpu().numpy(), self.model.num_vertices, presenter.crop_size,
+                                 params.render)
         self.generator = load_generator(presenter.paths.gan_checkpoint, self.device)
-        self.composite_params = params_group("composites")
+        self.composite_params = params.composites
 
     def masks(self, source: np.ndarray) -> np.ndarray:
         """Lower-face masks of the source frames, float32 [B, S, S]."""
-        from .stages.composites import lower_face_mask
+        from .compositing import lower_face_mask
 
         return np.stack([lower_face_mask(self.presenter.lmk_crop[i], self.presenter.crop_size, self.composite_params)
                          for i in source])
@@ -232,7 +249,7 @@ class CropSynthesizer:
 
         from .gan import generate
         from .render import render_parameters
-        from .stages.composites import composite, coverage_mask, fill_render_pinholes
+        from .compositing import composite, coverage_mask, fill_render_pinholes
 
         fitted = self.presenter.fitted
         size = self.presenter.crop_size
@@ -291,27 +308,29 @@ class SpeakResult:
     height: int
 
 
-def speak(presenter: str, audio: str | Path, out: str | Path, params: dict | None = None, root: str | Path = ".",
-          crop_only: bool = False, progress: bool = True) -> SpeakResult:
-    """Make ``presenter`` say ``audio``; write ``out`` (H.264 + AAC MP4). ``crop_only`` writes the S x S generated
+def speak(presenter: str, audio: str | Path, out: str | Path, params: SpeakParams | None = None,
+          root: str | Path = ".", crop_only: bool = False, progress: bool = True) -> SpeakResult:
+    """Make ``presenter`` say ``audio``; write ``out`` (H.264 + AAC MP4). ``params``: the ``speak`` group (default:
+    the project's params.yaml, which also gives the synthesis groups). ``crop_only`` writes the S x S generated
     crops instead of pasting them into the full frames (faster; used by the benchmark)."""
     from .videoio import VideoWriter, check_writable, n_frames_for_audio
 
     started = time.perf_counter()
-    p = speak_params(params)
+    params_file = Path(root) / "params.yaml"
+    p = load_config(SpeakParams, "speak", params_file) if params is None else params
+    synthesis = SynthesisParams.load(params_file)
     # every input check comes before the heavy imports (torch), so bad input fails in well under a second
     check_writable(out)
     paths = check_presenter(presenter, root, need_raw=not crop_only)
-    samples = load_audio(audio, 16000, p["silence_dbfs"])
-    track = load_audio(audio, int(p["audio_rate"]), -np.inf)
+    samples = load_audio(audio, 16000, p.silence_dbfs)
+    track = load_audio(audio, p.audio_rate, -np.inf)
 
     from tqdm import tqdm
 
     from .lip import predict, speech_features
-    from .params import params_group
-    from .paste import PasteConfig, paste_back
+    from .paste import paste_back
 
-    pres = load_presenter(paths, float(params_group("split")["heldout_fraction"]))
+    pres = load_presenter(paths, synthesis.split.heldout_fraction)
     n_out = n_frames_for_audio(len(samples), 16000, pres.fps)
     checkpoint = Path(root) / LIP_CHECKPOINT
     features = speech_features(checkpoint, samples, n_out, pres.fps)  # [N, C, D], as the model was trained
@@ -320,16 +339,15 @@ def speak(presenter: str, audio: str | Path, out: str | Path, params: dict | Non
     start = closed_mouth_frame(pres.lmk_crop, max(pres.heldout_start, 1), pres.detected)
     schedule = pingpong_schedule(n_out, start, 0, pres.n_frames)
 
-    synth = CropSynthesizer(pres, root)
-    paste_config = PasteConfig.from_params(p["paste"])
+    synth = CropSynthesizer(pres, synthesis)
     raw = None if crop_only else RawFrames(pres)
     width, height = (pres.crop_size, pres.crop_size) if crop_only else pres.orig_size
     boxes = pres.table[["crop_x0", "crop_y0", "crop_side"]].to_numpy(np.float64)
-    batch = max(1, int(p["batch_size"]))
+    batch = max(1, p.batch_size)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw-decode") as pool, \
-            VideoWriter(out, pres.fps, width, height, audio=track, audio_rate=int(p["audio_rate"]),
-                        crf=int(p["crf"]), preset=str(p["preset"])) as writer, \
+            VideoWriter(out, pres.fps, width, height, audio=track, audio_rate=p.audio_rate,
+                        crf=p.crf, preset=p.preset) as writer, \
             tqdm(total=n_out, unit="frame", desc=f"speak {presenter}", disable=not progress) as bar:
         pending = None if raw is None else pool.submit(raw.get, schedule[0:batch])
         for i0 in range(0, n_out, batch):
@@ -342,7 +360,7 @@ def speak(presenter: str, audio: str | Path, out: str | Path, params: dict | Non
                 nxt = i0 + batch  # decode the next batch's originals while this one is pasted and encoded
                 pending = pool.submit(raw.get, schedule[nxt:nxt + batch]) if nxt < n_out else None
                 for j, src in enumerate(source):
-                    paste_back(frames[j], crops[j], tuple(boxes[src]), masks[j], paste_config, out=frames[j])
+                    paste_back(frames[j], crops[j], tuple(boxes[src]), masks[j], p.paste, out=frames[j])
                 writer.write(frames)
             bar.update(len(source))
     seconds = time.perf_counter() - started

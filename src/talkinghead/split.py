@@ -16,6 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+@dataclass(frozen=True)
+class SplitParams:
+    """params.yaml's ``split`` group."""
+
+    heldout_fraction: float  # the last fraction of every presenter's timeline is never trained on
+
+
 def heldout_start(n_frames: int, fraction: float) -> int:
     """Index of the first held-out frame: frames ``[heldout_start, n_frames)`` are the held-out tail.
 

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import contextlib
 import os
 import subprocess
@@ -109,9 +111,11 @@ def stage_run(stage: str, presenter: str | None = None, params: dict[str, Any] |
 
 
 def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}} -> {'a.b': 1}; MLflow params are flat strings."""
+    """{'a': {'b': 1}} -> {'a.b': 1} (config dataclasses count as dicts); MLflow params are flat strings."""
     flat: dict[str, Any] = {}
     for key, value in params.items():
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = dataclasses.asdict(value)
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             flat.update(flatten(value, f"{name}."))

@@ -16,8 +16,8 @@ import torch
 
 from ..fitting import FitConfig
 from ..headmodel import camera as head_camera
-from ..headmodel import load_head_model
-from ..params import PARAMS_FILE, params_group
+from ..headmodel import HeadModelParams, load_head_model
+from ..params import load_config
 from ..schemas import N_LANDMARKS
 
 IMAGE_SIZE = 256
@@ -52,10 +52,8 @@ def run(workdir: Path, n_frames: int = 1900) -> dict[str, float]:
     from ..stages.fit import fit_presenter
 
     del workdir  # nothing is written
-    params = params_group("fit") if Path(PARAMS_FILE).exists() else {}
-    head = params_group("head_model") if Path(PARAMS_FILE).exists() else {}
-    cfg = FitConfig.from_params(params)
-    model = load_head_model(head)
+    cfg = load_config(FitConfig, "fit")
+    model = load_head_model(load_config(HeadModelParams, "head_model"))
     lmk = synthetic_track(model, n_frames)
     frames = np.broadcast_to(np.full((1, IMAGE_SIZE, IMAGE_SIZE, 3), 150, np.uint8),
                              (n_frames, IMAGE_SIZE, IMAGE_SIZE, 3))  # flat frames: colours only cost time here

@@ -14,7 +14,8 @@ import torch
 
 from ..gan import generate, load_generator
 from ..gan.generator import Generator, GeneratorConfig
-from ..params import params_group
+from ..gan.trainer import GanParams
+from ..params import load_config
 from ..paths import PresenterPaths
 from ..stages.train_gan import choose_threads
 
@@ -24,17 +25,17 @@ BATCH = 16
 
 def run(workdir: Path) -> dict[str, float]:
     del workdir  # nothing to write: the benchmark only times inference
-    params = params_group("gan")
-    size = int(params.get("image_size", 256))
+    params = load_config(GanParams, "gan")
+    size = params.image_size
     checkpoint = PresenterPaths.of("demo").gan_checkpoint
     if checkpoint.exists():
         generator = load_generator(checkpoint, "cpu")
     else:
-        generator = Generator(GeneratorConfig(channels=tuple(params["channels"]),
-                                              use_reference=bool(params["use_reference"]), image_size=size))
+        generator = Generator(GeneratorConfig(channels=params.channels, use_reference=params.use_reference,
+                                              image_size=size))
         generator.reference = torch.zeros(1, 3, size, size)
         generator = generator.to(memory_format=torch.channels_last).eval()
-    torch.set_num_threads(choose_threads(int(params.get("threads", 0))))  # as the stage does: 1 on a busy machine
+    torch.set_num_threads(choose_threads(params.threads))  # as the stage does: 1 on a busy machine
     composites = np.random.default_rng(0).integers(0, 256, (FRAMES, size, size, 3), dtype=np.uint8)
     generate(generator, composites[:BATCH], batch_size=BATCH)  # warm-up (oneDNN kernel selection)
     started, cpu_started = time.perf_counter(), time.process_time()

@@ -26,7 +26,7 @@ def _median_seconds(fn, repeats: int) -> float:
 
 
 def run(workdir: Path, repeats: int = 5) -> dict[str, float]:
-    model = load_head_model({"flame_model": None})
+    model = load_head_model()
     generator = torch.Generator().manual_seed(0)
     shape, expression, pose = (0.3 * torch.randn(BATCH, n, generator=generator) for n in (100, 53, 6))
 

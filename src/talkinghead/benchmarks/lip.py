@@ -25,15 +25,11 @@ from ..speech.features import SAMPLE_RATE, AlignParams, features_for_audio
 def _checkpoint(workdir: Path) -> Path:
     if LIP_CHECKPOINT.is_file():
         return LIP_CHECKPOINT
-    from ..params import params_group
+    from ..lip.trainer import LipParams
+    from ..params import load_config
 
-    try:
-        lip, align = params_group("lip"), params_group("align")
-    except Exception:  # no params.yaml here: the defaults
-        lip, align = {}, {}
-    p = AlignParams.from_dict(align)
-    config = LipConfig(presenters=["bench"], n_context=p.context, n_mels=p.feature_dim,
-                       **{k: v for k, v in lip.items() if k in LipConfig.__dataclass_fields__})
+    p = load_config(AlignParams, "align")
+    config = LipConfig.from_params(load_config(LipParams, "lip"), ["bench"], p.context, p.feature_dim)
     path = Path(workdir) / "lip_bench.pt"
     torch.save(checkpoint_payload(LipTransformer(config), np.zeros((1, 53)), np.ones((1, 53)), p.to_dict()), path)
     return path

@@ -26,9 +26,10 @@ def _mesh() -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
         import torch
 
         from ..headmodel import load_head_model
-        from ..params import params_group
+        from ..headmodel import HeadModelParams
+        from ..params import load_config
 
-        model = load_head_model(params_group("head_model"))
+        model = load_head_model(load_config(HeadModelParams, "head_model"))
         with torch.no_grad():
             b = 1
             out = model(torch.zeros(b, 100), torch.zeros(b, 53), torch.zeros(b, 6))
@@ -110,18 +111,21 @@ def composites_ms_per_frame(workdir: Path, n: int = 384, size: int = 256) -> flo
     """Time the composites stage's work (make_composites, without MLflow) on a synthetic presenter of n frames."""
     import torch
 
-    from ..headmodel import load_head_model
-    from ..params import params_group
+    from ..compositing import CompositesParams
+    from ..headmodel import HeadModelParams, load_head_model
+    from ..params import load_config
+    from ..render import RenderParams
     from ..stages import composites
 
-    model = load_head_model(params_group("head_model"))
+    model = load_head_model(load_config(HeadModelParams, "head_model"))
     paths, _, _ = synthetic_presenter(workdir, model, n, size, name="bench")
     inputs = composites.load_inputs(paths)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the stage's main() does
     try:
         start = time.perf_counter()
-        composites.make_composites(paths, inputs, model, params_group("composites"), params_group("render"), 0.2)
+        composites.make_composites(paths, inputs, model, load_config(CompositesParams, "composites"),
+                                   load_config(RenderParams, "render"), 0.2)
         return (time.perf_counter() - start) / n * 1e3
     finally:
         torch.set_num_threads(threads)
@@ -130,14 +134,15 @@ def composites_ms_per_frame(workdir: Path, n: int = 384, size: int = 256) -> flo
 def run(workdir: Path, frames: int = 256, batch: int = 64, image_size: int = 256) -> dict[str, float]:
     """Render ``frames`` frames in batches (render_ms_per_frame: median over batches, mesh size), then time the
     composites stage (composites_ms_per_frame; absent without the open head model asset)."""
-    from ..render import Renderer
+    from ..params import load_config
+    from ..render import Renderer, RenderParams
 
     vertices, faces, interior_t, mesh_name = _mesh()
     rng = np.random.default_rng(0)
     jitter = rng.normal(0, 0.01, (batch, *vertices.shape)).astype(np.float32)
     ndc = vertices[None] + jitter  # [B, V, 3]
     colors = np.clip(0.6 + jitter * 10, 0, 1).astype(np.float32)
-    renderer = Renderer(faces, len(vertices), image_size)
+    renderer = Renderer(faces, len(vertices), image_size, load_config(RenderParams, "render"))
     try:
         renderer.render(ndc[:2], colors[:2], interior_t)  # warm-up: shader compilation, buffer allocation
         per_frame = []

@@ -36,35 +36,71 @@ from .generator import Generator, GeneratorConfig, to_unit
 from .mouth_discriminator import MouthDiscriminator, MouthDiscriminatorConfig
 
 
-@dataclass
+@dataclass(frozen=True)
+class GanParams:
+    """params.yaml's ``gan`` group (values there; built by ``params.load_config``)."""
+
+    image_size: int
+    channels: tuple[int, ...]  # U-Net width per level
+    use_reference: bool
+    d_channels: int
+    d_scales: int
+    mouth_crop: int
+    batch_size: int
+    crop_size: int  # side of the random training crops (0 or >= image size: full frames)
+    full_res_fraction: float  # the last fraction of max_steps trains on full frames
+    max_steps: int
+    max_seconds: float  # training-time budget, summed over resumed runs
+    target_loss: float  # stop when the EMA of the generator loss falls below this
+    loss_ema: float
+    lr_g: float
+    lr_d: float
+    beta1: float
+    beta2: float
+    adv_loss: str  # lsgan | hinge
+    w_l1: float
+    w_mouth_l1: float  # extra L1 weight inside the mouth box (weight there = 1 + w_mouth_l1)
+    w_face_adv: float
+    w_mouth_adv: float
+    w_feature_matching: float
+    checkpoint_every: int
+    sample_every: int
+    log_every: int
+    amp: bool  # autocast + GradScaler on CUDA (ignored on CPU)
+    seed: int
+    threads: int  # run time only: torch CPU threads, 0 = auto
+
+
+@dataclass(frozen=True)
 class TrainConfig:
-    batch_size: int = 4
-    crop_size: int = 128  # side of the random training crops (0 or >= image size: full frames)
-    full_res_fraction: float = 0.1  # the last fraction of max_steps trains on full frames
-    max_steps: int = 2000
-    max_seconds: float = 240.0  # training-time budget, summed over resumed runs
-    target_loss: float = 0.0  # stop when the EMA of the generator loss falls below this
-    loss_ema: float = 0.98
-    lr_g: float = 5e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    adv_loss: str = "lsgan"  # lsgan | hinge
-    w_l1: float = 10.0
-    w_mouth_l1: float = 4.0  # extra L1 weight inside the mouth box (weight there = 1 + w_mouth_l1)
-    w_face_adv: float = 1.0
-    w_mouth_adv: float = 1.0
-    w_feature_matching: float = 2.0
-    checkpoint_every: int = 100
-    sample_every: int = 250
-    log_every: int = 10
-    amp: bool = True  # autocast + GradScaler on CUDA (ignored on CPU)
-    seed: int = 0
+    """The optimisation part of GanParams (what a training state must match to be resumed)."""
+
+    batch_size: int
+    crop_size: int
+    full_res_fraction: float
+    max_steps: int
+    max_seconds: float
+    target_loss: float
+    loss_ema: float
+    lr_g: float
+    lr_d: float
+    beta1: float
+    beta2: float
+    adv_loss: str
+    w_l1: float
+    w_mouth_l1: float
+    w_face_adv: float
+    w_mouth_adv: float
+    w_feature_matching: float
+    checkpoint_every: int
+    sample_every: int
+    log_every: int
+    amp: bool
+    seed: int
 
     @classmethod
-    def from_params(cls, params: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in params.items() if k in names})
+    def from_params(cls, params: GanParams) -> "TrainConfig":
+        return cls(**{f.name: getattr(params, f.name) for f in fields(cls)})
 
 
 @dataclass

@@ -1,12 +1,12 @@
 """Head models: the open default (MediaPipe FaceMesh topology, no licence) or a user's FLAME model.
 
-``load_head_model(params_group("head_model"))`` returns a :class:`HeadModel` (see docs/HELPERS.md "Head model").
+``load_head_model(load_config(HeadModelParams, "head_model"))`` returns a :class:`HeadModel` (headmodel/base.py).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from .flame import FlameHeadModel
 from .open_model import OpenHeadModel, load_open_model
 from .pickle_io import load_pickle
 
-__all__ = ["load_head_model", "load_flame_model", "open_model_path", "HeadModel", "HeadOutput", "OpenHeadModel",
+__all__ = ["load_head_model", "HeadModelParams", "load_flame_model", "open_model_path", "HeadModel", "HeadOutput", "OpenHeadModel",
            "FlameHeadModel", "mouth_opening"]
 
 
@@ -53,17 +53,20 @@ def load_flame_model(model_path: str | Path, embedding_path: str | Path | None =
     return FlameHeadModel(model, model_path, embedding=embedding, lip_vertex_ids=lip_ids)
 
 
-def load_head_model(params: dict[str, Any]) -> HeadModel:
-    """The head model params.yaml's ``head_model`` group selects: FLAME if ``flame_model`` is set, else the open one.
+@dataclass(frozen=True)
+class HeadModelParams:
+    """params.yaml's ``head_model`` group: FLAME if ``flame_model`` is set, else the open default model."""
 
-    Keys: flame_model (path or null), landmark_embedding (path, needed with FLAME), flame_masks (optional path to
-    FLAME_masks.pkl for the lip vertices). Errors name the offending file.
-    """
-    flame_model = params.get("flame_model")
-    if not flame_model:
+    flame_model: str | None  # FLAME 2020 generic_model.pkl or FLAME 2023 Open flame2023_Open.pkl
+    landmark_embedding: str | None  # FLAME's mediapipe_landmark_embedding.npz (needed with FLAME)
+    flame_masks: str | None  # optional FLAME_masks.pkl ('lips' mask -> lip vertices)
+
+
+def load_head_model(params: HeadModelParams | None = None) -> HeadModel:
+    """The head model ``params`` selects (None: the open default model). Errors name the offending file."""
+    if params is None or not params.flame_model:
         return load_open_model(open_model_path())
-    embedding = params.get("landmark_embedding")
-    if not embedding:
+    if not params.landmark_embedding:
         raise InputError(Path("params.yaml"), "head_model.landmark_embedding must name FLAME's "
                                               "mediapipe_landmark_embedding.npz when head_model.flame_model is set")
-    return load_flame_model(flame_model, embedding, params.get("flame_masks"))
+    return load_flame_model(params.flame_model, params.landmark_embedding, params.flame_masks)

@@ -79,11 +79,16 @@ def load_lip_model(checkpoint_path: str | Path, device: str | torch.device | Non
     return LoadedLipModel(model, mean.to(device), std.to(device), dict(ckpt.get("align", {})), device)
 
 
+# What checkpoints written before ``align.encoder`` existed were trained on: log-mel with these settings (they stored
+# only the mel keys). A record of those runs, not a default: new checkpoints store every align key.
+LEGACY_MEL_ALIGN = {"encoder": "mel", "whisper_model": None, "whisper_layer": 2, "whisper_context": 2, "n_mels": 80,
+                    "win_ms": 25.0, "hop_ms": 10.0, "context_hops": 5, "log_floor": 1e-6, "max_mismatch_s": 0.5}
+
+
 def checkpoint_align_params(align: dict) -> AlignParams:
-    """The align params a checkpoint's features were made with. Checkpoints from before ``align.encoder`` existed
-    were trained on log-mel features."""
+    """The align params a checkpoint's features were made with (older checkpoints: see LEGACY_MEL_ALIGN)."""
     known = {f.name for f in fields(AlignParams)}
-    return AlignParams(**{"encoder": "mel", **{k: v for k, v in align.items() if k in known}})
+    return AlignParams.from_dict({**LEGACY_MEL_ALIGN, **{k: v for k, v in align.items() if k in known}})
 
 
 def speech_features(checkpoint_path: str | Path, samples: np.ndarray, n_frames: int, fps: float) -> np.ndarray:

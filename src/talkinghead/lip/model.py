@@ -18,6 +18,10 @@ from torch import nn
 from ..schemas import N_EXPR_JAW
 
 
+# The keys of params.yaml's lip group that shape the network.
+ARCHITECTURE_KEYS = ("d_model", "n_heads", "ff_dim", "n_layers", "dropout", "window", "infer_stride")
+
+
 @dataclass
 class LipConfig:
     """Everything needed to rebuild the network; saved in the checkpoint."""
@@ -40,7 +44,14 @@ class LipConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "LipConfig":
+        """From a checkpoint's saved config."""
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    @classmethod
+    def from_params(cls, params: Any, presenters: list[str], n_context: int, n_mels: int) -> "LipConfig":
+        """From the ``lip`` params group (a LipParams) and what the data decides: presenters and feature shape."""
+        arch = {name: getattr(params, name) for name in ARCHITECTURE_KEYS}
+        return cls(presenters=list(presenters), n_context=n_context, n_mels=n_mels, **arch)
 
 
 def sinusoidal_encoding(length: int, d_model: int) -> torch.Tensor:

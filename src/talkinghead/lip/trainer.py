@@ -31,7 +31,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -41,30 +41,38 @@ from ..split import TimeSplit
 from .model import LipConfig, LipTransformer
 
 
-@dataclass
-class TrainSettings:
-    """Optimisation settings (the ``lip`` group of params.yaml, minus the architecture)."""
+@dataclass(frozen=True)
+class LipParams:
+    """params.yaml's ``lip`` group (values there; built by ``params.load_config``): the architecture, which
+    ``LipConfig.from_params`` takes, the optimisation, and the run-time keys."""
 
-    batch_size: int = 16
-    lr: float = 1e-3
-    warmup_steps: int = 100
-    weight_decay: float = 0.01
-    max_steps: int = 3000
-    max_seconds: float = 150.0
-    eval_every: int = 50
-    patience: int = 10
-    target_loss: float = 0.05
-    expression_weight: float = 1.0
-    velocity_weight: float = 0.5
-    lip_vertex_weight: float = 1.0
-    lip_vertex_frames: int = 128  # frames per step that go through the head model for the lip-vertex loss
-    seed: int = 0
-    train_stride: int = 2  # frames between consecutive training windows
-    min_validation_frames: int = 8  # shorter validation slices are not used
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainSettings":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+    # architecture (LipConfig)
+    d_model: int
+    n_heads: int
+    ff_dim: int
+    n_layers: int
+    dropout: float
+    window: int  # frames per training / inference sequence
+    infer_stride: int
+    # optimisation
+    batch_size: int
+    lr: float
+    warmup_steps: int
+    weight_decay: float
+    max_steps: int
+    max_seconds: float
+    eval_every: int
+    patience: int
+    target_loss: float
+    validation_fraction: float
+    min_validation_frames: int  # shorter validation slices are not used
+    train_stride: int  # frames between consecutive training windows
+    expression_weight: float
+    velocity_weight: float
+    lip_vertex_weight: float
+    lip_vertex_frames: int  # frames per step that go through the head model for the lip-vertex loss
+    seed: int
+    threads: int  # run time only: torch threads per process
 
 
 @dataclass
@@ -240,7 +248,7 @@ def _batch(presenters: list[PresenterData], rows: np.ndarray, window: int, mean:
     return to(feats.astype(np.float32)), to((raw - mean[pid, None]) / std[pid, None]), to(pid)  # [P, 53] -> [B, 1, 53]
 
 
-def batch_losses(pred: torch.Tensor, target: torch.Tensor, pid: torch.Tensor, settings: TrainSettings,
+def batch_losses(pred: torch.Tensor, target: torch.Tensor, pid: torch.Tensor, settings: LipParams,
                  vertex_loss: LipVertexLoss | None = None, true_lips: torch.Tensor | None = None,
                  mean: np.ndarray | None = None, std: np.ndarray | None = None
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -264,7 +272,7 @@ def _lip_batch(lip_targets: list[np.ndarray], rows: np.ndarray, window: int, dev
 
 
 def evaluate(model: nn.Module, presenters: list[PresenterData], segments: list[tuple[int, int, int]],
-             mean: np.ndarray, std: np.ndarray, settings: TrainSettings, vertex_loss: LipVertexLoss | None = None,
+             mean: np.ndarray, std: np.ndarray, settings: LipParams, vertex_loss: LipVertexLoss | None = None,
              lip_targets: list[np.ndarray] | None = None) -> dict[str, float]:
     """The training objective on the validation ``segments`` (presenter, start, length), relative to the static
     prediction's: ``val_loss`` = model objective / static objective summed over all segment frames (what early
@@ -298,7 +306,7 @@ def evaluate(model: nn.Module, presenters: list[PresenterData], segments: list[t
     return out
 
 
-def train(config: LipConfig, settings: TrainSettings, presenters: list[PresenterData],
+def train(config: LipConfig, settings: LipParams, presenters: list[PresenterData],
           head_model: nn.Module | None = None, dist_info: Distributed | None = None,
           on_log: Callable[[int, dict[str, float]], None] | None = None, progress: bool = True) -> TrainResult:
     """Train the lip model on the training part of every presenter; returns the best-validation model.

@@ -53,37 +53,22 @@ def create_context():
 
 
 @dataclass(frozen=True)
-class MouthStyle:
-    """How faces are drawn (params group ``render``): colours of the procedural mouth interior over interior_t
-    (0 = upper lip, 1 = lower lip), and back-face culling of the skin."""
+class RenderParams:
+    """params.yaml's ``render`` group: colours of the procedural mouth interior over interior_t (0 = upper lip,
+    1 = lower lip), back-face culling of the skin and MSAA samples."""
 
-    teeth_color: tuple[float, float, float] = (0.86, 0.83, 0.76)
-    cavity_color: tuple[float, float, float] = (0.10, 0.03, 0.03)
-    tongue_color: tuple[float, float, float] = (0.40, 0.14, 0.14)
-    upper_teeth: float = 0.28
-    lower_teeth: float = 0.12
-    tongue_center: float = 0.62
-    tongue_width: float = 0.25
-    edge: float = 0.03
+    upper_teeth: float  # fraction of the interior next to the upper lip drawn as upper teeth
+    lower_teeth: float
+    teeth_color: tuple[float, float, float]
+    cavity_color: tuple[float, float, float]
+    tongue_color: tuple[float, float, float]
+    tongue_center: float
+    tongue_width: float
+    edge: float
     # Skip skin faces seen from behind (clockwise on screen): half the rasterising work for a closed head. The
     # mouth interior is never culled (its winding is not meaningful). Needs consistently outward (CCW) faces.
-    cull_back_faces: bool = True
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any] | None) -> "MouthStyle":
-        """From the ``render`` params group; missing keys keep their defaults, unknown keys are ignored."""
-        params = params or {}
-        kwargs: dict[str, Any] = {}
-        for name in cls.__dataclass_fields__:
-            if name in params:
-                value = params[name]
-                if isinstance(value, (list, tuple)):
-                    kwargs[name] = tuple(float(v) for v in value)
-                elif isinstance(value, bool):
-                    kwargs[name] = value
-                else:
-                    kwargs[name] = float(value)
-        return cls(**kwargs)
+    cull_back_faces: bool
+    samples: int  # MSAA samples per pixel; 1 = none
 
 
 @dataclass
@@ -107,15 +92,14 @@ class _InteriorSplit:
 class Renderer:
     """Rasterise meshes with fixed topology ``faces`` [F, 3] (V vertices) into S x S images.
 
-    ``samples`` > 1 renders with that many MSAA samples per pixel (anti-aliased edges, e.g. between lips and teeth) and
+    ``params.samples`` > 1 renders with that many MSAA samples per pixel (anti-aliased edges, e.g. between lips and teeth) and
     resolves before reading back; the mask stays binary (coverage >= 1/2).
 
-    >>> renderer = Renderer(faces=model.faces.numpy(), num_vertices=model.num_vertices, image_size=256)
+    >>> renderer = Renderer(model.faces.numpy(), model.num_vertices, 256, load_config(RenderParams, "render"))
     >>> out = renderer.render(ndc, colors, model.interior_t.numpy())
     """
 
-    def __init__(self, faces: np.ndarray, num_vertices: int, image_size: int, mouth: MouthStyle | None = None,
-                 samples: int = 1):
+    def __init__(self, faces: np.ndarray, num_vertices: int, image_size: int, params: RenderParams):
         faces = np.asarray(faces)
         if faces.ndim != 2 or faces.shape[1] != 3:
             raise ValueError(f"faces must be [F, 3], got {faces.shape}")
@@ -124,7 +108,7 @@ class Renderer:
         self.faces = faces.astype(np.int32)
         self.num_vertices = int(num_vertices)
         self.image_size = int(image_size)
-        self.mouth = mouth or MouthStyle()
+        self.mouth = params
 
         self.ctx = create_context()
         self.program = self.ctx.program(vertex_shader=shaders.VERTEX, fragment_shader=shaders.FRAGMENT)
@@ -136,9 +120,9 @@ class Renderer:
         self.t_buffer = self.ctx.buffer(reserve=self.num_vertices * 4)
         # RGB image and a separate one-channel coverage mask: each reads back straight into its own array.
         self.fbo = self._framebuffer(0)
-        self.samples = int(samples) if samples > 1 else 0
+        self.samples = params.samples if params.samples > 1 else 0
         if self.samples > self.ctx.max_samples:
-            raise ValueError(f"samples={samples} exceeds this OpenGL device's maximum of {self.ctx.max_samples}")
+            raise ValueError(f"render.samples={params.samples} exceeds this OpenGL device's maximum of {self.ctx.max_samples}")
         self.draw_fbo = self._framebuffer(self.samples) if self.samples else self.fbo
         self._split: _InteriorSplit | None = None
         self._frame = np.empty((self.num_vertices, 6), np.float32)
@@ -249,14 +233,6 @@ class Renderer:
             for obj in {self.fbo, self.draw_fbo, self.vertex_buffer, self.t_buffer, self.program}:
                 obj.release()
         self.ctx.release()
-
-
-def renderer_from_params(faces: np.ndarray, num_vertices: int, image_size: int,
-                         params: dict[str, Any] | None) -> Renderer:
-    """A Renderer configured by the ``render`` params group (mouth colours, culling, MSAA ``samples``)."""
-    params = params or {}
-    return Renderer(faces, num_vertices, image_size, MouthStyle.from_params(params),
-                    samples=int(params.get("samples", 1)))
 
 
 def _depth_map(z: np.ndarray) -> tuple[float, float]:

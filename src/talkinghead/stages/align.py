@@ -23,7 +23,7 @@ import pandas as pd
 from .. import schemas
 from ..audio import read_wav
 from ..errors import InputError
-from ..params import params_group
+from ..params import load_config
 from ..paths import PresenterPaths
 from ..speech.features import SAMPLE_RATE, AlignParams, as_params, features_for_audio, frame_center_hops
 from ..tracking import stage_run
@@ -80,13 +80,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("interim", type=Path, help="data/interim/NAME (holds audio.wav and frames.parquet)")
     args = parser.parse_args(argv)
     try:
-        params = params_group("align")
+        params = load_config(AlignParams, "align")
         paths = PresenterPaths.from_folder(args.interim)
         features, table = align_presenter(paths, params)
         save_tensor(paths.features, features)
         schemas.write_table(table, paths.features_table, schemas.FEATURES,
                             metadata={"context": features.shape[1], "n_mels": features.shape[2],
-                                      "encoder": AlignParams.from_dict(params).encoder})
+                                      "encoder": params.encoder})
         with stage_run("align", paths.name, {"align": params}) as mlflow:
             mlflow.log_metrics({"frames": float(features.shape[0]), "context": float(features.shape[1]),
                                 "feature_dim": float(features.shape[2]),

@@ -40,9 +40,9 @@ from ..errors import InputError
 from ..lip import LoadedLipModel, load_lip_model, predict_with, speech_features
 from ..lip.ridge import PooledRidge, pooled_ridge
 from ..lipmetrics import best_lag, pair_metrics
-from ..params import load_params, reject_unknown_keys
+from ..params import load_config, load_params
 from ..paths import LIP_CHECKPOINT, REPORTS, PresenterPaths
-from ..split import time_split
+from ..split import SplitParams, time_split
 from ..tensorfile import load_tensor
 from ..testspeech import SpeakerClip, load_speaker_clip
 
@@ -51,16 +51,11 @@ CROSSDRIVE_REPORT = REPORTS / "crossdrive"
 
 @dataclass(frozen=True)
 class CrossdriveParams:
-    """The ``crossdrive`` group of params.yaml (unknown keys are refused)."""
+    """The ``crossdrive`` group of params.yaml."""
 
-    max_lag: int = 3  # lags searched for the best alignment, frames
-    vad_threshold: float = 0.5  # Silero speech probability above which a frame counts as voiced
-    min_frames: int = 20  # speakers with a shorter held-out tail are skipped
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CrossdriveParams":
-        reject_unknown_keys("crossdrive", d, cls)
-        return cls(**d)
+    max_lag: int  # lags searched for the best alignment, frames
+    vad_threshold: float  # Silero speech probability above which a frame counts as voiced
+    min_frames: int  # speakers with a shorter held-out tail are skipped
 
 
 def head_mouth_opening(head_model, shape: np.ndarray, expression: np.ndarray) -> np.ndarray:
@@ -176,13 +171,15 @@ def plot_curves(path: Path, curves: dict[str, dict[str, np.ndarray]], fps: dict[
 def run(root: Path, checkpoint: Path, out: Path, speaker_checkpoints: Path | None = None) -> dict[str, Any]:
     """Drive every presenter with every other speaker's held-out tail; write metrics.json, pairs.csv and the plot
     under ``out``; return the metrics."""
-    all_params = load_params(root / "params.yaml")
-    params = CrossdriveParams.from_dict(all_params.get("crossdrive") or {})
-    heldout_fraction = float(all_params["split"]["heldout_fraction"])
-    validation_fraction = float((all_params.get("lip") or {}).get("validation_fraction", 0.1))
-    from ..headmodel import load_head_model
+    from ..headmodel import HeadModelParams, load_head_model
+    from ..lip.trainer import LipParams
 
-    head_model = load_head_model(all_params.get("head_model") or {})
+    params_file = root / "params.yaml"
+    all_params = load_params(params_file)
+    params = load_config(CrossdriveParams, "crossdrive", params_file, all_params)
+    heldout_fraction = load_config(SplitParams, "split", params_file, all_params).heldout_fraction
+    validation_fraction = load_config(LipParams, "lip", params_file, all_params).validation_fraction
+    head_model = load_head_model(load_config(HeadModelParams, "head_model", params_file, all_params))
     main_lip = load_lip_model(checkpoint, "cpu")
     names = list(main_lip.model.config.presenters)
     shapes = {name: schemas.column_array(schemas.read_table(PresenterPaths.of(name, root).flame, schemas.PARAMETERS),

@@ -33,8 +33,9 @@ from ..demo_face import FaceRig, HeadMotion, build_face_rig, render_frame
 from ..demo_speech import (SAMPLE_RATE, TRAINING_SENTENCES, UNSEEN_SENTENCE, Phoneme, mouth_opening, phoneme_at,
                            speak, synthesize_speech, viseme_curves)
 from ..errors import InputError
-from ..params import params_group, reject_unknown_keys
+from ..params import load_config
 from ..paths import PresenterPaths
+from ..split import SplitParams
 from ..schemas import VISEMES, write_table
 
 __all__ = ["generate_demo", "synthesize_speech", "UNSEEN_SENTENCE", "speech_script", "head_motion", "blinks",
@@ -94,24 +95,15 @@ def speech_script(seconds: float, voices: str | tuple[str, ...], wpm: int, seed:
 
 @dataclass(frozen=True)
 class DemoParams:
-    """The ``demo`` group of params.yaml (unknown keys are refused)."""
+    """The ``demo`` group of params.yaml."""
 
-    seconds: float = 75.0
-    fps: int = 25
-    size: int = 512
-    voices: tuple[str, ...] = ("en-us",)
-    heldout_voices: tuple[str, ...] = ()
-    words_per_minute: int = 155
-    seed: int = 0
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DemoParams":
-        reject_unknown_keys("demo", d, cls)
-        d = dict(d)
-        for key in ("voices", "heldout_voices"):
-            if key in d:
-                d[key] = (d[key],) if isinstance(d[key], str) else tuple(d[key])
-        return cls(**d)
+    seconds: float
+    fps: int
+    size: int
+    voices: tuple[str, ...]
+    heldout_voices: tuple[str, ...]
+    words_per_minute: int
+    seed: int
 
 
 def heldout_voice_start(seconds: float, heldout_fraction: float) -> float:
@@ -252,8 +244,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out_dir", type=Path, help="output folder, e.g. data/raw/demo")
     args = parser.parse_args(argv)
     try:
-        params = DemoParams.from_dict(params_group("demo"))
-        heldout_fraction = float(params_group("split")["heldout_fraction"])
+        params = load_config(DemoParams, "demo")
+        heldout_fraction = load_config(SplitParams, "split").heldout_fraction
         from ..tracking import stage_run
 
         with stage_run("demo", args.out_dir.name, asdict(params)) as mlflow:

@@ -37,21 +37,23 @@ from ..errors import InputError
 from ..paths import PresenterPaths
 
 STAGE = "evaluate"
-DEFAULTS: dict[str, Any] = {
-    "cross_speakers": True,   # also drive the face with every other presenter's held-out speech (see below)
-    "cross_max_lag": 3,       # best-lag search range of the cross-speaker scores, frames
-    "shift_frames": 3,        # the shifted baseline's delay
-    "max_lag": 5,             # av_offset search range, frames
-    "mouth_size": [96, 64],   # mouth crops are resized to width x height before PSNR / SSIM
-    "strip_pairs": 4,         # real | generated pairs in strip.png
-    "batch_size": 16,
-    "max_frames": 0,          # evaluate at most this many tail frames (0 = all)
-}
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """params.yaml's ``evaluate`` group."""
+
+    cross_speakers: bool  # also drive the face with every other presenter's held-out speech (see below)
+    cross_max_lag: int  # best-lag search range of the cross-speaker scores, frames
+    shift_frames: int  # the shifted baseline's delay
+    max_lag: int  # av_offset search range, frames
+    mouth_size: tuple[int, int]  # mouth crops are resized to width x height before PSNR / SSIM
+    strip_pairs: int  # real | generated pairs in strip.png
+    batch_size: int  # run time only
+    max_frames: int  # evaluate at most this many tail frames (0 = all)
+
+
 METRIC_SIZE = 256  # landmark distances are reported in pixels of a 256 x 256 crop
-
-
-def evaluate_params(params: dict | None) -> dict[str, Any]:
-    return {**DEFAULTS, **(params or {})}
 
 
 def lip_landmark_ids() -> np.ndarray:
@@ -170,7 +172,7 @@ def tail_audio(samples: np.ndarray, rate: int, start: int, stop: int, fps: float
     return seg if len(seg) >= need else np.concatenate([seg, np.zeros(need - len(seg), np.float32)])
 
 
-def evaluate_presenter(paths: PresenterPaths, params: dict[str, Any], root: Path, progress: bool = True,
+def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis, root: Path, progress: bool = True,
                        synthesizer=None) -> EvaluationResult:
     """Run the crop-level speak pipeline on the held-out tail and score it (see the module docstring).
 
@@ -183,17 +185,16 @@ def evaluate_presenter(paths: PresenterPaths, params: dict[str, Any], root: Path
     from ..lip import predict, speech_features
     from ..paths import LIP_CHECKPOINT
     from ..speak import CropSynthesizer, closed_mouth_frame, load_presenter, mouth_opening_from_landmarks
-    from ..stages.composites import mouth_box
+    from ..compositing import mouth_box
     from ..videoio import VideoWriter
-    from ..params import params_group
 
-    p = evaluate_params(params)
-    pres = load_presenter(paths, float(params_group("split")["heldout_fraction"]))
+    p = params
+    pres = load_presenter(paths, synthesis.split.heldout_fraction)
     start, stop = pres.heldout_start, pres.n_frames
-    if p["max_frames"]:
-        stop = min(stop, start + int(p["max_frames"]))
+    if p.max_frames:
+        stop = min(stop, start + p.max_frames)
     n = stop - start
-    if n <= 2 * int(p["max_lag"]) + 1:
+    if n <= 2 * p.max_lag + 1:
         raise InputError(paths.frames_table, f"held-out tail has only {n} frames; too short to evaluate")
     samples, rate = read_wav(paths.audio)
     audio = tail_audio(samples, rate, start, stop, pres.fps)
@@ -202,22 +203,22 @@ def evaluate_presenter(paths: PresenterPaths, params: dict[str, Any], root: Path
     closed = closed_mouth_frame(pres.lmk_crop, max(start, 1), pres.detected)
     static_expression = np.repeat(pres.fitted["expression"][closed][None], n, axis=0)  # mouth held closed
 
-    synth = synthesizer or CropSynthesizer(pres, root)
-    composite_params = params_group("composites")
+    synth = synthesizer or CropSynthesizer(pres, synthesis)
+    composite_params = synthesis.composites
     size = pres.crop_size
     scale = METRIC_SIZE / size
-    shift = int(p["shift_frames"])
-    mouth_size = tuple(int(v) for v in p["mouth_size"])
+    shift = p.shift_frames
+    mouth_size = p.mouth_size
     out_dir = paths.report("eval")
     out_dir.mkdir(parents=True, exist_ok=True)
-    strip_at = set(np.linspace(0, n - 1, int(p["strip_pairs"]) + 2).round().astype(int)[1:-1].tolist())
+    strip_at = set(np.linspace(0, n - 1, p.strip_pairs + 2).round().astype(int)[1:-1].tolist())
     strip: list[np.ndarray] = []
 
     trackers = {k: FaceMeshTracker() for k in ("real", "generated", "static")}
     lmk = {k: [] for k in trackers}
     scores = {k: {"psnr": [], "ssim": []} for k in ("generated", "static", "shifted")}
     recent: deque = deque(maxlen=shift + 1)  # generated crops of the last frames, for the shifted baseline
-    batch = int(p["batch_size"])
+    batch = p.batch_size
     try:
         with VideoWriter(out_dir / "side_by_side.mp4", pres.fps, 2 * size, size, audio=audio, audio_rate=rate) as video, \
                 tqdm(total=n, unit="frame", desc=f"evaluate {paths.name}", disable=not progress) as bar:
@@ -249,7 +250,7 @@ def evaluate_presenter(paths: PresenterPaths, params: dict[str, Any], root: Path
             tracker.close()
     lmk = {k: np.concatenate(v) for k, v in lmk.items()}
     lip_ids = lip_landmark_ids()
-    max_lag = int(p["max_lag"])
+    max_lag = p.max_lag
     metrics: dict[str, Any] = {"frames": n, "heldout_start": start, "fps": pres.fps,
                                "face_found_fraction": float(np.isfinite(lmk["generated"][:, 0, 0]).mean())}
     tracks = {"generated": lmk["generated"], "static": lmk["static"], "shifted": delayed(lmk["generated"], shift)}
@@ -258,9 +259,9 @@ def evaluate_presenter(paths: PresenterPaths, params: dict[str, Any], root: Path
         m["mouth_psnr"] = _finite_mean(np.concatenate(scores[name]["psnr"]))
         m["mouth_ssim"] = float(np.mean(np.concatenate(scores[name]["ssim"])))
         metrics["model" if name == "generated" else f"baseline_{name}"] = m
-    if p["cross_speakers"]:
+    if p.cross_speakers:
         metrics["cross_speaker"] = cross_speaker_evaluation(paths, pres, synth, root, p,
-                                                            float(params_group("split")["heldout_fraction"]), progress)
+                                                            synthesis.split.heldout_fraction, progress)
     if strip:
         import cv2
 
@@ -273,7 +274,7 @@ def evaluate_presenter(paths: PresenterPaths, params: dict[str, Any], root: Path
                             np.arange(start, stop))
 
 
-def cross_speaker_evaluation(paths: PresenterPaths, pres, synth, root: Path, p: dict[str, Any],
+def cross_speaker_evaluation(paths: PresenterPaths, pres, synth, root: Path, p: EvaluateParams,
                              heldout_fraction: float, progress: bool = True) -> dict[str, Any]:
     """Drive ``paths``' face with every other presenter's held-out speech; MediaPipe on the generated crops vs the
     real speaker's mouth (see the module docstring). {speaker: metrics} plus the mean over real speakers."""
@@ -284,7 +285,7 @@ def cross_speaker_evaluation(paths: PresenterPaths, pres, synth, root: Path, p: 
     from ..testspeech import load_speaker_clip
 
     checkpoint = root / LIP_CHECKPOINT
-    max_lag = int(p["cross_max_lag"])
+    max_lag = p.cross_max_lag
     out: dict[str, Any] = {}
     for name in load_lip_model(checkpoint, "cpu").model.config.presenters:
         if name == paths.name:
@@ -299,7 +300,7 @@ def cross_speaker_evaluation(paths: PresenterPaths, pres, synth, root: Path, p: 
         expression = np.asarray(predict(checkpoint, speech_features(checkpoint, speaker.audio, n, speaker.fps),
                                         paths.name), np.float32)  # [n, 53]
         poses = pingpong_schedule(n, pres.heldout_start, pres.heldout_start, pres.n_frames)  # the face's own tail
-        batch = int(p["batch_size"])
+        batch = p.batch_size
         tracker = FaceMeshTracker()
         try:
             tracks = []
@@ -372,19 +373,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("interim", type=Path, help="data/interim/NAME")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    from ..params import params_group
-    from ..speak import check_presenter
+    from ..params import load_config
+    from ..speak import SynthesisParams, check_presenter
     from ..tracking import flatten, stage_run
 
     try:
         paths = PresenterPaths.from_folder(args.interim)
         root = args.interim.parent.parent.parent
         check_presenter(paths.name, root, need_raw=False)
-        params = params_group(STAGE)
-        result = evaluate_presenter(paths, params, root, progress=not args.quiet)
+        params = load_config(EvaluateParams, STAGE, root / "params.yaml")
+        synthesis = SynthesisParams.load(root / "params.yaml")
+        result = evaluate_presenter(paths, params, synthesis, root, progress=not args.quiet)
         out_dir = paths.report("eval")
         write_outputs(result, out_dir, float(result.metrics["fps"]))
-        with stage_run(STAGE, paths.name, evaluate_params(params)) as mlflow:
+        with stage_run(STAGE, paths.name, {"evaluate": params}) as mlflow:
             numbers = {k: v for k, v in flatten(result.metrics).items()
                        if isinstance(v, (int, float)) and np.isfinite(v)}
             mlflow.log_metrics(numbers, step=0)

@@ -29,8 +29,8 @@ from ..fitting import (FitConfig, fit_frames, fit_metrics, fit_shape, fit_textur
                        inter_ocular, landmark_model, landmark_targets, landmark_weights, project_landmarks,
                        torch_threads)
 from ..headmodel import camera as head_camera
-from ..headmodel import load_head_model
-from ..params import params_group
+from ..headmodel import HeadModelParams, load_head_model
+from ..params import load_config
 from ..tensorfile import load_tensor
 
 STAGE = "fit"
@@ -201,14 +201,13 @@ def main(argv: list[str] | None = None) -> None:
     name = args.interim.resolve().name
     report_dir = args.reports or Path("reports") / STAGE / name
     try:
-        fit_params = params_group(STAGE)
-        head_params = params_group("head_model")
-        cfg = FitConfig.from_params(fit_params)
+        cfg = load_config(FitConfig, STAGE)
+        head_params = load_config(HeadModelParams, "head_model")
         model = load_head_model(head_params)
         lmk, detected, frames = read_inputs(args.interim)
         from ..tracking import stage_run
 
-        with stage_run(STAGE, name, {"fit": fit_params, "head_model": head_params}) as mlflow:
+        with stage_run(STAGE, name, {"fit": cfg, "head_model": head_params}) as mlflow:
             result = fit_presenter(model, lmk, detected, frames, cfg)
             schemas.write_table(parameters_table(result), args.interim / "flame.parquet", schemas.PARAMETERS,
                                 metadata={"head_model": getattr(model, "name", "unknown")})

@@ -19,7 +19,6 @@ import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +33,16 @@ NOSE_TIP = 1  # FaceMesh index of the nose tip: points above it are smoothed
 MIN_FRAMES_PER_WORKER = 50  # shorter clips are not split across threads
 
 
+@dataclass(frozen=True)
+class LandmarksParams:
+    """params.yaml's ``landmarks`` group."""
+
+    min_detection_confidence: float
+    min_tracking_confidence: float
+    workers: int  # FaceMesh threads, each tracking a consecutive part of the clip (changes the tracking at the seams)
+    smooth_cutoff_hz: float  # zero-phase low-pass of the points above the nose tip only
+
+
 @dataclass
 class LandmarksResult:
     lmk_crop: np.ndarray  # [N, 478, 3] x, y crop pixels, z = MediaPipe z * crop size
@@ -45,14 +54,14 @@ class LandmarksResult:
         return float(self.detected.mean()) if len(self.detected) else 0.0
 
 
-def _facemesh_chunk(frames: np.ndarray, start: int, stop: int, params: dict[str, Any], points: np.ndarray,
+def _facemesh_chunk(frames: np.ndarray, start: int, stop: int, params: LandmarksParams, points: np.ndarray,
                     detected: np.ndarray, bar) -> None:
     """FaceMesh in tracking mode over frames[start:stop], filling ``points`` / ``detected`` in place."""
     import mediapipe as mp
 
     with mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True,
-                                         min_detection_confidence=float(params["min_detection_confidence"]),
-                                         min_tracking_confidence=float(params["min_tracking_confidence"])) as mesh:
+                                         min_detection_confidence=params.min_detection_confidence,
+                                         min_tracking_confidence=params.min_tracking_confidence) as mesh:
         for i in range(start, stop):
             result = mesh.process(np.ascontiguousarray(frames[i]))
             if result.multi_face_landmarks:
@@ -61,11 +70,11 @@ def _facemesh_chunk(frames: np.ndarray, start: int, stop: int, params: dict[str,
             bar.update(1)
 
 
-def run_facemesh(frames: np.ndarray, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+def run_facemesh(frames: np.ndarray, params: LandmarksParams) -> tuple[np.ndarray, np.ndarray]:
     """FaceMesh in tracking mode over frames uint8 [N, S, S, 3] (RGB): (points [N, 478, 3] normalised x, y, z;
     detected [N] bool). Undetected rows are NaN.
 
-    With ``params["workers"]`` > 1 the clip is split into that many consecutive parts, each tracked by its own FaceMesh
+    With ``params.workers`` > 1 the clip is split into that many consecutive parts, each tracked by its own FaceMesh
     in its own thread (MediaPipe releases the GIL while its graph runs), so both cores of a small machine work; each
     part only re-detects the face on its first frame.
     """
@@ -76,7 +85,7 @@ def run_facemesh(frames: np.ndarray, params: dict[str, Any]) -> tuple[np.ndarray
     n = len(frames)
     points = np.full((n, N_LANDMARKS, 3), np.nan, np.float32)
     detected = np.zeros(n, bool)
-    workers = max(1, min(int(params.get("workers", 1)), n // MIN_FRAMES_PER_WORKER))
+    workers = max(1, min(params.workers, n // MIN_FRAMES_PER_WORKER))
     bounds = np.linspace(0, n, workers + 1).round().astype(int)
     with tqdm(total=n, desc="facemesh", unit="frame", leave=False, mininterval=2.0) as bar, \
             ThreadPoolExecutor(workers) as pool:
@@ -123,11 +132,9 @@ def smooth_upper_face(points: np.ndarray, fps: float, cutoff_hz: float) -> np.nd
     return out
 
 
-def compute_landmarks(interim: str | Path, params: dict[str, Any], extract_params: dict[str, Any] | None = None,
-                      name: str | None = None) -> LandmarksResult:
-    """Landmarks for the crops in ``interim``; writes landmarks.parquet there. ``extract_params`` is unused (the crop
-    geometry comes from frames.parquet) and accepted for symmetry with the benchmark."""
-    del extract_params
+def compute_landmarks(interim: str | Path, params: LandmarksParams, name: str | None = None) -> LandmarksResult:
+    """Landmarks for the crops in ``interim``; writes landmarks.parquet there (the crop geometry comes from
+    frames.parquet)."""
     interim = Path(interim)
     paths = dataclasses.replace(PresenterPaths.of(name or interim.name), interim=interim)
     table = read_table(paths.frames_table, FRAMES)
@@ -140,7 +147,7 @@ def compute_landmarks(interim: str | Path, params: dict[str, Any], extract_param
         raise InputError(paths.frames, f"FaceMesh found no face in any of the {n} crops")
     fps = float(table["fps"].iloc[0])
     points = fill_gaps(points, detected)
-    points = smooth_upper_face(points, fps, float(params.get("smooth_cutoff_hz", 0.0)))
+    points = smooth_upper_face(points, fps, params.smooth_cutoff_hz)
 
     lmk_crop = points * np.float32(size)  # normalised [0, 1] -> crop pixels; z uses the same scale (width)
     scale = (table["crop_side"].to_numpy(np.float32) / size)[:, None, None]  # [N, 1, 1] original px per crop px
@@ -172,7 +179,7 @@ def longest_gap(detected: np.ndarray) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ..params import params_group
+    from ..params import load_config
     from ..tracking import stage_run
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -180,8 +187,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     name = args.interim_dir.resolve().name
     try:
-        params = params_group("landmarks")
-        with stage_run("landmarks", name, params) as mlflow:
+        params = load_config(LandmarksParams, "landmarks")
+        with stage_run("landmarks", name, {"landmarks": params}) as mlflow:
             result = compute_landmarks(args.interim_dir, params, name=name)
             metrics = {"detection_rate": result.detection_rate, "frames": int(len(result.detected)),
                        "longest_gap_frames": longest_gap(result.detected)}

@@ -30,9 +30,11 @@ from ..errors import InputError
 from ..lip import cpu_threads, load_lip_model, predict_with
 from ..lip.ridge import ridge_baseline
 from ..lipmetrics import av_offset, lve, pearson_r
-from ..params import params_group
+from ..headmodel import HeadModelParams
+from ..lip.trainer import LipParams
+from ..params import load_config
 from ..paths import LIP_CHECKPOINT, PresenterPaths
-from ..split import TimeSplit, heldout_start, time_split
+from ..split import SplitParams, TimeSplit, heldout_start, time_split
 from ..tensorfile import load_tensor
 
 SHIFT_FRAMES = 3  # the delayed-prediction baseline
@@ -125,7 +127,7 @@ def plot_mouth_opening(path: Path, fitted: np.ndarray, predicted: np.ndarray, fp
     plt.close(fig)
 
 
-def predict_presenter(paths: PresenterPaths, checkpoint: Path, heldout_fraction: float, head_params: dict,
+def predict_presenter(paths: PresenterPaths, checkpoint: Path, heldout_fraction: float, head_params: HeadModelParams,
                       validation_fraction: float = 0.1) -> tuple[pd.DataFrame, dict[str, Any], dict[str, np.ndarray]]:
     """(LIP_COEFFS table, metrics, signals for the plot) of one presenter."""
     from ..headmodel import load_head_model
@@ -162,12 +164,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         paths = PresenterPaths.from_folder(args.interim)
-        split = params_group("split")
-        validation_fraction = float(params_group("lip").get("validation_fraction", 0.1))
-        table, metrics, signals = predict_presenter(paths, args.checkpoint, float(split["heldout_fraction"]),
-                                                    params_group("head_model"), validation_fraction)
-        fps = float(schemas.read_table(paths.frames_table, schemas.FRAMES)["fps"].iloc[0]) \
-            if paths.frames_table.exists() else 25.0
+        split = load_config(SplitParams, "split")
+        validation_fraction = load_config(LipParams, "lip").validation_fraction
+        table, metrics, signals = predict_presenter(paths, args.checkpoint, split.heldout_fraction,
+                                                    load_config(HeadModelParams, "head_model"), validation_fraction)
+        fps = float(schemas.read_table(paths.frames_table, schemas.FRAMES)["fps"].iloc[0])
         schemas.write_table(table, paths.lip_coeffs, schemas.LIP_COEFFS)
         report = paths.report("lip")
         write_json(report / "metrics.json", metrics)

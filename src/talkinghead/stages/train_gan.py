@@ -28,12 +28,12 @@ from ..gan import generate, load_generator
 from ..gan.face_discriminator import PatchDiscriminatorConfig
 from ..gan.generator import GeneratorConfig, to_uint8
 from ..gan.mouth_discriminator import MouthDiscriminatorConfig, crop_mouths
-from ..gan.trainer import Batch, GanData, GanTrainer, TrainConfig
+from ..gan.trainer import Batch, GanData, GanParams, GanTrainer, TrainConfig
 from ..imagemetrics import psnr_per_image, ssim_per_image
 from ..paths import PresenterPaths
-from ..params import params_group
+from ..params import load_config
 from ..schemas import COMPOSITES, column_array, read_table
-from ..split import heldout_start
+from ..split import SplitParams, heldout_start
 from ..tensorfile import load_tensor
 
 GRID_ROWS = 6
@@ -144,17 +144,15 @@ def choose_threads(requested: int) -> int:
     return max(1, min(torch.get_num_threads(), int(cores - busy + 1.0)))  # load < 1 on 2 cores: both
 
 
-def build_trainer(params: dict, image_size: int, device: torch.device) -> GanTrainer:
-    gen_config = GeneratorConfig(channels=tuple(params.get("channels", GeneratorConfig.channels)),
-                                 use_reference=bool(params.get("use_reference", True)), image_size=image_size)
-    face_config = PatchDiscriminatorConfig(base_channels=int(params.get("d_channels", 32)),
-                                           scales=int(params.get("d_scales", 2)))
-    mouth_config = MouthDiscriminatorConfig(crop_size=int(params.get("mouth_crop", 64)),
-                                            base_channels=int(params.get("d_channels", 32)))
+def build_trainer(params: GanParams, device: torch.device) -> GanTrainer:
+    gen_config = GeneratorConfig(channels=params.channels, use_reference=params.use_reference,
+                                 image_size=params.image_size)
+    face_config = PatchDiscriminatorConfig(base_channels=params.d_channels, scales=params.d_scales)
+    mouth_config = MouthDiscriminatorConfig(crop_size=params.mouth_crop, base_channels=params.d_channels)
     return GanTrainer(gen_config, TrainConfig.from_params(params), face_config, mouth_config, device)
 
 
-def train_gan(paths: PresenterPaths, params: dict, split: dict, progress: bool = True) -> dict:
+def train_gan(paths: PresenterPaths, params: GanParams, split: SplitParams, progress: bool = True) -> dict:
     """Train (resuming from ``paths.gan_train_state`` when it matches the config), export gan.pt, evaluate.
 
     Returns the held-out metrics (also written to ``paths.report("gan")``/metrics.json).
@@ -164,13 +162,12 @@ def train_gan(paths: PresenterPaths, params: dict, split: dict, progress: bool =
     name = paths.name
     out = paths.gan_dir
     report_dir = paths.report("gan")
-    data = load_gan_data(paths, float(split["heldout_fraction"]))
-    size = int(params.get("image_size", 256))
-    if data.image_size != size:
-        raise InputError(paths.composites, f"frames are {data.image_size} px, gan.image_size is {size}")
+    data = load_gan_data(paths, split.heldout_fraction)
+    if data.image_size != params.image_size:
+        raise InputError(paths.composites, f"frames are {data.image_size} px, gan.image_size is {params.image_size}")
     device = setup_distributed()
-    torch.set_num_threads(choose_threads(int(params.get("threads", 0))))
-    trainer = build_trainer(params, size, device)
+    torch.set_num_threads(choose_threads(params.threads))
+    trainer = build_trainer(params, device)
     resumed = paths.gan_train_state.exists() and trainer.load(paths.gan_train_state, data)
     if paths.gan_train_state.exists() and not resumed:
         print(f"{paths.gan_train_state}: made with other gan params or data; training from scratch",
@@ -200,7 +197,7 @@ def train_gan(paths: PresenterPaths, params: dict, split: dict, progress: bool =
         trainer.export(paths.gan_checkpoint)
         mlflow.log_artifact(str(paths.gan_checkpoint), artifact_path="checkpoint")
         generator = load_generator(paths.gan_checkpoint, device)
-        evaluation = evaluate(generator, data, mouth_size=int(params.get("mouth_crop", 64)))
+        evaluation = evaluate(generator, data, mouth_size=params.mouth_crop)
         metrics = dict(evaluation.metrics, steps=float(trainer.step), train_seconds=trainer.elapsed_s,
                        final_g_loss_ema=float(trainer.loss_ema or 0.0))
         report_dir.mkdir(parents=True, exist_ok=True)
@@ -233,7 +230,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         paths = dataclasses.replace(PresenterPaths.from_folder(args.interim), gan_dir=args.out)
-        metrics = train_gan(paths, params_group("gan"), params_group("split"), progress=not args.no_progress)
+        metrics = train_gan(paths, load_config(GanParams, "gan"), load_config(SplitParams, "split"),
+                            progress=not args.no_progress)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

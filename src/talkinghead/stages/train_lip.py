@@ -15,7 +15,6 @@ import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,11 +25,11 @@ from ..atomic import atomic_path, write_json
 from ..errors import InputError
 from ..lip import checkpoint_payload
 from ..lip.model import LipConfig
-from ..lip.trainer import PresenterData, TrainResult, TrainSettings, init_distributed, train
-from ..params import load_params, params_group
+from ..lip.trainer import LipParams, PresenterData, TrainResult, init_distributed, train
+from ..params import load_config, load_params
 from ..speech.features import AlignParams
 from ..paths import LIP_CHECKPOINT, LIP_TRAIN_METRICS, LIP_VAL_LOSS, PresenterPaths
-from ..split import time_split
+from ..split import SplitParams, time_split
 from ..tensorfile import load_tensor
 
 
@@ -52,11 +51,6 @@ def load_presenter(paths: PresenterPaths, heldout_fraction: float, validation_fr
                          time_split(len(features), heldout_fraction, validation_fraction))
 
 
-def build_config(presenters: list[str], feature_shape: tuple[int, int], lip: dict[str, Any]) -> LipConfig:
-    arch = {k: v for k, v in lip.items() if k in LipConfig.__dataclass_fields__}
-    return LipConfig(presenters=list(presenters), n_context=int(feature_shape[0]), n_mels=int(feature_shape[1]), **arch)
-
-
 def write_reports(result: TrainResult, root: Path) -> None:
     """val_loss.csv (step, val_loss) for DVC plots; train_metrics.json for DVC metrics."""
     curve = pd.DataFrame(result.val_curve, columns=["step", "val_loss"])
@@ -73,25 +67,25 @@ def run(presenter_names: list[str], out: Path, root: Path, track: bool = True, r
         progress: bool = True) -> TrainResult:
     """Train on the presenters under ``root`` and write the checkpoint to ``out`` (+ reports/lip/ under ``root``
     unless ``reports`` is False)."""
-    lip = params_group("lip")
-    split = params_group("split")
-    align = AlignParams.from_dict(params_group("align")).to_dict()  # stored in the checkpoint: speak encodes alike
+    lip = load_config(LipParams, "lip")
+    split = load_config(SplitParams, "split")
+    align = load_config(AlignParams, "align").to_dict()  # stored in the checkpoint: speak encodes alike
     dist_info = init_distributed()
     # Threads per process, split between the DDP ranks. On a shared, loaded CPU one thread per process is several
     # times faster than two (OpenMP barriers stall when cores are oversubscribed), hence lip.threads.
-    torch.set_num_threads(max(1, int(lip.get("threads", 1)) // dist_info.world))
-    presenters = [load_presenter(PresenterPaths.of(n, root), float(split["heldout_fraction"]),
-                                 float(lip.get("validation_fraction", 0.1))) for n in presenter_names]
+    torch.set_num_threads(max(1, lip.threads // dist_info.world))
+    presenters = [load_presenter(PresenterPaths.of(n, root), split.heldout_fraction, lip.validation_fraction)
+                  for n in presenter_names]
     shapes = {p.features.shape[1:] for p in presenters}
     if len(shapes) != 1:
         raise InputError(root / "data" / "interim", f"presenters' features differ in shape {shapes}; rerun align")
-    config = build_config(presenter_names, shapes.pop(), lip)
-    settings = TrainSettings.from_dict(lip)
+    n_context, n_mels = shapes.pop()
+    config = LipConfig.from_params(lip, presenter_names, int(n_context), int(n_mels))
     head_model = None
-    if settings.lip_vertex_weight > 0:
-        from ..headmodel import load_head_model
+    if lip.lip_vertex_weight > 0:
+        from ..headmodel import HeadModelParams, load_head_model
 
-        head_model = load_head_model(params_group("head_model")).to(dist_info.device)
+        head_model = load_head_model(load_config(HeadModelParams, "head_model")).to(dist_info.device)
     tracker = contextlib.nullcontext(None)
     if track and dist_info.is_main:
         from ..tracking import stage_run
@@ -99,7 +93,7 @@ def run(presenter_names: list[str], out: Path, root: Path, track: bool = True, r
         tracker = stage_run("train_lip", None, {"lip": lip, "split": split, "presenters": ",".join(presenter_names)})
     with tracker as mlflow:
         on_log = (lambda step, m: mlflow.log_metrics(m, step=step)) if mlflow is not None else None
-        result = train(config, settings, presenters, head_model, dist_info, on_log, progress=progress)
+        result = train(config, lip, presenters, head_model, dist_info, on_log, progress=progress)
         if mlflow is not None:
             mlflow.log_metrics({"best_val_loss": result.best_val_loss, "train_seconds": result.seconds,
                                 "steps": result.steps,

@@ -1,0 +1,238 @@
+"""Compositing a rendered lower face into a real frame: the lower-face mask from FaceMesh landmarks (below a line through
+the nose, inside the jaw contour, dilated and feathered), the render's coverage, the blend and the mouth box. Used by
+the composites stage, speak and evaluate alike.
+
+    composite = mask * render + (1 - mask) * frame
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .facemesh import LIPS
+from .schemas import N_LANDMARKS
+
+# MediaPipe FaceMesh indices (mediapipe/python/solutions/face_mesh_connections.py), copied so that this stage does not
+# import mediapipe. FACE_OVAL is the silhouette in drawing order, starting at the forehead.
+FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148, 176,
+             149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+RIGHT_EYE_OUTER = 33  # subject's right eye, image left
+LEFT_EYE_OUTER = 263
+CHIN = 152
+
+@dataclass(frozen=True)
+class CompositesParams:
+    """params.yaml's ``composites`` group: the lower-face mask and the mouth box."""
+
+    nose_landmark: int  # FaceMesh point the nose line passes through (2 = just below the nose tip)
+    nose_line_offset: float  # shift of the nose line along the face's down axis, in nose-to-chin distances
+    dilation: float  # growth of the jaw contour, fraction of the crop side
+    feather: float  # width of the mask's 0 -> 1 ramp, fraction of the crop side
+    coverage_feather: float  # ramp inside the render's silhouette edge, fraction of the crop side
+    max_hole: float  # enclosed gaps in the render up to this fraction of the image area count as covered
+    mouth_margin: float  # mouth box padding on each side, fraction of the lip landmarks' larger extent
+    batch_size: int  # run time only: frames rendered per batch
+    examples: int  # example strips saved to reports/composites/NAME/
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+@dataclass(frozen=True)
+class Region:
+    """A rectangle of the crop, rows y0:y1 and columns x0:x1 (end exclusive): where a frame's mask can be non-zero."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.y0, self.y1), slice(self.x0, self.x1)
+
+    @property
+    def empty(self) -> bool:
+        return self.y1 <= self.y0 or self.x1 <= self.x0
+
+
+def _nose_line(xy: np.ndarray, p: CompositesParams) -> tuple[np.ndarray, np.ndarray]:
+    """(origin [2], unit down direction [2]) of the nose line in crop pixels."""
+    across = xy[LEFT_EYE_OUTER] - xy[RIGHT_EYE_OUTER]
+    across = across / max(np.linalg.norm(across), 1e-6)
+    down = np.array([-across[1], across[0]])  # eye line rotated +90 degrees: points towards the chin (y down)
+    nose = xy[p.nose_landmark]
+    return nose + p.nose_line_offset * np.linalg.norm(xy[CHIN] - nose) * down, down
+
+
+def nose_line_distance(lmk_crop: np.ndarray, image_size: int, params: CompositesParams,
+                       region: Region | None = None) -> np.ndarray:
+    """Signed distance in pixels of every pixel centre below the nose line: float32 [S, S] (or the region's
+    [h, w]), > 0 below, < 0 above.
+
+    The line passes through the nose landmark (shifted by nose_line_offset nose-to-chin distances) and runs parallel
+    to the line through the outer eye corners, so it follows head roll.
+    """
+    p = params
+    origin, down = _nose_line(np.asarray(lmk_crop, np.float64)[:, :2], p)
+    region = region or Region(0, image_size, 0, image_size)
+    xs = np.arange(region.x0, region.x1, dtype=np.float64) + 0.5
+    ys = np.arange(region.y0, region.y1, dtype=np.float64) + 0.5
+    return ((xs[None, :] - origin[0]) * down[0] + (ys[:, None] - origin[1]) * down[1]).astype(np.float32)
+
+
+def mask_region(lmk_crop: np.ndarray, image_size: int, params: CompositesParams) -> Region:
+    """The part of the crop the lower-face mask can touch: the jaw contour's box grown by dilation + feather, cut
+    (with the same margin) at the nose line. Working on it instead of the whole crop makes the stage ~5x faster."""
+    p = params
+    xy = np.asarray(lmk_crop, np.float64)[:, :2]
+    margin = (p.dilation + p.feather) * image_size + 2
+    lo = xy[list(FACE_OVAL)].min(0) - margin
+    hi = xy[list(FACE_OVAL)].max(0) + margin
+    origin, down = _nose_line(xy, p)
+    if down[1] > 0.2:  # roll under ~78 degrees: the nose line's highest point over [lo_x, hi_x] bounds the top
+        line_y = origin[1] - (np.array([lo[0], hi[0]]) - origin[0]) * down[0] / down[1]
+        lo[1] = max(lo[1], line_y.min() - margin)
+    x0, y0 = (int(np.clip(np.floor(v), 0, image_size)) for v in lo)
+    x1, y1 = (int(np.clip(np.ceil(v), 0, image_size)) for v in hi)
+    return Region(y0, y1, x0, x1)
+
+
+def _signed_distance(region: np.ndarray) -> np.ndarray:
+    """Signed Euclidean distance to a binary region's boundary, px: > 0 inside, <= 0 outside. float32 [H, W]."""
+    inside = cv2.distanceTransform(region, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    outside = cv2.distanceTransform(1 - region, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return inside - outside
+
+
+def lower_face_mask_in(lmk_crop: np.ndarray, image_size: int, params: CompositesParams) -> tuple[Region, np.ndarray]:
+    """(region, mask float32 [h, w]): ``lower_face_mask`` computed only inside ``mask_region`` (zero elsewhere)."""
+    p = params
+    xy = np.asarray(lmk_crop, np.float32)[:, :2]
+    if xy.shape[0] != N_LANDMARKS:
+        raise ValueError(f"lmk_crop must have {N_LANDMARKS} points, got {xy.shape[0]}")
+    if not np.isfinite(xy).all():  # no usable landmarks: keep the real frame
+        return Region(0, 0, 0, 0), np.zeros((0, 0), np.float32)
+    region = mask_region(lmk_crop, image_size, p)
+    if region.empty:
+        return region, np.zeros((max(region.y1 - region.y0, 0), max(region.x1 - region.x0, 0)), np.float32)
+    shift = 4  # fillPoly fixed-point bits: sub-pixel contour
+    oval = np.zeros((region.y1 - region.y0, region.x1 - region.x0), np.uint8)
+    contour = xy[list(FACE_OVAL)] - 0.5 - [region.x0, region.y0]  # pixel centres sit at +0.5
+    cv2.fillPoly(oval, [np.round(contour * (1 << shift)).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=shift)
+    feather = max(p.feather * image_size, 1e-3)
+    jaw_ramp = (_signed_distance(oval) + p.dilation * image_size) / feather
+    nose_ramp = nose_line_distance(lmk_crop, image_size, p, region) / feather
+    return region, _smoothstep(np.minimum(jaw_ramp, nose_ramp)).astype(np.float32)
+
+
+def lower_face_mask(lmk_crop: np.ndarray, image_size: int, params: CompositesParams) -> np.ndarray:
+    """Feathered mask of the lower face: float32 [S, S] in [0, 1].
+
+    lmk_crop: [478, 2 or 3] FaceMesh points in crop pixels. The region inside the face contour (jaw line) and below the
+    nose line, with the contour grown by ``dilation``; the mask ramps 0 -> 1 over ``feather`` (smoothstep) inward from
+    both the grown contour and the nose line, so it is exactly 0 on and above the nose line.
+    """
+    region, inside = lower_face_mask_in(lmk_crop, image_size, params)
+    mask = np.zeros((image_size, image_size), np.float32)
+    if not region.empty:
+        mask[region.slices] = inside
+    return mask
+
+
+def fill_small_holes(coverage: np.ndarray, max_area: float) -> np.ndarray:
+    """Coverage {0, 1} [S, S] -> uint8 [S, S] with enclosed uncovered regions of at most ``max_area`` pixels set to 1.
+
+    The mesh has a few pixel-sized gaps (e.g. where the lips meet the separate mouth-interior surface); the render is
+    black there, which reads as mouth cavity, whereas letting the real frame through would leave speckles.
+    """
+    covered = (coverage > 0.5).astype(np.uint8)
+    # Components of the uncovered pixels; label 0 is the covered pixels themselves.
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(1 - covered, connectivity=4)
+    height, width = covered.shape
+    x0, y0 = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
+    x1, y1 = x0 + stats[:, cv2.CC_STAT_WIDTH], y0 + stats[:, cv2.CC_STAT_HEIGHT]
+    enclosed = (x0 > 0) & (y0 > 0) & (x1 < width) & (y1 < height)  # not touching the image border
+    fill = enclosed & (stats[:, cv2.CC_STAT_AREA] <= max_area)
+    fill[0] = False
+    return np.where(fill[labels], 1, covered).astype(np.uint8)
+
+
+def fill_render_pinholes(image: np.ndarray, coverage: np.ndarray, image_size: int,
+                         params: CompositesParams) -> np.ndarray:
+    """Render uint8 [h, w, 3] + its coverage [h, w] -> the render with its enclosed pinholes (<= max_hole of the
+    S x S image) painted from the surrounding surface (cv2 inpainting).
+
+    Those pinholes are cracks where the lips meet the separate mouth-interior surface; left black they become dotted
+    specks along the lip line in the composite, and the GAN copies them into its output."""
+    p = params
+    holes = (fill_small_holes(coverage, p.max_hole * image_size * image_size) > 0) & (coverage <= 0.5)
+    if not holes.any():
+        return image
+    return cv2.inpaint(np.ascontiguousarray(image), holes.astype(np.uint8), 2, cv2.INPAINT_TELEA)
+
+
+def coverage_mask(coverage: np.ndarray, image_size: int, params: CompositesParams) -> np.ndarray:
+    """Render coverage {0, 1} [S, S] -> float32 [S, S]: 0 outside the silhouette, ramping to 1 over
+    ``coverage_feather`` inside it, so the render's aliased edge never shows. Pinholes (<= max_hole) are filled
+    first."""
+    p = params
+    covered = fill_small_holes(coverage, p.max_hole * image_size * image_size)
+    inside = cv2.distanceTransform(covered, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return _smoothstep(inside / max(p.coverage_feather * image_size, 1e-3)).astype(np.float32)
+
+
+def blend_mask_in(lmk_crop: np.ndarray, coverage: np.ndarray, image_size: int,
+                  params: CompositesParams) -> tuple[Region, np.ndarray]:
+    """(region, weight float32 [h, w]): the per-frame blend weight of the render -- lower-face mask x feathered render
+    coverage -- computed only inside ``mask_region`` (zero elsewhere). coverage: the render's mask [S, S]."""
+    region, face = lower_face_mask_in(lmk_crop, image_size, params)
+    if region.empty:
+        return region, face
+    return region, face * coverage_mask(coverage[region.slices], image_size, params)
+
+
+def blend_mask(lmk_crop: np.ndarray, coverage: np.ndarray, image_size: int, params: CompositesParams) -> np.ndarray:
+    """The render's blend weight for one frame, float32 [S, S] in [0, 1]: what the stage (and so the GAN's training
+    data) uses; equal to lower_face_mask(...) * coverage_mask(coverage, ...) but ~5x faster."""
+    region, weight = blend_mask_in(lmk_crop, coverage, image_size, params)
+    mask = np.zeros((image_size, image_size), np.float32)
+    if not region.empty:
+        mask[region.slices] = weight
+    return mask
+
+
+def composite(render: np.ndarray, real: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """mask * render + (1 - mask) * real, rounded.
+
+    render, real: uint8 [..., S, S, 3]; mask: float [..., S, S] in [0, 1].
+    Exact at the ends: mask 0 gives real, mask 1 gives render."""
+    real_f = real.astype(np.float32)
+    blended = real_f + mask[..., None].astype(np.float32) * (render.astype(np.float32) - real_f)
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+def mouth_box(lmk_crop: np.ndarray, image_size: int, params: CompositesParams) -> tuple[int, int, int, int]:
+    """Square box (x0, y0, x1, y1), integer crop pixels, x1/y1 exclusive, around the lip landmarks padded by
+    mouth_margin of their larger extent on each side; moved (not shrunk) to stay inside the image when it fits.
+    Non-finite landmarks give the central quarter of the crop."""
+    p = params
+    lips = np.asarray(lmk_crop, np.float64)[list(LIPS), :2]
+    if not np.isfinite(lips).all():  # no usable landmarks: the central quarter of the crop
+        side = image_size // 4
+        x0 = (image_size - side) // 2
+        return x0, x0, x0 + side, x0 + side
+    lo, hi = lips.min(0), lips.max(0)
+    side = int(np.ceil(max(hi - lo) * (1 + 2 * p.mouth_margin))) + 1
+    side = max(side, 2)
+    centre = (lo + hi) / 2
+    x0, y0 = (int(np.floor(c - side / 2)) for c in centre)
+    if side <= image_size:
+        x0 = min(max(x0, 0), image_size - side)
+        y0 = min(max(y0, 0), image_size - side)
+    return x0, y0, x0 + side, y0 + side
