@@ -12,7 +12,7 @@ from talkinghead.gan.face_discriminator import MultiScaleDiscriminator, PatchDis
 from talkinghead.gan.generator import Generator, GeneratorConfig, to_unit
 from talkinghead.gan.mouth_discriminator import MouthDiscriminator, MouthDiscriminatorConfig, crop_mouths
 from talkinghead.gan.synthetic import make_synthetic_presenter
-from talkinghead.gan.trainer import GanParams, GanTrainer, TrainConfig, adversarial_g_loss, box_mask, sample_batch
+from talkinghead.gan.trainer import GanParams, GanTrainer, adversarial_g_loss, box_mask, sample_batch
 from talkinghead.imagemetrics import psnr, ssim
 from talkinghead.paths import PresenterPaths
 from talkinghead.stages.train_gan import load_gan_data
@@ -30,9 +30,9 @@ def synthetic(tmp_path_factory) -> PresenterPaths:
 
 
 def tiny_trainer(**overrides) -> GanTrainer:
-    train = TrainConfig.from_params(project_config(GanParams, "gan", **{
+    train = project_config(GanParams, "gan", **{
         "batch_size": 2, "crop_size": 32, "full_res_fraction": 0.34, "max_steps": 6, "max_seconds": 1e9,
-        "checkpoint_every": 3, "log_every": 1, "seed": 3, "target_loss": 0.0, **overrides}))
+        "checkpoint_every": 3, "log_every": 1, "seed": 3, "target_loss": 0.0, **overrides})
     return GanTrainer(GeneratorConfig(channels=(8, 16, 32), image_size=SIZE), train,
                       PatchDiscriminatorConfig(base_channels=8), MouthDiscriminatorConfig(crop_size=16, base_channels=8))
 

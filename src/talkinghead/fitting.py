@@ -15,7 +15,7 @@ Steps (``fit_sequence``):
 Texture and lighting (``fit_texture_lighting``) need no renderer: frame colours are sampled at the projected
 positions of front-facing skin vertices and solved by alternating ridge least squares.
 
-Units: landmark residuals are in crop pixels; the camera is (scale, tx, ty) in NDC (see docs/HELPERS.md).
+Units: landmark residuals are in crop pixels; the camera is (scale, tx, ty) in NDC (see docs/CONTRIBUTING.md).
 The pose translation is always zero: under a weak-perspective camera it is redundant with (tx, ty).
 """
 

@@ -1,6 +1,6 @@
 """Every artifact path of the pipeline, in one place.
 
-dvc.yaml spells the same paths on its command lines; tests/test_dvc_yaml.py checks the two agree.
+dvc.yaml spells the same paths on its command lines; tests/test_core.py checks the two agree.
 All paths are relative to the project root (the directory holding dvc.yaml), which is where DVC runs stages.
 """
 

@@ -11,9 +11,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import contextlib
+import dataclasses
 import os
 import subprocess
 from pathlib import Path

@@ -20,7 +20,7 @@ import json
 import pickle
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -69,38 +69,6 @@ class GanParams:
     amp: bool  # autocast + GradScaler on CUDA (ignored on CPU)
     seed: int
     threads: int  # run time only: torch CPU threads, 0 = auto
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The optimisation part of GanParams (what a training state must match to be resumed)."""
-
-    batch_size: int
-    crop_size: int
-    full_res_fraction: float
-    max_steps: int
-    max_seconds: float
-    target_loss: float
-    loss_ema: float
-    lr_g: float
-    lr_d: float
-    beta1: float
-    beta2: float
-    adv_loss: str
-    w_l1: float
-    w_mouth_l1: float
-    w_face_adv: float
-    w_mouth_adv: float
-    w_feature_matching: float
-    checkpoint_every: int
-    sample_every: int
-    log_every: int
-    amp: bool
-    seed: int
-
-    @classmethod
-    def from_params(cls, params: GanParams) -> "TrainConfig":
-        return cls(**{f.name: getattr(params, f.name) for f in fields(cls)})
 
 
 @dataclass
@@ -212,8 +180,9 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
     return module.module if isinstance(module, DistributedDataParallel) else module
 
 
-# TrainConfig fields that may change between a run and its resumption (budgets, bookkeeping)
-RESUMABLE_CHANGES = ("max_steps", "max_seconds", "target_loss", "checkpoint_every", "sample_every", "log_every")
+# GanParams keys that may change between a run and its resumption (budgets, bookkeeping)
+RESUMABLE_CHANGES = ("max_steps", "max_seconds", "target_loss", "checkpoint_every", "sample_every", "log_every",
+                     "threads")
 
 
 def config_fingerprint(*configs) -> str:
@@ -227,7 +196,7 @@ def config_fingerprint(*configs) -> str:
 @dataclass
 class GanTrainer:
     gen_config: GeneratorConfig
-    train_config: TrainConfig
+    train_config: GanParams
     face_config: PatchDiscriminatorConfig = field(default_factory=PatchDiscriminatorConfig)
     mouth_config: MouthDiscriminatorConfig = field(default_factory=MouthDiscriminatorConfig)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))

@@ -1,4 +1,4 @@
-"""What every head model (open default or FLAME) offers: the interface in docs/HELPERS.md "Head model"."""
+"""What every head model (open default or FLAME) offers: the interface in docs/CONTRIBUTING.md "Head model"."""
 
 from __future__ import annotations
 

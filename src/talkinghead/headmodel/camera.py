@@ -1,4 +1,4 @@
-"""Weak-perspective camera, exactly as docs/HELPERS.md defines it.
+"""Weak-perspective camera, exactly as docs/CONTRIBUTING.md defines it.
 
 ndc_xy = s * v_xy + (tx, ty) for posed model-space vertices v (the head pose R, t is applied by the model's forward),
 ndc in [-1, 1] with y up; pixels: px = (ndc_x + 1) * S / 2, py = (1 - ndc_y) * S / 2 (origin at the top-left corner).

@@ -28,7 +28,7 @@ from ..gan import generate, load_generator
 from ..gan.face_discriminator import PatchDiscriminatorConfig
 from ..gan.generator import GeneratorConfig, to_uint8
 from ..gan.mouth_discriminator import MouthDiscriminatorConfig, crop_mouths
-from ..gan.trainer import Batch, GanData, GanParams, GanTrainer, TrainConfig
+from ..gan.trainer import Batch, GanData, GanParams, GanTrainer
 from ..imagemetrics import psnr_per_image, ssim_per_image
 from ..paths import PresenterPaths
 from ..params import load_config
@@ -149,7 +149,7 @@ def build_trainer(params: GanParams, device: torch.device) -> GanTrainer:
                                  image_size=params.image_size)
     face_config = PatchDiscriminatorConfig(base_channels=params.d_channels, scales=params.d_scales)
     mouth_config = MouthDiscriminatorConfig(crop_size=params.mouth_crop, base_channels=params.d_channels)
-    return GanTrainer(gen_config, TrainConfig.from_params(params), face_config, mouth_config, device)
+    return GanTrainer(gen_config, params, face_config, mouth_config, device)
 
 
 def train_gan(paths: PresenterPaths, params: GanParams, split: SplitParams, progress: bool = True) -> dict:
