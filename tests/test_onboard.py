@@ -72,6 +72,17 @@ def test_check_main_exit_codes(tiny_video, tmp_path, capsys):
     assert "junk.mp4: not a readable video" in capsys.readouterr().err
 
 
+def test_check_refuses_a_truncated_clip(truncated_video, capsys):
+    video = truncated_video(0.3, seconds=8.0)  # the header says 8 s, about 2.4 s decode
+    report = onboard.check_video(video)
+    assert not report.usable and report.duration_s < 3.0
+    assert any(r.startswith("truncated: only") and "of the declared 8.00 s" in r for r in report.reasons)
+    assert onboard.check_main([str(video)]) == 2
+    out, err = capsys.readouterr()
+    assert "usable:     NO" in out
+    assert err.startswith(f"error: {video}: not usable: truncated: only") and err.count("\n") == 1
+
+
 def test_add_presenter_copies_tracks_and_lists_it(tiny_video, project):
     video = tiny_video("clip.MP4", seconds=3.2)
     comments_before = [line for line in (project / "params.yaml").read_text().splitlines() if "#" in line]

@@ -20,7 +20,7 @@ import numpy as np
 from .atomic import atomic_path
 from .errors import InputError
 from .paths import PRESENTER_NAME, VIDEO_SUFFIXES, PresenterPaths
-from .video import VideoReader, probe_video
+from .video import VideoReader, check_complete, decoded_seconds, probe_video
 
 CHECK_SAMPLES = 50  # frames sampled evenly over the clip
 MIN_ONE_FACE_SHARE = 0.8  # exactly one face needed in at least this share of the sampled frames
@@ -67,7 +67,7 @@ def head_yaw_deg(points: np.ndarray) -> float:
     return math.degrees(math.atan2(float(d[2]), float(d[0])))
 
 
-def _sample_faces(path: Path, rotation: int, n_samples: int, min_confidence: float
+def _sample_faces(reader: VideoReader, n_samples: int, min_confidence: float
                   ) -> tuple[int, list[int], list[float], list[float]]:
     """Decode ``n_samples`` evenly spaced frames; per frame the face count, largest face side and yaw."""
     import cv2
@@ -75,7 +75,6 @@ def _sample_faces(path: Path, rotation: int, n_samples: int, min_confidence: flo
 
     from .stages.extract import FaceDetector
 
-    reader = VideoReader(path, rotation)
     indices = np.unique(np.linspace(0, reader.n_frames - 1, min(n_samples, reader.n_frames)).round().astype(int))
     counts: list[int] = []
     sides: list[float] = []
@@ -110,11 +109,17 @@ def check_video(path: str | Path, params: dict[str, Any] | None = None, n_sample
     path = Path(path)
     params = {**FALLBACK_EXTRACT_PARAMS, **(params or {})}
     info = probe_video(path)
+    reader = VideoReader(path, info.rotation)
     reasons: list[str] = []
     warnings: list[str] = []
-    if info.duration_s < float(params["min_seconds"]):
-        reasons.append(f"clip is {info.duration_s:.2f} s long, shorter than extract.min_seconds = "
-                       f"{params['min_seconds']} s")
+    # the length that counts is what decodes: a truncated file's header still declares the whole clip
+    duration = decoded_seconds(reader)
+    try:
+        check_complete(info, reader)
+    except InputError as exc:
+        reasons.append(exc.reason)
+    if duration < float(params["min_seconds"]):
+        reasons.append(f"clip is {duration:.2f} s long, shorter than extract.min_seconds = {params['min_seconds']} s")
     dbfs = None
     if not info.has_audio:
         reasons.append("no audio track (a presenter needs speech to train the lip model)")
@@ -125,8 +130,7 @@ def check_video(path: str | Path, params: dict[str, Any] | None = None, n_sample
                 warnings.append(f"audio is (nearly) silent ({dbfs:.1f} dBFS RMS); the lip model needs speech")
         except InputError as exc:
             reasons.append(exc.reason)
-    n, counts, sides, yaws = _sample_faces(path, info.rotation, n_samples or CHECK_SAMPLES,
-                                           float(params["min_face_confidence"]))
+    n, counts, sides, yaws = _sample_faces(reader, n_samples or CHECK_SAMPLES, float(params["min_face_confidence"]))
     one_face = sum(c == 1 for c in counts) / max(1, n)
     median_face = float(np.median(sides)) if sides else 0.0
     if not any(counts):
@@ -143,7 +147,7 @@ def check_video(path: str | Path, params: dict[str, Any] | None = None, n_sample
     yaw_max = max(yaws) if yaws else float("nan")
     if yaws and yaw_max - yaw_min > MAX_YAW_RANGE_DEG:
         warnings.append(f"large head turns (yaw range {yaw_max - yaw_min:.0f} degrees)")
-    return CheckReport(path=path, duration_s=info.duration_s, fps=info.fps, width=info.width, height=info.height,
+    return CheckReport(path=path, duration_s=duration, fps=info.fps, width=info.width, height=info.height,
                        rotation=info.rotation, audio_rate=info.audio_rate, audio_channels=info.audio_channels,
                        audio_dbfs=dbfs, sampled_frames=n, one_face_share=one_face, median_face_px=median_face,
                        yaw_min_deg=yaw_min, yaw_max_deg=yaw_max, reasons=reasons, warnings=warnings)
@@ -289,7 +293,10 @@ def check_main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_report(report))
-    return 0 if report.usable else 2
+    if not report.usable:  # the report is for reading; this line is the verdict in the form every command uses
+        print(f"error: {InputError(report.path, 'not usable: ' + '; '.join(report.reasons))}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def add_presenter_main(argv: list[str] | None = None) -> int:
