@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_path, make_readable, remove_stale_temps, stale_temps, temp_prefix
 from .errors import InputError
 from .paths import PRESENTER_NAME, VIDEO_SUFFIXES, PresenterPaths
 from .video import VideoReader, check_complete, decoded_seconds, probe_video
@@ -223,12 +223,23 @@ def _dvc_add(root: Path, target: Path) -> None:
         raise RuntimeError(f"`dvc add {target}` failed in {root}:\n{result.stderr.strip() or result.stdout.strip()}")
 
 
+def _recover_leftovers(raw_dir: Path) -> None:
+    """Undo what a killed add-presenter of this presenter left: its staging copy (perhaps partial) goes; a backup of
+    the previous video (killed between moving it out and the new one in) goes back in place."""
+    for leftover in stale_temps(raw_dir):
+        backup = leftover / raw_dir.name
+        if backup.is_dir() and not raw_dir.exists():
+            os.replace(backup, raw_dir)
+    remove_stale_temps(raw_dir)
+
+
 def add_presenter(name: str, video: str | Path, force: bool = False, root: str | Path = ".") -> str:
     """Add a presenter: check the video, copy it to data/raw/NAME/video<ext>, `dvc add` it and list NAME in
     params.yaml. Returns the message for the user. Raises InputError (nothing changed) for bad input.
 
     The copy goes to a temporary folder first; an existing presenter (``force``) is replaced only after the copy and
-    restored if ``dvc add`` fails, so a failure never loses the old video.
+    restored if ``dvc add`` fails, so a failure never loses the old video. A presenter folder that is not both tracked
+    (data/raw/NAME.dvc) and listed in params.yaml is an onboarding that was killed part-way: it is redone.
     """
     root = Path(root)
     video = Path(video)
@@ -242,20 +253,35 @@ def add_presenter(name: str, video: str | Path, force: bool = False, root: str |
     params_file = root / "params.yaml"
     if not params_file.is_file():
         raise InputError(params_file, "missing; run add-presenter in the project root (the folder with dvc.yaml)")
+    from .demo_run import DEMO
+    from .params import load_params
+
+    if name == DEMO:  # its folder is the demo_presenter stage's output, which `dvc add` cannot take over
+        raise InputError(name, "reserved for the generated demo presenter: build it with `make demo` "
+                               "(or `talkinghead repro`), or choose another name")
     paths = PresenterPaths.of(name, root)
-    if paths.raw_dir.exists() and not force:
+    _recover_leftovers(paths.raw_dir)
+    dvc_file = paths.raw_dir.with_name(f"{name}.dvc")
+    missing = [what for what, there in ((f"no {dvc_file}", dvc_file.is_file()),
+                                        ("not in params.yaml presenters",
+                                         name in (load_params(params_file).get("presenters") or [])))
+               if not there]
+    interrupted = paths.raw_dir.exists() and bool(missing)
+    if paths.raw_dir.exists() and not force and not interrupted:
         raise InputError(paths.raw_dir, f"presenter {name!r} already exists; use --force to replace its video")
     report = check_video(video, _extract_params(root))
     if not report.usable:
         raise InputError(video, "not usable: " + "; ".join(report.reasons))
 
     paths.raw_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.new.", dir=paths.raw_dir.parent))
+    staging = Path(tempfile.mkdtemp(prefix=temp_prefix(paths.raw_dir) + "new.", dir=paths.raw_dir.parent))
+    make_readable(staging)  # it becomes data/raw/NAME
     backup = None
     try:
         shutil.copyfile(video, staging / f"video{video.suffix.lower()}")
         if paths.raw_dir.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{name}.old.", dir=paths.raw_dir.parent)) / name
+            backup = Path(tempfile.mkdtemp(prefix=temp_prefix(paths.raw_dir) + "old.",
+                                           dir=paths.raw_dir.parent)) / name
             os.replace(paths.raw_dir, backup)
         os.replace(staging, paths.raw_dir)
         try:
@@ -272,7 +298,9 @@ def add_presenter(name: str, video: str | Path, force: bool = False, root: str |
             shutil.rmtree(backup.parent, ignore_errors=True)
     add_to_params(params_file, name)
     notes = "".join(f"\nwarning: {w}" for w in report.warnings)
-    return (f"Added presenter {name!r}: {paths.raw_dir / ('video' + video.suffix.lower())} "
+    redone = (f"{paths.raw_dir} was left by an interrupted add-presenter ({', '.join(missing)}): "
+              f"added again from {video}.\n" if interrupted else "")
+    return (f"{redone}Added presenter {name!r}: {paths.raw_dir / ('video' + video.suffix.lower())} "
             f"({report.duration_s:.1f} s, {report.width}x{report.height}).{notes}\n"
             f"Next: `git add {paths.raw_dir.relative_to(root)}.dvc params.yaml` and run `dvc repro` "
             f"to build it.")
