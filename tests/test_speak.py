@@ -62,6 +62,39 @@ def test_writer_leaves_nothing_on_bad_frame(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_writer_removes_what_a_killed_writer_left(tmp_path):
+    """A SIGKILLed writer cannot clean up: the next writer of the same file removes its temp file, but not the temp
+    of a writer that is still running (unless that has not changed for a day: its pid was reused)."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from talkinghead import videoio
+
+    out = tmp_path / "clip.mp4"
+    script = ("import os, signal, sys, numpy as np\nfrom talkinghead.videoio import VideoWriter\n"
+              "w = VideoWriter(sys.argv[1], 25, 32, 32, audio=np.zeros(16000, np.float32))\n"
+              "w.write(np.zeros((30, 32, 32, 3), np.uint8))\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(videoio.__file__).parents[1])}  # these sources, not the installed
+    assert subprocess.run([sys.executable, "-c", script, str(out)], env=env).returncode == -9
+    (killed,) = tmp_path.iterdir()
+    assert killed.name.startswith(".clip.mp4.")
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as running:
+        try:
+            live = tmp_path / f".clip.mp4.{running.pid}.abcd1234.mp4"
+            live.write_bytes(b"being written")
+            reused = tmp_path / f".clip.mp4.{running.pid}.efgh5678.mp4"
+            reused.write_bytes(b"two days old")
+            os.utime(reused, (time.time() - 2 * 86400,) * 2)
+            with VideoWriter(out, 25, 32, 32) as writer:
+                writer.write(np.zeros((3, 32, 32, 3), np.uint8))
+            assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "clip.mp4"]
+        finally:
+            running.kill()
+
+
 # -- paste-back ----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("box", [(40.3, 20.7, 100.0), (-30.0, -10.0, 90.0), (150.0, 100.0, 80.0)])

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import make_readable, remove_stale_temps, temp_prefix
 from .errors import InputError
 
 
@@ -81,7 +82,8 @@ class VideoWriter:
         self._error: BaseException | None = None
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".mp4", dir=self.path.parent)
+        remove_stale_temps(self.path)  # what a killed (SIGKILL: no cleanup) earlier writer of this file left
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(self.path), suffix=".mp4", dir=self.path.parent)
         os.close(fd)
         self.tmp = Path(tmp)
         try:
@@ -137,7 +139,7 @@ class VideoWriter:
                     self.container.mux(packet)
             self.container.close()
             self._closed = True
-            os.chmod(self.tmp, 0o666 & ~_umask())  # mkstemp makes files private; a video is an ordinary file
+            make_readable(self.tmp)
             os.replace(self.tmp, self.path)
         except BaseException:
             self.abort()
@@ -231,12 +233,6 @@ class VideoWriter:
                 pass
             self._closed = True
         self.tmp.unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def probe(path: str | Path) -> dict:
