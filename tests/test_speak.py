@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -65,7 +67,6 @@ def test_writer_leaves_nothing_on_bad_frame(tmp_path):
 def test_writer_removes_what_a_killed_writer_left(tmp_path):
     """A SIGKILLed writer cannot clean up: the next writer of the same file removes its temp file, but not the temp
     of a writer that is still running (unless that has not changed for a day: its pid was reused)."""
-    import os
     import subprocess
     import sys
     import time
@@ -207,6 +208,16 @@ def test_output_not_writable(project, capsys):
     assert code == 2 and "not a directory" in err
     code, err = run_main(["--presenter", "alice", "--audio", "speech.wav", "--out", "out.avi"], capsys)
     assert code == 2 and ".mp4" in err
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/kernel"), reason="needs Linux sysfs")
+@pytest.mark.parametrize("out", ["/sys/x.mp4", "/sys/new/folder/x.mp4"])
+def test_output_in_an_unwritable_place(project, capsys, out):
+    """sysfs takes no new files, even from root (for whom every permission check passes): the error comes from
+    trying, before any presenter data is read (the placeholders here would fail to load)."""
+    make_trained(project)
+    code, err = run_main(["--presenter", "alice", "--audio", "speech.wav", "--out", out], capsys)
+    assert code == 2 and err == f"error: {out}: output folder /sys is not writable (Permission denied)"
 
 
 def test_speak_function_raises_input_error(project):

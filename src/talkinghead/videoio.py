@@ -36,7 +36,8 @@ def n_frames_for_audio(n_samples: int, rate: int, fps: float) -> int:
 
 
 def check_writable(path: str | Path) -> None:
-    """Raise InputError if ``path`` cannot be created: bad suffix, parent not a directory, or not writable."""
+    """Raise InputError if ``path`` cannot be created: bad suffix, parent not a directory, or not writable (checked
+    by creating and removing a file there)."""
     path = Path(path)
     if path.suffix.lower() != ".mp4":
         raise InputError(path, "output must be an .mp4 file")
@@ -48,8 +49,13 @@ def check_writable(path: str | Path) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise InputError(path, f"{existing} is not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(path, f"output folder {existing} is not writable")
+    # try it: permission bits do not tell (root passes os.access on /sys, read-only mounts, pseudo file systems)
+    try:
+        fd, probe_file = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".probe", dir=existing)
+    except OSError as exc:
+        raise InputError(path, f"output folder {existing} is not writable ({exc.strerror})") from exc
+    os.close(fd)
+    os.unlink(probe_file)
     if path.exists() and not os.access(path, os.W_OK):
         raise InputError(path, "exists and is not writable")
 
