@@ -215,7 +215,7 @@ class CropSynthesizer:
         self.model = load_head_model(params_group("head_model")).to(self.device).eval()
         self.renderer = Renderer(faces=self.model.faces.cpu().numpy(), num_vertices=self.model.num_vertices,
                                  image_size=presenter.crop_size, mouth=MouthStyle.from_params(params_group("render")))
-        self.generator = load_generator(presenter.paths.gan_checkpoint, self.device)
+        self.generator = load_generator(presenter.paths.gan_checkpoint, self.device, presenter.crop_size)
         self.composite_params = params_group("composites")
 
     def masks(self, source: np.ndarray) -> np.ndarray:
