@@ -183,6 +183,28 @@ def test_untrained_presenter_names_the_stage(project, capsys, missing, stage):
     assert not (project / "out.mp4").exists()
 
 
+@pytest.mark.parametrize("crop_only", [False, True])
+def test_unbuilt_demo_presenter_advises_make_demo(project, capsys, crop_only):
+    """A fresh clone lists demo but has none of its data: it is built by the pipeline, never added by hand."""
+    (project / "params.yaml").write_text("presenters:\n  - alice\n  - demo\n")
+    code, err = run_main(["--presenter", "demo", "--audio", "speech.wav", "--out", "out.mp4"]
+                         + ["--crop-only"] * crop_only, capsys)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "run `make demo` (or `talkinghead repro`)" in err and "add-presenter" not in err
+    assert err.startswith("error: data/interim/demo/frames.npy: missing" if crop_only else "error: data/raw/demo: missing")
+
+
+def test_presenter_without_footage_gets_advice_by_how_it_is_tracked(project, capsys):
+    (project / "data" / "raw" / "alice").rmdir()
+    code, err = run_main(["--presenter", "alice", "--audio", "speech.wav", "--out", "out.mp4"], capsys)
+    assert code == 2 and "add it with `talkinghead add-presenter alice VIDEO`" in err  # listed, never added
+    (project / "data" / "raw" / "alice.dvc").write_text("outs:\n- path: alice\n")  # added, not pulled here
+    code, err = run_main(["--presenter", "alice", "--audio", "speech.wav", "--out", "out.mp4"], capsys)
+    assert code == 2 and "tracked in data/raw/alice.dvc" in err and "`dvc pull`" in err and "add-presenter" not in err
+    code, err = run_main(["--presenter", "zed", "--audio", "speech.wav", "--out", "out.mp4"], capsys)
+    assert code == 2 and "unknown presenter 'zed'" in err and "talkinghead add-presenter NAME VIDEO" in err
+
+
 def test_unreadable_audio(project, capsys):
     make_trained(project)
     (project / "noise.mp3").write_bytes(b"this is not audio" * 100)
