@@ -187,6 +187,10 @@ def test_flame_pickle_failing_inside_an_allowed_call_names_the_file(tmp_path, fa
     text_faces.write_bytes(pickle.dumps(dict(fake_flame_arrays(), f="not faces"), protocol=2))
     with pytest.raises(InputError, match=r"text_faces.pkl: not a FLAME model: unreadable faces 'f'"):
         load_flame_model(text_faces, fake_embedding)
+    letter_faces = tmp_path / "letter_faces.pkl"  # a list of triangles, but of letters: fails only when built
+    letter_faces.write_bytes(pickle.dumps(dict(fake_flame_arrays(), f=[["a", "b", "c"]]), protocol=2))
+    with pytest.raises(InputError, match=r"letter_faces.pkl: not a usable FLAME model \(ValueError: invalid literal"):
+        load_flame_model(letter_faces)  # (no embedding: it would refuse the one triangle first)
 
 
 def test_flame_zero_parameters_give_template(fake_flame, fake_embedding):

@@ -57,7 +57,7 @@ def load_flame_model(model_path: str | Path, embedding_path: str | Path | None =
         return FlameHeadModel(model, model_path, embedding=embedding, lip_vertex_ids=lip_ids)
     except InputError:
         raise
-    except Exception as exc:  # arrays that pass the shape checks can still be unusable (e.g. faces that are text)
+    except Exception as exc:  # values its checks do not expect (e.g. triangles of letters, not vertex ids)
         raise InputError(model_path, f"not a usable FLAME model ({describe(exc)})") from exc
 
 
