@@ -8,6 +8,10 @@ astronaut) moving a little over a plain background, into the test's tmp_path. Op
   audio="tone"  "tone" (voiced, syllable-modulated), "noise", "silent" or None (no audio track),
   audio_rate=44100, vfr=False (irregular frame timestamps), seed=0, faststart=False (mp4 index first).
 
+``truncated_video(share, **options) -> Path`` is such a clip with its index first (faststart), cut off at the packet
+boundary nearest ``share`` of its bytes, as an interrupted download or copy leaves it: it opens and decodes, but only
+its first part, while its header still declares the whole length.
+
 ``media_dir`` is ../shared/media (skips the test when absent).
 """
 
@@ -26,6 +30,24 @@ MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 def tiny_video(tmp_path):
     def make(name: str = "video.mp4", **options) -> Path:
         return synthetic_face_clip(tmp_path / name, **options)
+
+    return make
+
+
+@pytest.fixture
+def truncated_video(tiny_video):
+    def make(share: float, name: str = "truncated.mp4", **options) -> Path:
+        import av
+
+        full = tiny_video("full_" + name, faststart=True, **options)
+        with av.open(str(full)) as container:
+            ends = [p.pos + p.size for p in container.demux() if p.pos is not None and p.size]
+        data = full.read_bytes()
+        # a cut inside a packet makes the decoder refuse the whole file; at a boundary it decodes the frames before
+        cut = min(ends, key=lambda end: abs(end - share * len(data)))
+        path = full.with_name(name)
+        path.write_bytes(data[:cut])
+        return path
 
     return make
 

@@ -151,6 +151,24 @@ def test_cli_unknown_command_exits_2():
     assert out.returncode == 2 and "unknown command 'frobnicate'" in out.stderr
 
 
+@pytest.mark.parametrize("listing", ["presenters:\n", "presenters: []\n", "presenters: demo\n"])
+def test_repro_without_a_presenter_list_is_one_error_before_dvc(listing, tmp_path, monkeypatch, capsys):
+    from talkinghead import cli
+    from talkinghead.tracking import PARENT_ENV
+
+    (tmp_path / "params.yaml").write_text("# who the per-presenter stages run for\n" + listing)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(PARENT_ENV, "no-mlflow")  # an outer run: repro starts none of its own
+    started = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd, **kw: started.append(cmd) or 255)  # DVC's failure
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["repro"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and not started
+    assert err.startswith("error: params.yaml: `presenters` is ") and err.count("\n") == 1
+    assert "talkinghead add-presenter NAME VIDEO" in err and "make demo" in err
+
+
 def test_mlflow_child_runs_nest_under_parent(tmp_path, monkeypatch):
     from talkinghead import tracking
 

@@ -210,6 +210,15 @@ def test_bad_truncated_file(faststart, tiny_video, tmp_path, old_output, params)
     _assert_untouched(old_output, b"previous result")
 
 
+@pytest.mark.parametrize("share", [0.3, 0.6])
+def test_bad_truncated_file_that_still_decodes(share, truncated_video, old_output, params):
+    """Cut at a packet boundary, the file opens and decodes, just shorter than declared: about 2.4 s (below
+    min_seconds) or 4.8 s (enough, but far short of the 8 s the header promises)."""
+    with pytest.raises(InputError, match=r"truncated.mp4: truncated: only \d.\d\d s of the declared 8.00 s"):
+        ex.extract(truncated_video(share, seconds=8.0), old_output, params)
+    _assert_untouched(old_output, b"previous result")
+
+
 def test_bad_no_video_stream(tmp_path, old_output, params):
     audio_only = tmp_path / "speech.wav"
     write_wav(audio_only, 0.1 * np.sin(np.arange(16000 * 4) / 10.0), 16000)

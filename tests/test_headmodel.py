@@ -169,6 +169,30 @@ def test_flame_bad_files_name_the_file(tmp_path):
         load_flame_model(truncated)
 
 
+class _UnknownCodec:
+    """Pickles as a call of the allowed ``_codecs.encode`` with a codec that does not exist (LookupError on load)."""
+
+    def __reduce__(self):
+        import codecs
+
+        return (codecs.encode, ("abc", "no-such-codec"))
+
+
+def test_flame_pickle_failing_inside_an_allowed_call_names_the_file(tmp_path, fake_embedding):
+    codec = tmp_path / "codec.pkl"
+    codec.write_bytes(pickle.dumps({"v_template": _UnknownCodec()}, protocol=2))
+    with pytest.raises(InputError, match=r"codec.pkl: not a readable model pickle \(LookupError: unknown encoding"):
+        load_head_model(HeadModelParams(flame_model=str(codec), landmark_embedding=str(fake_embedding), flame_masks=None))
+    text_faces = tmp_path / "text_faces.pkl"
+    text_faces.write_bytes(pickle.dumps(dict(fake_flame_arrays(), f="not faces"), protocol=2))
+    with pytest.raises(InputError, match=r"text_faces.pkl: not a FLAME model: unreadable faces 'f'"):
+        load_flame_model(text_faces, fake_embedding)
+    letter_faces = tmp_path / "letter_faces.pkl"  # a list of triangles, but of letters: fails only when built
+    letter_faces.write_bytes(pickle.dumps(dict(fake_flame_arrays(), f=[["a", "b", "c"]]), protocol=2))
+    with pytest.raises(InputError, match=r"letter_faces.pkl: not a usable FLAME model \(ValueError: invalid literal"):
+        load_flame_model(letter_faces)  # (no embedding: it would refuse the one triangle first)
+
+
 def test_flame_zero_parameters_give_template(fake_flame, fake_embedding):
     path, arrays = fake_flame
     model = load_flame_model(path, fake_embedding)

@@ -3,6 +3,7 @@ everything as it was."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -72,6 +73,17 @@ def test_check_main_exit_codes(tiny_video, tmp_path, capsys):
     assert "junk.mp4: not a readable video" in capsys.readouterr().err
 
 
+def test_check_refuses_a_truncated_clip(truncated_video, capsys):
+    video = truncated_video(0.3, seconds=8.0)  # the header says 8 s, about 2.4 s decode
+    report = onboard.check_video(video)
+    assert not report.usable and report.duration_s < 3.0
+    assert any(r.startswith("truncated: only") and "of the declared 8.00 s" in r for r in report.reasons)
+    assert onboard.check_main([str(video)]) == 2
+    out, err = capsys.readouterr()
+    assert "usable:     NO" in out
+    assert err.startswith(f"error: {video}: not usable: truncated: only") and err.count("\n") == 1
+
+
 def test_add_presenter_copies_tracks_and_lists_it(tiny_video, project):
     video = tiny_video("clip.MP4", seconds=3.2)
     comments_before = [line for line in (project / "params.yaml").read_text().splitlines() if "#" in line]
@@ -84,6 +96,9 @@ def test_add_presenter_copies_tracks_and_lists_it(tiny_video, project):
     assert [line for line in params_text.splitlines() if "#" in line] == comments_before  # comments kept
     assert "dvc repro" in message
     assert not [p for p in (project / "data" / "raw").iterdir() if p.name.startswith(".")]  # no temp folders
+    umask = os.umask(0)
+    os.umask(umask)
+    assert raw.stat().st_mode & 0o777 == 0o777 & ~umask  # an ordinary folder (mkdtemp alone makes it 0700)
 
     # existing name without --force: refused, nothing changes
     other = tiny_video("other.mp4", seconds=3.5, seed=3)
@@ -96,6 +111,61 @@ def test_add_presenter_copies_tracks_and_lists_it(tiny_video, project):
     onboard.add_presenter("alice_2", other, force=True, root=project)
     assert (raw / "video.mp4").read_bytes() == other.read_bytes()
     assert yaml.safe_load((project / "params.yaml").read_text())["presenters"].count("alice_2") == 1
+
+
+# Where a SIGKILL stops add-presenter: inside the copy (half a file), after the copy (before `dvc add`), after
+# `dvc add` (before params.yaml).
+KILL_POINTS = {
+    "copy": "def copy(src, dst):\n    open(dst, 'wb').write(open(src, 'rb').read()[:1000])\n    die()\n"
+            "onboard.shutil.copyfile = copy",
+    "dvc-add": "onboard._dvc_add = lambda *args: die()",
+    "params": "onboard.add_to_params = lambda *args: die()",
+}
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_add_presenter_retry_after_a_kill(point, tiny_video, project):
+    video = tiny_video(seconds=3.2)
+    script = ("import os, signal, sys\nfrom talkinghead import onboard\nonboard.CHECK_SAMPLES = 12\n"
+              "def die():\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+              f"{KILL_POINTS[point]}\nonboard.add_presenter('dave', sys.argv[1], root=sys.argv[2])\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(onboard.__file__).parents[1])}  # these sources, not the installed
+    killed = subprocess.run([sys.executable, "-c", script, str(video), str(project)], env=env, capture_output=True)
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    raw = project / "data" / "raw"
+    assert [p for p in raw.iterdir() if p.name.startswith(".dave.")] if point == "copy" else (raw / "dave").is_dir()
+
+    message = onboard.add_presenter("dave", video, root=project)
+    assert ("interrupted add-presenter" in message) == (point != "copy")
+    assert (raw / "dave" / "video.mp4").read_bytes() == video.read_bytes() and (raw / "dave.dvc").is_file()
+    assert yaml.safe_load((project / "params.yaml").read_text())["presenters"].count("dave") == 1
+    assert not [p for p in raw.iterdir() if p.name.startswith(".dave.")]  # the partial copy is gone
+    with pytest.raises(InputError, match="already exists"):  # complete now
+        onboard.add_presenter("dave", video, root=project)
+
+
+def test_add_presenter_killed_while_replacing_keeps_the_old_video(tiny_video, project):
+    """--force moves the old folder aside before moving the new one in; a kill in between must not lose it."""
+    old, new = tiny_video("old.mp4", seconds=3.2), tiny_video("new.mp4", seconds=3.5, seed=3)
+    onboard.add_presenter("erin", old, root=project)
+    script = ("import os, signal, sys\nfrom talkinghead import onboard\nonboard.CHECK_SAMPLES = 12\n"
+              "replace = os.replace\n"
+              "def replace_then_die(src, dst):\n    replace(src, dst)\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+              "onboard.os.replace = replace_then_die\n"
+              "onboard.add_presenter('erin', sys.argv[1], force=True, root=sys.argv[2])\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(onboard.__file__).parents[1])}
+    killed = subprocess.run([sys.executable, "-c", script, str(new), str(project)], env=env, capture_output=True)
+    assert killed.returncode == -9 and not (project / "data" / "raw" / "erin").exists()  # only in the backup now
+
+    with pytest.raises(InputError, match="already exists"):  # put back, and complete again
+        onboard.add_presenter("erin", new, root=project)
+    assert (project / "data" / "raw" / "erin" / "video.mp4").read_bytes() == old.read_bytes()
+    assert not [p for p in (project / "data" / "raw").iterdir() if p.name.startswith(".erin.")]
+
+
+def test_add_presenter_refuses_the_demo_name(tiny_video, project):
+    with pytest.raises(InputError, match="demo: reserved for the generated demo presenter: build it with `make demo`"):
+        onboard.add_presenter("demo", tiny_video(seconds=3.2), root=project)
 
 
 @pytest.mark.parametrize("name", ["../x", "bob smith", "Bob", "", "a/b"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from talkinghead.paths import PresenterPaths
 from talkinghead.speak import SpeakParams, pingpong_schedule, required_artifacts, speak, speak_main
 from talkinghead.videoio import VideoWriter, n_frames_for_audio, probe
 
-from configs import project_config
+from configs import project_config, write_project_params
 
 
 PASTE = project_config(SpeakParams, "speak").paste
@@ -69,6 +70,38 @@ def test_writer_leaves_nothing_on_bad_frame(tmp_path):
             writer.write(np.zeros((2, 32, 32, 3), np.uint8))
             writer.write(np.zeros((2, 16, 32, 3), np.uint8))  # wrong size mid-stream
     assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_removes_what_a_killed_writer_left(tmp_path):
+    """A SIGKILLed writer cannot clean up: the next writer of the same file removes its temp file, but not the temp
+    of a writer that is still running (unless that has not changed for a day: its pid was reused)."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from talkinghead import videoio
+
+    out = tmp_path / "clip.mp4"
+    script = ("import os, signal, sys, numpy as np\nfrom talkinghead.videoio import VideoWriter\n"
+              "w = VideoWriter(sys.argv[1], 25, 32, 32, audio=np.zeros(16000, np.float32))\n"
+              "w.write(np.zeros((30, 32, 32, 3), np.uint8))\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(videoio.__file__).parents[1])}  # these sources, not the installed
+    assert subprocess.run([sys.executable, "-c", script, str(out)], env=env).returncode == -9
+    (killed,) = tmp_path.iterdir()
+    assert killed.name.startswith(".clip.mp4.")
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as running:
+        try:
+            live = tmp_path / f".clip.mp4.{running.pid}.abcd1234.mp4"
+            live.write_bytes(b"being written")
+            reused = tmp_path / f".clip.mp4.{running.pid}.efgh5678.mp4"
+            reused.write_bytes(b"two days old")
+            os.utime(reused, (time.time() - 2 * 86400,) * 2)
+            with VideoWriter(out, 25, 32, 32) as writer:
+                writer.write(np.zeros((3, 32, 32, 3), np.uint8))
+            assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "clip.mp4"]
+        finally:
+            running.kill()
 
 
 # -- paste-back ----------------------------------------------------------------------------------------------------
@@ -159,6 +192,28 @@ def test_untrained_presenter_names_the_stage(project, capsys, missing, stage):
     assert not (project / "out.mp4").exists()
 
 
+@pytest.mark.parametrize("crop_only", [False, True])
+def test_unbuilt_demo_presenter_advises_make_demo(project, capsys, crop_only):
+    """A fresh clone lists demo but has none of its data: it is built by the pipeline, never added by hand."""
+    write_project_params(project, presenters=["alice", "demo"])
+    code, err = run_main(["--presenter", "demo", "--audio", "speech.wav", "--out", "out.mp4"]
+                         + ["--crop-only"] * crop_only, capsys)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "run `make demo` (or `talkinghead repro`)" in err and "add-presenter" not in err
+    assert err.startswith("error: data/interim/demo/frames.npy: missing" if crop_only else "error: data/raw/demo: missing")
+
+
+def test_presenter_without_footage_gets_advice_by_how_it_is_tracked(project, capsys):
+    (project / "data" / "raw" / "alice").rmdir()
+    code, err = run_main(["--presenter", "alice", "--audio", "speech.wav", "--out", "out.mp4"], capsys)
+    assert code == 2 and "add it with `talkinghead add-presenter alice VIDEO`" in err  # listed, never added
+    (project / "data" / "raw" / "alice.dvc").write_text("outs:\n- path: alice\n")  # added, not pulled here
+    code, err = run_main(["--presenter", "alice", "--audio", "speech.wav", "--out", "out.mp4"], capsys)
+    assert code == 2 and "tracked in data/raw/alice.dvc" in err and "`dvc pull`" in err and "add-presenter" not in err
+    code, err = run_main(["--presenter", "zed", "--audio", "speech.wav", "--out", "out.mp4"], capsys)
+    assert code == 2 and "unknown presenter 'zed'" in err and "talkinghead add-presenter NAME VIDEO" in err
+
+
 def test_unreadable_audio(project, capsys):
     make_trained(project)
     (project / "noise.mp3").write_bytes(b"this is not audio" * 100)
@@ -184,6 +239,16 @@ def test_output_not_writable(project, capsys):
     assert code == 2 and "not a directory" in err
     code, err = run_main(["--presenter", "alice", "--audio", "speech.wav", "--out", "out.avi"], capsys)
     assert code == 2 and ".mp4" in err
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/kernel"), reason="needs Linux sysfs")
+@pytest.mark.parametrize("out", ["/sys/x.mp4", "/sys/new/folder/x.mp4"])
+def test_output_in_an_unwritable_place(project, capsys, out):
+    """sysfs takes no new files, even from root (for whom every permission check passes): the error comes from
+    trying, before any presenter data is read (the placeholders here would fail to load)."""
+    make_trained(project)
+    code, err = run_main(["--presenter", "alice", "--audio", "speech.wav", "--out", out], capsys)
+    assert code == 2 and err == f"error: {out}: output folder /sys is not writable (Permission denied)"
 
 
 def test_speak_function_raises_input_error(project):

@@ -20,3 +20,12 @@ class InputError(Exception):
 
 class SchemaError(InputError):
     """A Parquet table or tensor file that does not match the schema its reader expects."""
+
+
+def describe(exc: BaseException, limit: int = 300) -> str:
+    """An exception as a short one-line reason: ``Class: message``, whitespace collapsed (torch's state-dict errors
+    put the useful part on their second line), cut at ``limit`` characters."""
+    message = " ".join(str(exc).split())
+    if len(message) > limit:
+        message = message[:limit - 3] + "..."
+    return f"{exc.__class__.__name__}: {message}" if message else exc.__class__.__name__

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_path, make_readable, remove_stale_temps, stale_temps, temp_prefix
 from .errors import InputError
 from .paths import PRESENTER_NAME, VIDEO_SUFFIXES, PresenterPaths
-from .video import VideoReader, probe_video
+from .video import VideoReader, check_complete, decoded_seconds, probe_video
 
 CHECK_SAMPLES = 50  # frames sampled evenly over the clip
 MIN_ONE_FACE_SHARE = 0.8  # exactly one face needed in at least this share of the sampled frames
@@ -67,7 +67,7 @@ def head_yaw_deg(points: np.ndarray) -> float:
     return math.degrees(math.atan2(float(d[2]), float(d[0])))
 
 
-def _sample_faces(path: Path, rotation: int, n_samples: int, min_confidence: float
+def _sample_faces(reader: VideoReader, n_samples: int, min_confidence: float
                   ) -> tuple[int, list[int], list[float], list[float]]:
     """Decode ``n_samples`` evenly spaced frames; per frame the face count, largest face side and yaw."""
     import cv2
@@ -75,7 +75,6 @@ def _sample_faces(path: Path, rotation: int, n_samples: int, min_confidence: flo
 
     from .stages.extract import FaceDetector
 
-    reader = VideoReader(path, rotation)
     indices = np.unique(np.linspace(0, reader.n_frames - 1, min(n_samples, reader.n_frames)).round().astype(int))
     counts: list[int] = []
     sides: list[float] = []
@@ -110,11 +109,17 @@ def check_video(path: str | Path, params: dict[str, Any] | None = None, n_sample
     path = Path(path)
     params = {**FALLBACK_EXTRACT_PARAMS, **(params or {})}
     info = probe_video(path)
+    reader = VideoReader(path, info.rotation)
     reasons: list[str] = []
     warnings: list[str] = []
-    if info.duration_s < float(params["min_seconds"]):
-        reasons.append(f"clip is {info.duration_s:.2f} s long, shorter than extract.min_seconds = "
-                       f"{params['min_seconds']} s")
+    # the length that counts is what decodes: a truncated file's header still declares the whole clip
+    duration = decoded_seconds(reader)
+    try:
+        check_complete(info, reader)
+    except InputError as exc:
+        reasons.append(exc.reason)
+    if duration < float(params["min_seconds"]):
+        reasons.append(f"clip is {duration:.2f} s long, shorter than extract.min_seconds = {params['min_seconds']} s")
     dbfs = None
     if not info.has_audio:
         reasons.append("no audio track (a presenter needs speech to train the lip model)")
@@ -125,8 +130,7 @@ def check_video(path: str | Path, params: dict[str, Any] | None = None, n_sample
                 warnings.append(f"audio is (nearly) silent ({dbfs:.1f} dBFS RMS); the lip model needs speech")
         except InputError as exc:
             reasons.append(exc.reason)
-    n, counts, sides, yaws = _sample_faces(path, info.rotation, n_samples or CHECK_SAMPLES,
-                                           float(params["min_face_confidence"]))
+    n, counts, sides, yaws = _sample_faces(reader, n_samples or CHECK_SAMPLES, float(params["min_face_confidence"]))
     one_face = sum(c == 1 for c in counts) / max(1, n)
     median_face = float(np.median(sides)) if sides else 0.0
     if not any(counts):
@@ -143,7 +147,7 @@ def check_video(path: str | Path, params: dict[str, Any] | None = None, n_sample
     yaw_max = max(yaws) if yaws else float("nan")
     if yaws and yaw_max - yaw_min > MAX_YAW_RANGE_DEG:
         warnings.append(f"large head turns (yaw range {yaw_max - yaw_min:.0f} degrees)")
-    return CheckReport(path=path, duration_s=info.duration_s, fps=info.fps, width=info.width, height=info.height,
+    return CheckReport(path=path, duration_s=duration, fps=info.fps, width=info.width, height=info.height,
                        rotation=info.rotation, audio_rate=info.audio_rate, audio_channels=info.audio_channels,
                        audio_dbfs=dbfs, sampled_frames=n, one_face_share=one_face, median_face_px=median_face,
                        yaw_min_deg=yaw_min, yaw_max_deg=yaw_max, reasons=reasons, warnings=warnings)
@@ -219,12 +223,23 @@ def _dvc_add(root: Path, target: Path) -> None:
         raise RuntimeError(f"`dvc add {target}` failed in {root}:\n{result.stderr.strip() or result.stdout.strip()}")
 
 
+def _recover_leftovers(raw_dir: Path) -> None:
+    """Undo what a killed add-presenter of this presenter left: its staging copy (perhaps partial) goes; a backup of
+    the previous video (killed between moving it out and the new one in) goes back in place."""
+    for leftover in stale_temps(raw_dir):
+        backup = leftover / raw_dir.name
+        if backup.is_dir() and not raw_dir.exists():
+            os.replace(backup, raw_dir)
+    remove_stale_temps(raw_dir)
+
+
 def add_presenter(name: str, video: str | Path, force: bool = False, root: str | Path = ".") -> str:
     """Add a presenter: check the video, copy it to data/raw/NAME/video<ext>, `dvc add` it and list NAME in
     params.yaml. Returns the message for the user. Raises InputError (nothing changed) for bad input.
 
     The copy goes to a temporary folder first; an existing presenter (``force``) is replaced only after the copy and
-    restored if ``dvc add`` fails, so a failure never loses the old video.
+    restored if ``dvc add`` fails, so a failure never loses the old video. A presenter folder that is not both tracked
+    (data/raw/NAME.dvc) and listed in params.yaml is an onboarding that was killed part-way: it is redone.
     """
     root = Path(root)
     video = Path(video)
@@ -238,20 +253,35 @@ def add_presenter(name: str, video: str | Path, force: bool = False, root: str |
     params_file = root / "params.yaml"
     if not params_file.is_file():
         raise InputError(params_file, "missing; run add-presenter in the project root (the folder with dvc.yaml)")
+    from .demo_run import DEMO
+    from .params import load_params
+
+    if name == DEMO:  # its folder is the demo_presenter stage's output, which `dvc add` cannot take over
+        raise InputError(name, "reserved for the generated demo presenter: build it with `make demo` "
+                               "(or `talkinghead repro`), or choose another name")
     paths = PresenterPaths.of(name, root)
-    if paths.raw_dir.exists() and not force:
+    _recover_leftovers(paths.raw_dir)
+    dvc_file = paths.raw_dir.with_name(f"{name}.dvc")
+    missing = [what for what, there in ((f"no {dvc_file}", dvc_file.is_file()),
+                                        ("not in params.yaml presenters",
+                                         name in (load_params(params_file).get("presenters") or [])))
+               if not there]
+    interrupted = paths.raw_dir.exists() and bool(missing)
+    if paths.raw_dir.exists() and not force and not interrupted:
         raise InputError(paths.raw_dir, f"presenter {name!r} already exists; use --force to replace its video")
     report = check_video(video, _extract_params(root))
     if not report.usable:
         raise InputError(video, "not usable: " + "; ".join(report.reasons))
 
     paths.raw_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.new.", dir=paths.raw_dir.parent))
+    staging = Path(tempfile.mkdtemp(prefix=temp_prefix(paths.raw_dir) + "new.", dir=paths.raw_dir.parent))
+    make_readable(staging)  # it becomes data/raw/NAME
     backup = None
     try:
         shutil.copyfile(video, staging / f"video{video.suffix.lower()}")
         if paths.raw_dir.exists():
-            backup = Path(tempfile.mkdtemp(prefix=f".{name}.old.", dir=paths.raw_dir.parent)) / name
+            backup = Path(tempfile.mkdtemp(prefix=temp_prefix(paths.raw_dir) + "old.",
+                                           dir=paths.raw_dir.parent)) / name
             os.replace(paths.raw_dir, backup)
         os.replace(staging, paths.raw_dir)
         try:
@@ -268,7 +298,9 @@ def add_presenter(name: str, video: str | Path, force: bool = False, root: str |
             shutil.rmtree(backup.parent, ignore_errors=True)
     add_to_params(params_file, name)
     notes = "".join(f"\nwarning: {w}" for w in report.warnings)
-    return (f"Added presenter {name!r}: {paths.raw_dir / ('video' + video.suffix.lower())} "
+    redone = (f"{paths.raw_dir} was left by an interrupted add-presenter ({', '.join(missing)}): "
+              f"added again from {video}.\n" if interrupted else "")
+    return (f"{redone}Added presenter {name!r}: {paths.raw_dir / ('video' + video.suffix.lower())} "
             f"({report.duration_s:.1f} s, {report.width}x{report.height}).{notes}\n"
             f"Next: `git add {paths.raw_dir.relative_to(root)}.dvc params.yaml` and run `dvc repro` "
             f"to build it.")
@@ -289,7 +321,10 @@ def check_main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_report(report))
-    return 0 if report.usable else 2
+    if not report.usable:  # the report is for reading; this line is the verdict in the form every command uses
+        print(f"error: {InputError(report.path, 'not usable: ' + '; '.join(report.reasons))}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def add_presenter_main(argv: list[str] | None = None) -> int:

@@ -112,15 +112,26 @@ def check_presenter(name: str, root: str | Path = ".", need_raw: bool = True) ->
     known = known_presenters(root)
     paths = PresenterPaths.of(name, root)
     if not PRESENTER_NAME.match(name) or (name not in known and not paths.raw_dir.is_dir()):
-        listing = ", ".join(known) if known else "none yet; add one with `talkinghead add-presenter NAME VIDEO`"
-        raise InputError(None, f"unknown presenter {name!r}; known presenters: {listing}")
+        listing = f"known presenters: {', '.join(known)}; " if known else ""
+        raise InputError(None, f"unknown presenter {name!r}; {listing}add one with "
+                               "`talkinghead add-presenter NAME VIDEO`")
+    from .demo_run import DEMO
+
+    # the demo presenter is built by the pipeline itself (stage demo_presenter): adding a video is never the fix
+    build = "`make demo` (or `talkinghead repro`)" if name == DEMO else f"`dvc repro train_gan@{name}`"
     if need_raw and not paths.raw_dir.is_dir():
-        raise InputError(paths.raw_dir, f"presenter {name!r} has no raw footage; add it with "
+        dvc_file = paths.raw_dir.with_name(f"{name}.dvc")
+        if name == DEMO:
+            raise InputError(paths.raw_dir, f"missing: the demo presenter is not built yet; run {build}")
+        if dvc_file.is_file():  # added, but this clone has not fetched the video
+            raise InputError(paths.raw_dir, f"missing: presenter {name!r}'s video is tracked in {dvc_file} but not "
+                                            f"here; run `dvc pull` (or `dvc checkout`), then {build}")
+        raise InputError(paths.raw_dir, f"presenter {name!r} has no video yet; add it with "
                                         f"`talkinghead add-presenter {name} VIDEO`")
     for artifact, stage in required_artifacts(paths, root):
         if not artifact.exists():
             raise InputError(artifact, f"missing: presenter {name!r} is not trained yet (stage {stage} has not "
-                                       f"run); run `dvc repro train_gan@{name}`")
+                                       f"run); run {build}")
     return paths
 
 
@@ -232,7 +243,7 @@ class CropSynthesizer:
         self.model = load_head_model(params.head_model).to(self.device).eval()
         self.renderer = Renderer(self.model.faces.cpu().numpy(), self.model.num_vertices, presenter.crop_size,
                                  params.render)
-        self.generator = load_generator(presenter.paths.gan_checkpoint, self.device)
+        self.generator = load_generator(presenter.paths.gan_checkpoint, self.device, presenter.crop_size)
         self.composite_params = params.composites
 
     def masks(self, source: np.ndarray) -> np.ndarray:

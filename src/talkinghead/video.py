@@ -101,6 +101,15 @@ def _first_frame_pyav(path: Path) -> np.ndarray:
         return frame.to_ndarray(format="rgb24")
 
 
+def _decoder_error(exc: Exception) -> str:
+    """decord's message, fit for one error line: its first line without the '[time] source.cc:line: ' prefix."""
+    import re
+
+    first = (str(exc).strip().splitlines() or [""])[0]
+    message = re.sub(r"^\[[0-9:]+\] \S+:[0-9]+: ", "", first)
+    return f"{exc.__class__.__name__}: {message[:200]}"
+
+
 class VideoReader:
     """Batched upright RGB frames via decord, with each frame's timestamp.
 
@@ -111,6 +120,8 @@ class VideoReader:
     def __init__(self, path: str | Path, rotation: int = 0, num_threads: int = 0):
         import decord
 
+        # FFmpeg's own log lines ("partial file", ...) would come on top of the one error line a failure becomes here
+        decord.logging.set_level(decord.logging.QUIET)
         self.path = Path(path)
         try:
             self._reader = decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=num_threads)
@@ -121,7 +132,7 @@ class VideoReader:
         except InputError:
             raise
         except Exception as exc:  # decord raises DECORDError / RuntimeError for corrupt data
-            raise InputError(self.path, f"video cannot be decoded ({exc.__class__.__name__}: {str(exc)[:200]})") from exc
+            raise InputError(self.path, f"video is corrupt or truncated ({_decoder_error(exc)})") from exc
         if self.n_frames == 0:
             raise InputError(self.path, "video stream holds no frames")
         self._extra_k = self._calibrate_rotation(first, rotation)
@@ -149,11 +160,31 @@ class VideoReader:
         try:
             batch = self._reader.get_batch(unique.tolist()).asnumpy()  # [U, H, W, 3]
         except Exception as exc:
-            raise InputError(self.path, f"video is corrupt or truncated ({exc.__class__.__name__}: "
-                                        f"{str(exc)[:200]})") from exc
+            raise InputError(self.path, f"video is corrupt or truncated ({_decoder_error(exc)})") from exc
         if self._extra_k:
             batch = np.rot90(batch, self._extra_k, axes=(1, 2))
         return np.ascontiguousarray(batch[inverse])
+
+
+# A file may decode to less than its header declares (an interrupted download or copy keeps a moov index written
+# first but loses the frames at the end). Allowed shortfall before that counts as truncation: timestamp rounding and
+# a last frame's duration stay far below it.
+MAX_MISSING_S = 0.5
+MAX_MISSING_SHARE = 0.05
+
+
+def decoded_seconds(reader: VideoReader) -> float:
+    """How long the frames the file really holds last (first to last timestamp plus one frame)."""
+    return float(reader.times[-1] - reader.times[0]) + 1.0 / mean_fps(reader.times)
+
+
+def check_complete(info: VideoInfo, reader: VideoReader) -> float:
+    """The decodable length in seconds; InputError if it falls far short of the length the header declares."""
+    seconds = decoded_seconds(reader)
+    if info.duration_s - seconds > max(MAX_MISSING_S, MAX_MISSING_SHARE * info.duration_s):
+        raise InputError(info.path, f"truncated: only {seconds:.2f} s of the declared {info.duration_s:.2f} s of "
+                                    "video can be decoded (an incomplete download or copy?)")
+    return seconds
 
 
 def mean_fps(times: np.ndarray) -> float:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import make_readable, remove_stale_temps, temp_prefix
 from .errors import InputError
 
 
@@ -35,7 +36,8 @@ def n_frames_for_audio(n_samples: int, rate: int, fps: float) -> int:
 
 
 def check_writable(path: str | Path) -> None:
-    """Raise InputError if ``path`` cannot be created: bad suffix, parent not a directory, or not writable."""
+    """Raise InputError if ``path`` cannot be created: bad suffix, parent not a directory, or not writable (checked
+    by creating and removing a file there)."""
     path = Path(path)
     if path.suffix.lower() != ".mp4":
         raise InputError(path, "output must be an .mp4 file")
@@ -47,8 +49,13 @@ def check_writable(path: str | Path) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise InputError(path, f"{existing} is not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(path, f"output folder {existing} is not writable")
+    # try it: permission bits do not tell (root passes os.access on /sys, read-only mounts, pseudo file systems)
+    try:
+        fd, probe_file = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".probe", dir=existing)
+    except OSError as exc:
+        raise InputError(path, f"output folder {existing} is not writable ({exc.strerror})") from exc
+    os.close(fd)
+    os.unlink(probe_file)
     if path.exists() and not os.access(path, os.W_OK):
         raise InputError(path, "exists and is not writable")
 
@@ -81,7 +88,8 @@ class VideoWriter:
         self._error: BaseException | None = None
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".mp4", dir=self.path.parent)
+        remove_stale_temps(self.path)  # what a killed (SIGKILL: no cleanup) earlier writer of this file left
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(self.path), suffix=".mp4", dir=self.path.parent)
         os.close(fd)
         self.tmp = Path(tmp)
         try:
@@ -137,7 +145,7 @@ class VideoWriter:
                     self.container.mux(packet)
             self.container.close()
             self._closed = True
-            os.chmod(self.tmp, 0o666 & ~_umask())  # mkstemp makes files private; a video is an ordinary file
+            make_readable(self.tmp)
             os.replace(self.tmp, self.path)
         except BaseException:
             self.abort()
@@ -231,12 +239,6 @@ class VideoWriter:
                 pass
             self._closed = True
         self.tmp.unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def probe(path: str | Path) -> dict:

@@ -6,34 +6,41 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
+from ..errors import InputError, describe
 from .generator import Generator, GeneratorConfig, to_uint8, to_unit
 
 __all__ = ["Generator", "GeneratorConfig", "load_generator", "generate"]
 
 
-def load_generator(checkpoint_path: str | Path, device: str | torch.device = "cpu") -> Generator:
-    """Generator from an inference checkpoint (gan.pt) or a training state; eval mode, channels_last."""
+def load_generator(checkpoint_path: str | Path, device: str | torch.device = "cpu",
+                   image_size: int | None = None) -> Generator:
+    """Generator from an inference checkpoint (gan.pt) or a training state; eval mode, channels_last.
+    ``image_size``: the crop side it will run on, which its stored reference frame must match."""
     path = Path(checkpoint_path)
     if not path.exists():
         raise InputError(path, "missing; train it with `dvc repro train_gan@<presenter>`")
     try:
         # weights_only: checkpoints can arrive from a shared DVC cache; a pickle payload in one must not run
         state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):  # (indexing a bare tensor by name fails with a misleading warning)
+            raise TypeError(f"it holds a {type(state).__name__}, not a dict")
         generator = Generator(GeneratorConfig.from_dict(state["generator_config"]))
         generator.reference = state["generator"]["reference"]  # buffer size depends on the presenter
         generator.load_state_dict(state["generator"])
-    except (pickle.UnpicklingError, KeyError, RuntimeError, TypeError, ValueError, EOFError, OSError) as exc:
+    except Exception as exc:  # any failure to read the file's content (a payload, a missing key, a wrong shape)
         raise InputError(path, f"not a GAN generator checkpoint, or one holding more than tensors and plain "
-                               f"values ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                               "retrain with `dvc repro train_gan@<presenter>`") from exc
+                               f"values ({describe(exc)}); retrain with `dvc repro train_gan@<presenter>`") from exc
+    want = (1, 3, image_size, image_size)
+    if image_size is not None and generator.config.use_reference and tuple(generator.reference.shape) != want:
+        # checked here, where the file can be named, rather than failing at the first frame
+        raise InputError(path, f"stored reference frame has shape {tuple(generator.reference.shape)}, the crops "
+                               f"need {want}; retrain with `dvc repro train_gan@<presenter>`")
     return generator.to(device, memory_format=torch.channels_last).eval()
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, describe
 from ..paths import OPEN_HEAD_MODEL
 from .base import HeadModel, HeadOutput, mouth_opening
 from .embedding import load_embedding
@@ -39,7 +39,10 @@ def load_flame_model(model_path: str | Path, embedding_path: str | Path | None =
     model = load_pickle(model_path)
     if not isinstance(model, dict):
         raise InputError(model_path, f"not a FLAME model: the pickle holds a {type(model).__name__}, not a dict")
-    num_faces = len(np.asarray(model.get("f", [])))
+    try:
+        num_faces = len(np.asarray(model.get("f", [])))
+    except Exception as exc:  # a ragged or non-numeric face list
+        raise InputError(model_path, f"not a FLAME model: unreadable faces 'f' ({describe(exc)})") from exc
     embedding = None if embedding_path is None else load_embedding(embedding_path, num_faces=num_faces)
     lip_ids = None
     if masks_path is not None:
@@ -50,7 +53,12 @@ def load_flame_model(model_path: str | Path, embedding_path: str | Path | None =
         n_vertices = len(np.asarray(model.get("v_template", [])))
         if lip_ids.size == 0 or lip_ids.min() < 0 or lip_ids.max() >= n_vertices:
             raise InputError(masks_path, f"'lips' mask does not index the {n_vertices} vertices of {model_path}")
-    return FlameHeadModel(model, model_path, embedding=embedding, lip_vertex_ids=lip_ids)
+    try:
+        return FlameHeadModel(model, model_path, embedding=embedding, lip_vertex_ids=lip_ids)
+    except InputError:
+        raise
+    except Exception as exc:  # values its checks do not expect (e.g. triangles of letters, not vertex ids)
+        raise InputError(model_path, f"not a usable FLAME model ({describe(exc)})") from exc
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse
 
-from ..errors import InputError
+from ..errors import InputError, describe
 
 try:  # numpy >= 2 keeps the array internals in numpy._core
     from numpy._core import multiarray as _multiarray
@@ -147,11 +147,13 @@ def load_pickle(path: str | Path) -> Any:
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            raw = RestrictedUnpickler(f, path).load()
+            return _to_plain(RestrictedUnpickler(f, path).load(), path)
     except InputError:
         raise
     except FileNotFoundError as exc:
         raise InputError(path, "no such file") from exc
-    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError, IndexError, KeyError) as exc:
-        raise InputError(path, f"not a readable model pickle ({type(exc).__name__}: {exc})") from exc
-    return _to_plain(raw, path)
+    except Exception as exc:
+        # A damaged or crafted file can fail in any way (an allowed call with bad arguments, e.g. _codecs.encode with
+        # an unknown codec: LookupError). Only reporting is widened here: find_class's allow-list still decides what
+        # the file may call.
+        raise InputError(path, f"not a readable model pickle ({describe(exc)})") from exc

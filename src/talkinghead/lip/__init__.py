@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import pickle
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Iterator
@@ -20,7 +19,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, describe
 from ..speech.features import AlignParams, features_for_audio
 from .model import LipConfig, LipTransformer
 
@@ -58,25 +57,27 @@ def load_lip_model(checkpoint_path: str | Path, device: str | torch.device | Non
     try:
         # weights_only: a checkpoint can come from a shared DVC cache; a pickle payload in it must not run
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(ckpt, dict):  # (indexing a bare tensor by name fails with a misleading warning)
+            raise TypeError(f"it holds a {type(ckpt).__name__}, not a dict")
         config = LipConfig.from_dict(ckpt["config"])
         model = LipTransformer(config)
         model.load_state_dict(ckpt["state_dict"])
-    except (pickle.UnpicklingError, KeyError, RuntimeError, EOFError, OSError, ValueError, TypeError,
-            AttributeError) as exc:
-        # weights_only raises UnpicklingError for anything but tensors and plain containers
+        mean = torch.as_tensor(ckpt["target_mean"]).float()
+        std = torch.as_tensor(ckpt["target_std"]).float()
+        align = dict(ckpt.get("align", {}))
+    except Exception as exc:
+        # Whatever goes wrong here (weights_only's UnpicklingError for anything but tensors and plain containers, a
+        # missing key, a tensor of the wrong shape, a config the network cannot be built from) is this file's fault
         raise InputError(path, f"not a lip-model checkpoint, or one written before talkinghead saved them safely "
-                               f"({exc.__class__.__name__}: {str(exc).splitlines()[0]}); retrain with "
-                               f"`dvc repro train_lip`") from exc
+                               f"({describe(exc)}); retrain with `dvc repro train_lip`") from exc
     model.eval().to(device)
-    mean = torch.as_tensor(ckpt["target_mean"]).float()
-    std = torch.as_tensor(ckpt["target_std"]).float()
     n_presenters = len(config.presenters)
     if mean.ndim == 1 and std.ndim == 1:  # checkpoints before per-presenter statistics: one row shared by all
         mean, std = mean.expand(n_presenters, -1), std.expand(n_presenters, -1)
     if mean.shape != (n_presenters, config.n_out) or std.shape != mean.shape:
         raise InputError(path, f"target statistics of shape {tuple(mean.shape)}, expected ({n_presenters}, "
                                f"{config.n_out}); retrain with `dvc repro train_lip`")
-    return LoadedLipModel(model, mean.to(device), std.to(device), dict(ckpt.get("align", {})), device)
+    return LoadedLipModel(model, mean.to(device), std.to(device), align, device)
 
 
 # What checkpoints written before ``align.encoder`` existed were trained on: log-mel with these settings (they stored
@@ -98,7 +99,13 @@ def speech_features(checkpoint_path: str | Path, samples: np.ndarray, n_frames: 
     if not path.is_file():
         raise InputError(path, "lip checkpoint missing; run `dvc repro train_lip`")
     lip = _cached(str(path.resolve()), path.stat().st_mtime, None)
-    return features_for_audio(samples, n_frames, fps, checkpoint_align_params(lip.align))
+    try:
+        align = checkpoint_align_params(lip.align)
+    except (InputError, TypeError) as exc:  # the settings come from the checkpoint, not from params.yaml
+        reason = exc.reason if isinstance(exc, InputError) else describe(exc)
+        raise InputError(path, f"bad align settings in the checkpoint ({reason}); retrain with "
+                               "`dvc repro train_lip`") from exc
+    return features_for_audio(samples, n_frames, fps, align)
 
 
 @functools.lru_cache(maxsize=4)

@@ -34,7 +34,7 @@ from ..errors import InputError
 from ..paths import PresenterPaths
 from ..schemas import FRAMES, write_table
 from ..tensorfile import TensorWriter
-from ..video import VideoInfo, VideoReader, constant_fps_timeline, mean_fps, probe_video
+from ..video import VideoInfo, VideoReader, check_complete, constant_fps_timeline, mean_fps, probe_video
 
 DETECT_MAX_SIDE = 640  # frames are downscaled to this longest side before the first (whole-frame) detection
 SMALL_FACE_FRACTION = 0.06  # a face narrower than this share of the frame's long side triggers the finer search
@@ -266,10 +266,11 @@ def align_audio(samples: np.ndarray, start_s: float, n_frames: int, fps: float, 
     return np.pad(clip, (0, length - len(clip)))
 
 
-def check_input(video: Path, info: VideoInfo, params: dict[str, Any]) -> None:
-    """Refuse videos the pipeline cannot use, before any work: too short, no audio."""
-    if info.duration_s < float(params["min_seconds"]):
-        raise InputError(video, f"clip is {info.duration_s:.2f} s long, shorter than extract.min_seconds = "
+def check_input(video: Path, info: VideoInfo, reader: VideoReader, params: dict[str, Any]) -> None:
+    """Refuse videos the pipeline cannot use, before any work: truncated, too short, no audio."""
+    seconds = check_complete(info, reader)  # what decodes counts, not the length the header declares
+    if seconds < float(params["min_seconds"]):
+        raise InputError(video, f"clip is {seconds:.2f} s long, shorter than extract.min_seconds = "
                                 f"{params['min_seconds']} s")
     if not info.has_audio:
         raise InputError(video, "has no audio track (a presenter needs speech to train the lip model)")
@@ -339,12 +340,12 @@ def extract(video: str | Path, interim: str | Path, params: dict[str, Any], name
     name = name or interim.name
     paths = dataclasses.replace(PresenterPaths.of(name), interim=interim)
     info = probe_video(video)
-    check_input(video, info, params)
+    reader = VideoReader(video, info.rotation)
+    check_input(video, info, reader, params)
     size = int(params["crop_size"])
     audio_rate = int(params["audio_rate"])
     samples = decode_audio(video, audio_rate)
 
-    reader = VideoReader(video, info.rotation)
     source_fps = mean_fps(reader.times)
     fps = output_fps(params.get("fps", "auto"), source_fps)
     out_times, source_index = constant_fps_timeline(reader.times, fps)
