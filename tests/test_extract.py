@@ -10,16 +10,17 @@ import pytest
 
 from talkinghead.audio import decode_audio, read_wav, write_wav
 from talkinghead.errors import InputError
-from talkinghead.params import params_group
 from talkinghead.schemas import FRAMES, read_table
 from talkinghead.stages import extract as ex
 from talkinghead.tensorfile import load_tensor
-from talkinghead.video import VideoReader, constant_fps_timeline, probe_video
+from talkinghead.video import ExtractParams, VideoReader, constant_fps_timeline, probe_video
+
+from configs import project_config
 
 
 @pytest.fixture(scope="module")
 def params():
-    return params_group("extract")
+    return project_config(ExtractParams, "extract")
 
 
 def _face_centres(frames: np.ndarray) -> np.ndarray:

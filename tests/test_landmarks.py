@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from talkinghead.params import params_group
 from talkinghead.schemas import FRAMES, read_table
 from talkinghead.stages import extract as ex
+from talkinghead.video import ExtractParams
 from talkinghead.stages import landmarks as lm
 
 from configs import project_config
@@ -20,7 +20,7 @@ from configs import project_config
 
 @pytest.fixture(scope="module")
 def params():
-    return project_config(lm.LandmarksParams, "landmarks"), params_group("extract")
+    return project_config(lm.LandmarksParams, "landmarks"), project_config(ExtractParams, "extract")
 
 
 def test_fill_gaps_interpolates_between_detections_and_holds_ends():
@@ -55,7 +55,7 @@ def test_stage_smoke_on_generated_clip(tiny_video, tmp_path, monkeypatch, fake_t
     shutil.copy(Path(__file__).resolve().parents[1] / "params.yaml", tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
     interim = tmp_path / "data" / "interim" / "tiny"
-    ex.extract(tiny_video(seconds=3.2), interim, params_group("extract"))
+    ex.extract(tiny_video(seconds=3.2), interim, project_config(ExtractParams, "extract"))
     lm.main([str(interim)])
     result = lm.read_landmarks(interim / "landmarks.parquet")
     frames = read_table(interim / "frames.parquet", FRAMES)

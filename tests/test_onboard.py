@@ -15,6 +15,9 @@ import yaml
 
 from talkinghead import onboard
 from talkinghead.errors import InputError
+from talkinghead.video import ExtractParams
+
+from configs import project_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,7 +49,7 @@ def _snapshot(root: Path) -> dict[str, bytes]:
 
 
 def test_check_report_on_a_good_clip(tiny_video):
-    report = onboard.check_video(tiny_video(seconds=3.2))
+    report = onboard.check_video(tiny_video(seconds=3.2), project_config(ExtractParams, "extract"))
     assert report.usable and report.reasons == []
     assert (report.width, report.height, report.rotation) == (256, 256, 0)
     assert report.audio_rate == 44100 and report.audio_channels == 2
@@ -57,7 +60,7 @@ def test_check_report_on_a_good_clip(tiny_video):
 
 
 def test_check_report_lists_reasons(tiny_video):
-    report = onboard.check_video(tiny_video(seconds=2.0, audio=None, faces=(0.3, 0.3)))
+    report = onboard.check_video(tiny_video(seconds=2.0, audio=None, faces=(0.3, 0.3)), project_config(ExtractParams, "extract"))
     assert not report.usable
     joined = " ".join(report.reasons)
     assert "shorter than" in joined and "no audio track" in joined and "exactly one face" in joined
@@ -75,7 +78,7 @@ def test_check_main_exit_codes(tiny_video, tmp_path, capsys):
 
 def test_check_refuses_a_truncated_clip(truncated_video, capsys):
     video = truncated_video(0.3, seconds=8.0)  # the header says 8 s, about 2.4 s decode
-    report = onboard.check_video(video)
+    report = onboard.check_video(video, project_config(ExtractParams, "extract"))
     assert not report.usable and report.duration_s < 3.0
     assert any(r.startswith("truncated: only") and "of the declared 8.00 s" in r for r in report.reasons)
     assert onboard.check_main([str(video)]) == 2

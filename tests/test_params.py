@@ -23,10 +23,11 @@ from talkinghead.stages.crossdrive import CrossdriveParams
 from talkinghead.stages.demo import DemoParams
 from talkinghead.stages.evaluate import EvaluateParams
 from talkinghead.stages.landmarks import LandmarksParams
+from talkinghead.video import ExtractParams
 
 from configs import PARAMS_YAML
 
-GROUPS = {"demo": DemoParams, "landmarks": LandmarksParams, "head_model": HeadModelParams, "fit": FitConfig,
+GROUPS = {"demo": DemoParams, "extract": ExtractParams, "landmarks": LandmarksParams, "head_model": HeadModelParams, "fit": FitConfig,
           "render": RenderParams, "split": SplitParams, "align": AlignParams, "lip": LipParams,
           "crossdrive": CrossdriveParams, "composites": CompositesParams, "gan": GanParams, "speak": SpeakParams,
           "evaluate": EvaluateParams}

@@ -13,21 +13,19 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from .atomic import atomic_path, make_readable, remove_stale_temps, stale_temps, temp_prefix
 from .errors import InputError
 from .paths import PRESENTER_NAME, VIDEO_SUFFIXES, PresenterPaths
-from .video import VideoReader, check_complete, decoded_seconds, probe_video
+from .video import ExtractParams, VideoReader, check_complete, decoded_seconds, probe_video
 
 CHECK_SAMPLES = 50  # frames sampled evenly over the clip
 MIN_ONE_FACE_SHARE = 0.8  # exactly one face needed in at least this share of the sampled frames
 MIN_FACE_PX = 48  # smaller faces carry too little detail for the crops
 SHARP_FACE_PX = 128  # below this the crops are upscaled (usable, but blurrier)
 MAX_YAW_RANGE_DEG = 70.0  # larger head turns: a warning (fitting and the GAN see few frontal frames)
-FALLBACK_EXTRACT_PARAMS = {"min_seconds": 3.0, "audio_rate": 16000, "silence_dbfs": -55.0, "min_face_confidence": 0.5}
 # FaceMesh indices of the left-most and right-most face contour points (image left / right, at cheekbone height)
 CHEEK_LEFT, CHEEK_RIGHT = 234, 454
 
@@ -101,13 +99,12 @@ def _sample_faces(reader: VideoReader, n_samples: int, min_confidence: float
     return len(indices), counts, sides, yaws
 
 
-def check_video(path: str | Path, params: dict[str, Any] | None = None, n_samples: int | None = None) -> CheckReport:
+def check_video(path: str | Path, params: ExtractParams, n_samples: int | None = None) -> CheckReport:
     """Inspect a candidate presenter video (``params``: the extract group). Raises InputError only for files that are
     not readable videos at all; everything else ends up in ``reasons`` (not usable) or ``warnings``."""
     from .audio import decode_audio, rms_dbfs
 
     path = Path(path)
-    params = {**FALLBACK_EXTRACT_PARAMS, **(params or {})}
     info = probe_video(path)
     reader = VideoReader(path, info.rotation)
     reasons: list[str] = []
@@ -118,19 +115,19 @@ def check_video(path: str | Path, params: dict[str, Any] | None = None, n_sample
         check_complete(info, reader)
     except InputError as exc:
         reasons.append(exc.reason)
-    if duration < float(params["min_seconds"]):
-        reasons.append(f"clip is {duration:.2f} s long, shorter than extract.min_seconds = {params['min_seconds']} s")
+    if duration < params.min_seconds:
+        reasons.append(f"clip is {duration:.2f} s long, shorter than extract.min_seconds = {params.min_seconds} s")
     dbfs = None
     if not info.has_audio:
         reasons.append("no audio track (a presenter needs speech to train the lip model)")
     else:
         try:
-            dbfs = rms_dbfs(decode_audio(path, int(params["audio_rate"])))
-            if dbfs < float(params["silence_dbfs"]):
+            dbfs = rms_dbfs(decode_audio(path, params.audio_rate))
+            if dbfs < params.silence_dbfs:
                 warnings.append(f"audio is (nearly) silent ({dbfs:.1f} dBFS RMS); the lip model needs speech")
         except InputError as exc:
             reasons.append(exc.reason)
-    n, counts, sides, yaws = _sample_faces(reader, n_samples or CHECK_SAMPLES, float(params["min_face_confidence"]))
+    n, counts, sides, yaws = _sample_faces(reader, n_samples or CHECK_SAMPLES, params.min_face_confidence)
     one_face = sum(c == 1 for c in counts) / max(1, n)
     median_face = float(np.median(sides)) if sides else 0.0
     if not any(counts):
@@ -174,10 +171,15 @@ def format_report(report: CheckReport) -> str:
     return "\n".join(lines)
 
 
-def _extract_params(root: Path) -> dict[str, Any]:
-    from .params import params_group
+def extract_params(root: Path) -> ExtractParams:
+    """The extract group of the project at ``root``; outside a project (``check`` before onboarding) the one of
+    this source checkout, so the thresholds are the pipeline's own, never a second set of defaults."""
+    from .params import load_config
 
-    return params_group("extract", root / "params.yaml")
+    params_file = root / "params.yaml"
+    if not params_file.exists():
+        params_file = Path(__file__).resolve().parents[2] / "params.yaml"
+    return load_config(ExtractParams, "extract", params_file)
 
 
 def add_to_params(params_file: Path, name: str) -> bool:
@@ -269,7 +271,7 @@ def add_presenter(name: str, video: str | Path, force: bool = False, root: str |
     interrupted = paths.raw_dir.exists() and bool(missing)
     if paths.raw_dir.exists() and not force and not interrupted:
         raise InputError(paths.raw_dir, f"presenter {name!r} already exists; use --force to replace its video")
-    report = check_video(video, _extract_params(root))
+    report = check_video(video, extract_params(root))
     if not report.usable:
         raise InputError(video, "not usable: " + "; ".join(report.reasons))
 
@@ -312,11 +314,7 @@ def check_main(argv: list[str] | None = None) -> int:
     parser.add_argument("video", type=Path)
     args = parser.parse_args(argv)
     try:
-        try:
-            params = _extract_params(Path("."))
-        except InputError:
-            params = None  # outside a project: the defaults
-        report = check_video(args.video, params)
+        report = check_video(args.video, extract_params(Path(".")))
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -22,6 +22,21 @@ from .errors import InputError
 
 
 @dataclass(frozen=True)
+class ExtractParams:
+    """params.yaml's ``extract`` group (also what ``talkinghead check`` judges a video by)."""
+
+    crop_size: int  # output crops are crop_size x crop_size
+    fps: str | float  # 'auto' keeps the source's mean frame rate (rounded); a number resamples to it
+    min_seconds: float  # shorter clips are refused
+    crop_scale: float  # crop side = crop_scale x detected face box side
+    smooth_seconds: float  # temporal smoothing of the crop box
+    detect_every: int  # face detection every n frames, interpolated in between
+    min_face_confidence: float
+    audio_rate: int
+    silence_dbfs: float  # audio quieter than this (RMS) gets a warning
+
+
+@dataclass(frozen=True)
 class VideoInfo:
     """What ``probe_video`` finds. Sizes are of the upright (rotation-applied) frame."""
 

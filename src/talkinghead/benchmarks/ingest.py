@@ -109,7 +109,8 @@ def _media_video() -> Path | None:
 
 def run(workdir: Path) -> dict[str, float]:
     """Time extract and landmarks on one 512x512 clip; frames per second of each and of both together."""
-    from ..params import load_config, params_group
+    from ..params import load_config
+    from ..video import ExtractParams
     from ..stages import extract, landmarks
 
     workdir = Path(workdir)
@@ -117,7 +118,7 @@ def run(workdir: Path) -> dict[str, float]:
     if video is None:
         video = synthetic_face_clip(workdir / "raw" / "bench" / "video.mp4", seconds=8.0, size=(512, 512))
     interim = workdir / "interim" / "bench"
-    extract_params = params_group("extract")
+    extract_params = load_config(ExtractParams, "extract")
     landmark_params = load_config(landmarks.LandmarksParams, "landmarks")
     for module in ("cv2", "decord", "mediapipe", "scipy.ndimage", "scipy.signal"):
         importlib.import_module(module)  # a one-off cost per process, not per frame: keep it out of the timing

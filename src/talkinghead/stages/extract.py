@@ -34,7 +34,7 @@ from ..errors import InputError
 from ..paths import PresenterPaths
 from ..schemas import FRAMES, write_table
 from ..tensorfile import TensorWriter
-from ..video import VideoInfo, VideoReader, check_complete, constant_fps_timeline, mean_fps, probe_video
+from ..video import ExtractParams, VideoInfo, VideoReader, check_complete, constant_fps_timeline, mean_fps, probe_video
 
 DETECT_MAX_SIDE = 640  # frames are downscaled to this longest side before the first (whole-frame) detection
 SMALL_FACE_FRACTION = 0.06  # a face narrower than this share of the frame's long side triggers the finer search
@@ -266,12 +266,12 @@ def align_audio(samples: np.ndarray, start_s: float, n_frames: int, fps: float, 
     return np.pad(clip, (0, length - len(clip)))
 
 
-def check_input(video: Path, info: VideoInfo, reader: VideoReader, params: dict[str, Any]) -> None:
+def check_input(video: Path, info: VideoInfo, reader: VideoReader, params: ExtractParams) -> None:
     """Refuse videos the pipeline cannot use, before any work: truncated, too short, no audio."""
     seconds = check_complete(info, reader)  # what decodes counts, not the length the header declares
-    if seconds < float(params["min_seconds"]):
+    if seconds < params.min_seconds:
         raise InputError(video, f"clip is {seconds:.2f} s long, shorter than extract.min_seconds = "
-                                f"{params['min_seconds']} s")
+                                f"{params.min_seconds} s")
     if not info.has_audio:
         raise InputError(video, "has no audio track (a presenter needs speech to train the lip model)")
 
@@ -330,7 +330,7 @@ def detect_faces(reader: VideoReader, source_indices: np.ndarray, min_confidence
     return detections
 
 
-def extract(video: str | Path, interim: str | Path, params: dict[str, Any], name: str | None = None,
+def extract(video: str | Path, interim: str | Path, params: ExtractParams, name: str | None = None,
             max_seconds: float | None = None) -> ExtractResult:
     """Run the whole stage for one raw ``video``, writing into the ``interim`` folder (see module docstring).
     ``max_seconds`` keeps only the start of the clip (tests, quick looks); the stage itself uses the whole clip."""
@@ -342,12 +342,12 @@ def extract(video: str | Path, interim: str | Path, params: dict[str, Any], name
     info = probe_video(video)
     reader = VideoReader(video, info.rotation)
     check_input(video, info, reader, params)
-    size = int(params["crop_size"])
-    audio_rate = int(params["audio_rate"])
+    size = params.crop_size
+    audio_rate = params.audio_rate
     samples = decode_audio(video, audio_rate)
 
     source_fps = mean_fps(reader.times)
-    fps = output_fps(params.get("fps", "auto"), source_fps)
+    fps = output_fps(params.fps, source_fps)
     out_times, source_index = constant_fps_timeline(reader.times, fps)
     if max_seconds is not None:
         keep = max(1, int(round(max_seconds * fps)))
@@ -356,19 +356,19 @@ def extract(video: str | Path, interim: str | Path, params: dict[str, Any], name
     warnings: list[str] = []
 
     level = rms_dbfs(samples)
-    if level < float(params["silence_dbfs"]):
+    if level < params.silence_dbfs:
         warnings.append(f"{video}: audio is (nearly) silent ({level:.1f} dBFS RMS); the lip model needs speech")
 
-    every = max(1, int(params["detect_every"]))
+    every = max(1, params.detect_every)
     step_frames = np.unique(np.append(np.arange(0, n, every), n - 1))  # detection frames on the output timeline
-    detections = detect_faces(reader, source_index[step_frames], float(params.get("min_face_confidence", 0.5)))
+    detections = detect_faces(reader, source_index[step_frames], params.min_face_confidence)
     tracks = link_tracks(detections)
     track, track_warnings = choose_track(tracks, len(step_frames), video)
     warnings += track_warnings
     first = reader.get(source_index[:1])[0]
     height, width = first.shape[:2]
-    boxes = smooth_crop_boxes(track, step_frames, n, fps, width, height, float(params["crop_scale"]),
-                              float(params["smooth_seconds"]))
+    boxes = smooth_crop_boxes(track, step_frames, n, fps, width, height, params.crop_scale,
+                              params.smooth_seconds)
 
     with TensorWriter(paths.frames, n, (size, size, 3), np.uint8) as writer, \
             tqdm(total=n, desc="crop frames", unit="frame", leave=False) as bar:
@@ -401,7 +401,7 @@ def extract(video: str | Path, interim: str | Path, params: dict[str, Any], name
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ..params import params_group
+    from ..params import load_config
     from ..tracking import stage_run
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -410,9 +410,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     name = args.raw_dir.resolve().name
     try:
-        params = params_group("extract")
+        params = load_config(ExtractParams, "extract")
         video = dataclasses.replace(PresenterPaths.of(name), raw_dir=args.raw_dir).raw_video()
-        with stage_run("extract", name, params) as mlflow:
+        with stage_run("extract", name, {"extract": params}) as mlflow:
             result = extract(video, args.interim_dir, params, name)
             for warning in result.warnings:
                 print(f"warning: {warning}", file=sys.stderr)
