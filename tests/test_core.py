@@ -185,6 +185,42 @@ def test_mlflow_child_runs_nest_under_parent(tmp_path, monkeypatch):
     assert run.data.params["extract.crop_size"] == "256" and run.data.metrics["frames"] == 10.0
 
 
+def test_store_is_anchored_at_the_project_root(tmp_path, monkeypatch):
+    """A stage run anywhere in the project, or by `dvc exp run --temp` in a copy under .dvc/tmp/exps, logs to the
+    project's own mlflow.db."""
+    from talkinghead import tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / "data" / "interim").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "data" / "interim")
+    assert tracking.tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    copy = tmp_path / ".dvc" / "tmp" / "exps" / "run" / "abc123"
+    copy.mkdir(parents=True)
+    monkeypatch.setenv("DVC_ROOT", str(copy))
+    assert tracking.tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+
+
+def test_bare_dvc_repro_parent_spans_its_stages(tmp_path, monkeypatch):
+    """Without `talkinghead repro`, the parent found by the dvc ancestor ends when the last stage ends."""
+    import time
+
+    from talkinghead import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
+    monkeypatch.setenv("DVC_EXP_NAME", "lr-sweep")
+    monkeypatch.setattr(tracking, "_dvc_ancestor_key", lambda: "4242-1")
+    with tracking.stage_run("extract", "bob") as mlflow:
+        time.sleep(0.3)
+        child = mlflow.active_run().info.run_id
+    run = mlflow.get_run(child)
+    parent = mlflow.get_run(run.data.tags["mlflow.parentRunId"])
+    assert parent.info.run_name == "dvc exp lr-sweep"
+    assert parent.info.end_time >= run.info.end_time - 5 and parent.info.end_time - parent.info.start_time >= 300
+
+
 def test_facemesh_constants_match_mediapipe():
     from mediapipe.python.solutions.face_mesh_connections import FACEMESH_LIPS
 

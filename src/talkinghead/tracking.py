@@ -1,7 +1,9 @@
 """MLflow tracking for DVC stages.
 
-- Tracking URI: $MLFLOW_TRACKING_URI, else a local SQLite store ``mlflow.db`` in the project root
-  (view it with ``make ui``).
+- Tracking URI: $MLFLOW_TRACKING_URI, else a local SQLite store ``mlflow.db`` in the project root: $DVC_ROOT (DVC
+  sets it for every stage, also for ``dvc exp run --temp`` in a copy under .dvc/tmp/exps, so experiments land in the
+  project's store, not a throwaway one), else the nearest folder up from here holding dvc.yaml (view it with
+  ``make ui``).
 - One parent run per ``dvc repro`` and one child run per stage. DVC starts every stage as its own process,
   so the parent is found, not passed: ``talkinghead repro`` (and ``make``) sets $TALKINGHEAD_PARENT_RUN;
   under a bare ``dvc repro`` the stages look up the parent tagged with the id of their ``dvc`` ancestor
@@ -15,16 +17,32 @@ import contextlib
 import dataclasses
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 EXPERIMENT = "talkinghead"
 PARENT_ENV = "TALKINGHEAD_PARENT_RUN"
 
 
+def project_root(start: str | Path = ".") -> Path:
+    """The project the store belongs to: the main checkout for a DVC experiment run in a temp copy."""
+    if os.environ.get("DVC_ROOT"):
+        root = Path(os.environ["DVC_ROOT"]).resolve()
+        # `dvc exp run --temp` runs in <project>/.dvc/tmp/exps/...: log to the project's store, not the copy's
+        parts = root.parts
+        if ".dvc" in parts:
+            return Path(*parts[:parts.index(".dvc")])
+        return root
+    here = Path(start).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").exists():
+            return folder
+    return here
+
+
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
 def git_commit() -> str:
@@ -80,9 +98,12 @@ def _parent_run_id(client, exp_id: str) -> str | None:
     found = client.search_runs([exp_id], filter_string=f"tags.dvc_repro = '{key}'", max_results=1)
     if found:
         return found[0].info.run_id
-    run = client.create_run(exp_id, run_name=f"dvc repro {key}",
-                            tags={"dvc_repro": key, "git_commit": git_commit(), "kind": "repro"})
-    # Nobody outlives a bare `dvc repro` to close this run; children attach by tag, so it can be closed now.
+    experiment = os.environ.get("DVC_EXP_NAME")
+    run = client.create_run(exp_id, run_name=f"dvc exp {experiment}" if experiment else f"dvc repro {key}",
+                            tags={"dvc_repro": key, "git_commit": git_commit(), "kind": "repro",
+                                  **({"dvc_exp_name": experiment} if experiment else {})})
+    # Nobody outlives a bare `dvc repro` to close this run; each stage moves its end to when that stage finished
+    # (stage_run), so it spans the whole pipeline once the last stage is done.
     client.set_terminated(run.info.run_id, status="FINISHED")
     return run.info.run_id
 
@@ -107,6 +128,8 @@ def stage_run(stage: str, presenter: str | None = None, params: dict[str, Any] |
             mlflow.log_params(flatten(params))
         yield mlflow
     del run
+    if parent is not None and not os.environ.get(PARENT_ENV):
+        client.set_terminated(parent, status="FINISHED", end_time=int(time.time() * 1000))
 
 
 def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
