@@ -215,7 +215,12 @@ def test_ddp_two_processes_match_one(tmp_path, two_presenters):
     out, data = tmp_path / "ddp.json", tmp_path / "tiny.npz"
     feats, expr = tiny_arrays()
     np.savez(data, features=feats, expression=expr)  # the workers skip the audio synthesis
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+    import talkinghead
+
+    # the workers import this test file and the same talkinghead sources as this process (not whatever the
+    # environment's install points at)
+    path = os.pathsep.join([str(Path(__file__).parent), str(Path(talkinghead.__file__).parents[1])])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(Path(__file__)), "--ddp-worker", str(data), str(out), str(int(two_presenters))]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
