@@ -71,8 +71,8 @@ def _sample_faces(path: Path, rotation: int, n_samples: int, min_confidence: flo
                   ) -> tuple[int, list[int], list[float], list[float]]:
     """Decode ``n_samples`` evenly spaced frames; per frame the face count, largest face side and yaw."""
     import cv2
-    import mediapipe as mp
 
+    from .solutions import face_mesh
     from .stages.extract import FaceDetector
 
     reader = VideoReader(path, rotation)
@@ -80,7 +80,7 @@ def _sample_faces(path: Path, rotation: int, n_samples: int, min_confidence: flo
     counts: list[int] = []
     sides: list[float] = []
     yaws: list[float] = []
-    with FaceDetector(min_confidence) as detector, mp.solutions.face_mesh.FaceMesh(
+    with FaceDetector(min_confidence) as detector, face_mesh(
             static_image_mode=True, max_num_faces=1, refine_landmarks=True) as mesh:
         for start in range(0, len(indices), 10):
             for frame in reader.get(indices[start:start + 10]):

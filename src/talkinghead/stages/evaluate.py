@@ -130,10 +130,10 @@ class FaceMeshTracker:
     """MediaPipe FaceMesh (478 points, video mode) over a stream of crops: [B, 478, 2] pixels, NaN if no face."""
 
     def __init__(self):
-        import mediapipe as mp
+        from ..solutions import face_mesh
 
-        self.mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True,
-                                                    min_detection_confidence=0.5, min_tracking_confidence=0.5)
+        self.mesh = face_mesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True,
+                              min_detection_confidence=0.5, min_tracking_confidence=0.5)
 
     def __call__(self, images: Iterable[np.ndarray]) -> np.ndarray:
         out = []

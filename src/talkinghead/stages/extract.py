@@ -83,10 +83,9 @@ class FaceDetector:
     """
 
     def __init__(self, min_confidence: float = 0.5):
-        import mediapipe as mp
+        from ..solutions import face_detection
 
-        self._detector = mp.solutions.face_detection.FaceDetection(
-            model_selection=1, min_detection_confidence=min_confidence)
+        self._detector = face_detection(model_selection=1, min_detection_confidence=min_confidence)
 
     def close(self) -> None:
         self._detector.close()

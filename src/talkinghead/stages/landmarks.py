@@ -48,11 +48,11 @@ class LandmarksResult:
 def _facemesh_chunk(frames: np.ndarray, start: int, stop: int, params: dict[str, Any], points: np.ndarray,
                     detected: np.ndarray, bar) -> None:
     """FaceMesh in tracking mode over frames[start:stop], filling ``points`` / ``detected`` in place."""
-    import mediapipe as mp
+    from ..solutions import face_mesh
 
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True,
-                                         min_detection_confidence=float(params["min_detection_confidence"]),
-                                         min_tracking_confidence=float(params["min_tracking_confidence"])) as mesh:
+    with face_mesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True,
+                   min_detection_confidence=float(params["min_detection_confidence"]),
+                   min_tracking_confidence=float(params["min_tracking_confidence"])) as mesh:
         for i in range(start, stop):
             result = mesh.process(np.ascontiguousarray(frames[i]))
             if result.multi_face_landmarks:
