@@ -314,14 +314,14 @@ class GanTrainer:
         Returns the stop reason ('max_steps', 'max_seconds', 'target_loss'). ``on_step(step)`` runs after each
         step (tests use it to simulate a kill).
         """
-        from tqdm import tqdm
+        from ..progress import Progress
 
         cfg = self.train_config
         self.set_reference(data)
         self.data_fingerprint = data.fingerprint()
         reference = self.reference_image(data)
-        bar = tqdm(total=cfg.max_steps, initial=self.step, desc="gan", disable=not progress or self.rank != 0,
-                   unit="step")
+        bar = Progress(total=cfg.max_steps, initial=self.step, desc="gan", disable=not progress or self.rank != 0,
+                       unit="step")
         reason = self.stop_reason()
         while reason is None:
             started = time.perf_counter()

@@ -30,13 +30,13 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from ..atomic import atomic_dir
 from ..facemesh import LIPS
 from ..errors import InputError
 from ..headmodel import load_head_model
 from ..params import params_group
+from ..progress import Progress
 from ..paths import PresenterPaths
 from ..render import render_parameters, renderer_from_params
 from ..schemas import (COMPOSITES, LANDMARKS, LIP_COEFFS, N_LANDMARKS, PARAMETERS, column_array, read_table,
@@ -331,7 +331,7 @@ def make_composites(paths: PresenterPaths, inputs: StageInputs, model, params: d
     batch_size = int(p["batch_size"])
     try:
         with TensorWriter(paths.composites, n, (size, size, 3), np.uint8) as writer:
-            for start in tqdm(range(0, n, batch_size), desc=f"composites {paths.name}", unit="batch"):
+            for start in Progress(range(0, n, batch_size), desc=f"composites {paths.name}", unit="batch"):
                 stop = min(start + batch_size, n)
                 batch = {k: torch.from_numpy(v[start:stop]).to(device) for k, v in columns.items()}
                 rendered = render_parameters(model, renderer, batch)

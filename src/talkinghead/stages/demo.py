@@ -158,7 +158,8 @@ def encode_video(path: Path, frames, n_frames: int, size: int, fps: int, samples
     """Write an MP4 (H.264 yuv420p + AAC mono) from an iterator of RGB uint8 [size, size, 3] frames and float
     samples [T]; audio is interleaved with video by time so players and demuxers stream it smoothly."""
     import av
-    from tqdm import tqdm
+
+    from ..progress import Progress
 
     pcm = (np.clip(samples, -1, 1) * 32767).round().astype(np.int16)
     with av.open(str(path), "w", format="mp4") as container:
@@ -182,8 +183,8 @@ def encode_video(path: Path, frames, n_frames: int, size: int, fps: int, samples
                 container.mux(audio.encode(frame))
                 audio_pos += len(block)
 
-        for i, rgb in enumerate(tqdm(frames, total=n_frames, desc="demo frames", unit="frame",
-                                     disable=n_frames < 100)):
+        for i, rgb in enumerate(Progress(frames, total=n_frames, desc="demo frames", unit="frame",
+                                         disable=n_frames < 100)):
             push_audio((i + 1) / fps)
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             frame.pts = i

@@ -176,12 +176,11 @@ def evaluate_presenter(paths: PresenterPaths, params: dict[str, Any], root: Path
 
     Writes side_by_side.mp4 and strip.png into paths.report("eval") as it goes; returns the metrics.
     """
-    from tqdm import tqdm
-
     from ..audio import read_wav
     from ..imagemetrics import psnr_per_image, ssim_per_image
     from ..lip import predict, speech_features
     from ..paths import LIP_CHECKPOINT
+    from ..progress import Progress
     from ..speak import CropSynthesizer, closed_mouth_frame, load_presenter, mouth_opening_from_landmarks
     from ..stages.composites import mouth_box
     from ..videoio import VideoWriter
@@ -220,7 +219,7 @@ def evaluate_presenter(paths: PresenterPaths, params: dict[str, Any], root: Path
     batch = int(p["batch_size"])
     try:
         with VideoWriter(out_dir / "side_by_side.mp4", pres.fps, 2 * size, size, audio=audio, audio_rate=rate) as video, \
-                tqdm(total=n, unit="frame", desc=f"evaluate {paths.name}", disable=not progress) as bar:
+                Progress(total=n, unit="frame", desc=f"evaluate {paths.name}", disable=not progress) as bar:
             for b0 in range(0, n, batch):
                 source = np.arange(start + b0, min(start + b0 + batch, stop))
                 k = len(source)

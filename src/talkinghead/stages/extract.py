@@ -312,12 +312,12 @@ def _decoded(reader: VideoReader, indices: np.ndarray, batch_size: int):
 def detect_faces(reader: VideoReader, source_indices: np.ndarray, min_confidence: float,
                  batch_size: int = 16) -> list[np.ndarray]:
     """Face boxes [K, 5] for each of ``source_indices`` (the detection frames)."""
-    from tqdm import tqdm
+    from ..progress import Progress
 
     detections: list[np.ndarray] = []
     hint = None
     with FaceDetector(min_confidence) as detector, \
-            tqdm(total=len(source_indices), desc="detect faces", unit="frame", leave=False) as bar:
+            Progress(total=len(source_indices), desc="detect faces", unit="frame", leave=False) as bar:
         for _, frames in _decoded(reader, source_indices, batch_size):
             for frame in frames:
                 boxes = detector.detect(frame, hint)
@@ -332,7 +332,7 @@ def extract(video: str | Path, interim: str | Path, params: dict[str, Any], name
             max_seconds: float | None = None) -> ExtractResult:
     """Run the whole stage for one raw ``video``, writing into the ``interim`` folder (see module docstring).
     ``max_seconds`` keeps only the start of the clip (tests, quick looks); the stage itself uses the whole clip."""
-    from tqdm import tqdm
+    from ..progress import Progress
 
     video, interim = Path(video), Path(interim)
     name = name or interim.name
@@ -369,7 +369,7 @@ def extract(video: str | Path, interim: str | Path, params: dict[str, Any], name
                               float(params["smooth_seconds"]))
 
     with TensorWriter(paths.frames, n, (size, size, 3), np.uint8) as writer, \
-            tqdm(total=n, desc="crop frames", unit="frame", leave=False) as bar:
+            Progress(total=n, desc="crop frames", unit="frame", leave=False) as bar:
         row = 0
         for batch, frames in _decoded(reader, source_index, 32):
             crops = np.empty((len(batch), size, size, 3), np.uint8)

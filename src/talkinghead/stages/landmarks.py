@@ -71,14 +71,14 @@ def run_facemesh(frames: np.ndarray, params: dict[str, Any]) -> tuple[np.ndarray
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from tqdm import tqdm
+    from ..progress import Progress
 
     n = len(frames)
     points = np.full((n, N_LANDMARKS, 3), np.nan, np.float32)
     detected = np.zeros(n, bool)
     workers = max(1, min(int(params.get("workers", 1)), n // MIN_FRAMES_PER_WORKER))
     bounds = np.linspace(0, n, workers + 1).round().astype(int)
-    with tqdm(total=n, desc="facemesh", unit="frame", leave=False, mininterval=2.0) as bar, \
+    with Progress(total=n, desc="facemesh", unit="frame", leave=False) as bar, \
             ThreadPoolExecutor(workers) as pool:
         jobs = [pool.submit(_facemesh_chunk, frames, a, b, params, points, detected, bar)
                 for a, b in zip(bounds[:-1], bounds[1:])]

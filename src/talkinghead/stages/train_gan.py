@@ -92,12 +92,12 @@ class Evaluation:
 
 def evaluate(generator, data: GanData, mouth_size: int = 64, batch_size: int = 16) -> Evaluation:
     """PSNR / SSIM on the held-out tail, GAN output vs real, and the composite itself vs real as the baseline."""
-    from tqdm import tqdm
+    from ..progress import Progress
 
     scores: dict[str, list[np.ndarray]] = {}
     show = set(np.linspace(0, len(data.heldout_index) - 1, GRID_ROWS).round().astype(int).tolist())
     shown: list[tuple[np.ndarray, ...]] = []
-    for start in tqdm(range(0, len(data.heldout_index), batch_size), desc="gan eval", unit="batch"):
+    for start in Progress(range(0, len(data.heldout_index), batch_size), desc="gan eval", unit="batch"):
         rows = data.heldout_index[start:start + batch_size]
         comp, real = np.asarray(data.composites[rows]), np.asarray(data.frames[rows])
         fake = generate(generator, comp)

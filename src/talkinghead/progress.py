@@ -1,0 +1,173 @@
+"""Progress reporting for every stage: a tqdm bar on a terminal, short plain lines in logs.
+
+>>> with Progress(total=1000, desc="train_lip", unit="step") as bar:
+...     for step in range(1000):
+...         bar.update(1)
+...         bar.set_postfix(loss=0.25)
+
+On a terminal (stderr is a TTY) this is a tqdm bar. Anywhere else (``dvc repro > log``, CI, a pipe) tqdm would
+write every redraw as a carriage-return-separated chunk of one endless line -- and ``set_postfix`` forces a redraw
+on every step, so ``mininterval`` does not help -- hence one plain line at most every ``interval`` seconds instead:
+
+    train_lip: 120/1000 steps (12%), loss 0.2500, elapsed 0:00:30, ETA 0:03:40
+
+plus one closing line with the total time. ``interval`` defaults to TQDM_MININTERVAL from the environment (which
+``talkinghead repro`` sets for logs) or 10 s.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import threading
+import time
+from typing import Any, Callable, Iterable, Iterator
+
+DEFAULT_INTERVAL_S = 10.0
+MAX_LINE = 200  # a plain progress line never gets longer than this (a long postfix is cut)
+
+
+def stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
+
+
+def _interval_from_env() -> float:
+    try:
+        return float(os.environ.get("TQDM_MININTERVAL", DEFAULT_INTERVAL_S))
+    except ValueError:
+        return DEFAULT_INTERVAL_S
+
+
+def format_seconds(seconds: float) -> str:
+    """H:MM:SS ("?" when unknown)."""
+    if not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+class PlainProgress:
+    """The log form: one line every ``interval`` seconds (see the module docstring). Thread-safe ``update``."""
+
+    def __init__(self, total: int | None = None, desc: str = "", unit: str = "it", initial: int = 0,
+                 interval: float | None = None, clock: Callable[[], float] = time.monotonic,
+                 write: Callable[[str], None] | None = None):
+        self.total, self.desc, self.unit = total, desc, unit
+        self.n = self.initial = int(initial)
+        self.interval = _interval_from_env() if interval is None else float(interval)
+        self.clock = clock
+        self._write = write
+        self.postfix: dict[str, Any] = {}
+        self.started = self.last_line = clock()
+        self.closed = False
+        self._lock = threading.Lock()
+
+    def write(self, line: str) -> None:
+        if self._write is not None:
+            self._write(line)
+        else:  # sys.stderr looked up now: tests and pytest swap it
+            print(line, file=sys.stderr, flush=True)
+
+    def line(self, final: bool = False) -> str:
+        elapsed = self.clock() - self.started
+        count = f"{self.n}/{self.total}" if self.total else f"{self.n}"
+        parts = [f"{count} {self.unit}" + (f" ({100 * self.n / self.total:.0f}%)" if self.total else "")]
+        parts += [f"{k} {_format_value(v)}" for k, v in self.postfix.items()]
+        parts.append(f"elapsed {format_seconds(elapsed)}")
+        if final:
+            parts.append("done")
+        elif self.total:
+            done = self.n - self.initial
+            eta = (self.total - self.n) * elapsed / done if done > 0 else float("nan")
+            parts.append(f"ETA {format_seconds(eta)}")
+        text = f"{self.desc}: " if self.desc else ""
+        text += ", ".join(parts)
+        return text if len(text) <= MAX_LINE else text[:MAX_LINE - 3] + "..."
+
+    def update(self, n: int = 1) -> None:
+        with self._lock:
+            self.n += n
+            now = self.clock()
+            if now - self.last_line >= self.interval:
+                self.last_line = now
+                self.write(self.line())
+
+    def set_postfix(self, **values: Any) -> None:
+        """Shown in the next line; never writes by itself (the point of this class)."""
+        self.postfix = values
+
+    def close(self) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            if self.n > self.initial:
+                self.write(self.line(final=True))
+
+
+class Progress:
+    """A tqdm bar on a terminal, :class:`PlainProgress` elsewhere, nothing when ``disable``; same small interface
+    (``update``, ``set_postfix``, ``close``, context manager, iteration over ``iterable``)."""
+
+    def __init__(self, iterable: Iterable | None = None, total: int | None = None, desc: str = "", unit: str = "it",
+                 initial: int = 0, disable: bool = False, leave: bool = True, interval: float | None = None,
+                 terminal: bool | None = None, **plain_options: Any):
+        if total is None and iterable is not None:
+            try:
+                total = len(iterable)  # type: ignore[arg-type]
+            except TypeError:
+                total = None
+        self.iterable = iterable
+        self.bar: Any = None
+        if disable:
+            return
+        if stderr_is_terminal() if terminal is None else terminal:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit=unit, initial=initial, leave=leave,
+                            **({} if interval is None else {"mininterval": interval}))
+        else:
+            self.bar = PlainProgress(total, desc, unit, initial, interval, **plain_options)
+
+    def update(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def set_postfix(self, **values: Any) -> None:
+        if self.bar is None:
+            return
+        if isinstance(self.bar, PlainProgress):
+            self.bar.set_postfix(**values)
+        else:  # refresh=False: the bar shows the values at its next (mininterval-limited) redraw
+            self.bar.set_postfix({k: _format_value(v) for k, v in values.items()}, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator:
+        if self.iterable is None:
+            raise TypeError("Progress was made without an iterable")
+        try:
+            for item in self.iterable:
+                yield item
+                self.update(1)
+        finally:
+            self.close()
+
