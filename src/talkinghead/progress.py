@@ -13,6 +13,9 @@ on every step, so ``mininterval`` does not help -- hence one plain line at most 
 
 plus one closing line with the total time. ``interval`` defaults to TQDM_MININTERVAL from the environment (which
 ``talkinghead repro`` sets for logs) or 10 s.
+
+``print_summary`` prints a stage's closing metrics as ``key value`` pairs wrapped into short lines (a stage's metrics
+dict on one JSON line ran to 350-550 characters).
 """
 
 from __future__ import annotations
@@ -26,6 +29,22 @@ from typing import Any, Callable, Iterable, Iterator
 
 DEFAULT_INTERVAL_S = 10.0
 MAX_LINE = 200  # a plain progress line never gets longer than this (a long postfix is cut)
+
+
+def summary_lines(label: str, metrics: dict[str, Any], width: int = 120) -> list[str]:
+    """``label: k v, k v, ...`` wrapped at ``width`` characters, continuation lines indented; nested dicts
+    flattened to ``a.b`` keys."""
+    import textwrap
+
+    from .tracking import flatten
+
+    pairs = [f"{k} {_format_value(v)}" for k, v in flatten(metrics).items()]
+    return textwrap.wrap(", ".join(pairs), width=width, initial_indent=f"{label}: ", subsequent_indent="  ",
+                         break_on_hyphens=False) or [f"{label}:"]
+
+
+def print_summary(label: str, metrics: dict[str, Any]) -> None:
+    print("\n".join(summary_lines(label, metrics)), flush=True)
 
 
 def stderr_is_terminal() -> bool:
@@ -81,18 +100,21 @@ class PlainProgress:
     def line(self, final: bool = False) -> str:
         elapsed = self.clock() - self.started
         count = f"{self.n}/{self.total}" if self.total else f"{self.n}"
-        parts = [f"{count} {self.unit}" + (f" ({100 * self.n / self.total:.0f}%)" if self.total else "")]
-        parts += [f"{k} {_format_value(v)}" for k, v in self.postfix.items()]
-        parts.append(f"elapsed {format_seconds(elapsed)}")
+        head = (f"{self.desc}: " if self.desc else "") + f"{count} {self.unit}"
+        if self.total:
+            head += f" ({100 * self.n / self.total:.0f}%)"
+        tail = f"elapsed {format_seconds(elapsed)}"
         if final:
-            parts.append("done")
+            tail += ", done"
         elif self.total:
             done = self.n - self.initial
             eta = (self.total - self.n) * elapsed / done if done > 0 else float("nan")
-            parts.append(f"ETA {format_seconds(eta)}")
-        text = f"{self.desc}: " if self.desc else ""
-        text += ", ".join(parts)
-        return text if len(text) <= MAX_LINE else text[:MAX_LINE - 3] + "..."
+            tail += f", ETA {format_seconds(eta)}"
+        values = ", ".join(f"{k} {_format_value(v)}" for k, v in self.postfix.items())
+        room = MAX_LINE - len(head) - len(tail) - 4  # the two ", " around the values
+        if len(values) > room:  # a long postfix is cut, never the count or the ETA
+            values = values[:max(room - 3, 0)] + "..."
+        return ", ".join(part for part in (head, values, tail) if part)[:MAX_LINE]
 
     def update(self, n: int = 1) -> None:
         with self._lock:

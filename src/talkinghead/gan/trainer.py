@@ -330,8 +330,8 @@ class GanTrainer:
             batch = sample_batch(data, self.sampler, cfg.batch_size, crop, reference, self.device)
             losses = self.train_step(batch)
             self.elapsed_s += self.agreed_seconds(time.perf_counter() - started)
+            bar.set_postfix(g=f"{losses['g_loss']:.3f}", l1=f"{losses['l1']:.3f}", crop=crop)  # shown by this update
             bar.update(1)
-            bar.set_postfix(g=f"{losses['g_loss']:.3f}", l1=f"{losses['l1']:.3f}", crop=crop)
             if self.rank == 0 and on_log is not None and self.step % cfg.log_every == 0:
                 on_log(losses, self.step)
             if self.rank == 0 and on_sample is not None and self.step % cfg.sample_every == 0:

@@ -393,8 +393,8 @@ def train(config: LipConfig, settings: TrainSettings, presenters: list[Presenter
             if on_log is not None:
                 on_log(step, metrics)
             if bar is not None:
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", val=f"{best_val:.4f}")  # shown by this update
                 bar.update(1)
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}", val=f"{best_val:.4f}")  # shown at the next redraw
         if d.world > 1:
             dist.broadcast(stop, 0)
         if stop[0]:

@@ -12,7 +12,6 @@ The optimisation itself lives in talkinghead.fitting.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from ..fitting import (FitConfig, fit_frames, fit_metrics, fit_shape, fit_textur
 from ..headmodel import camera as head_camera
 from ..headmodel import load_head_model
 from ..params import params_group
+from ..progress import print_summary
 from ..tensorfile import load_tensor
 
 STAGE = "fit"
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
             mlflow.log_artifact(str(report_dir / "fit_error.csv"))
             for path in overlays:
                 mlflow.log_artifact(str(path), artifact_path="overlays")
-        print(json.dumps({k: round(float(v), 4) for k, v in result.metrics.items()}))
+        print_summary(f"fit {name}", {k: round(float(v), 4) for k, v in result.metrics.items()})
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

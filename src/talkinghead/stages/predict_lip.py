@@ -15,7 +15,6 @@ it cannot beat the still face on the validation slice either, the footage holds 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from ..lip import cpu_threads, load_lip_model, predict_with
 from ..lip.ridge import ridge_baseline
 from ..lipmetrics import av_offset, lve, pearson_r
 from ..params import params_group
+from ..progress import print_summary
 from ..paths import LIP_CHECKPOINT, PresenterPaths
 from ..split import TimeSplit, heldout_start, time_split
 from ..tensorfile import load_tensor
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    print(f"predict_lip {paths.name}: " + json.dumps(metrics))
+    print_summary(f"predict_lip {paths.name}", metrics)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from ..gan.trainer import Batch, GanData, GanTrainer, TrainConfig
 from ..imagemetrics import psnr_per_image, ssim_per_image
 from ..paths import PresenterPaths
 from ..params import params_group
+from ..progress import print_summary
 from ..schemas import COMPOSITES, column_array, read_table
 from ..split import heldout_start
 from ..tensorfile import load_tensor
@@ -241,7 +241,8 @@ def main(argv: list[str] | None = None) -> None:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     if metrics:
-        print(json.dumps({k: round(v, 4) for k, v in metrics.items() if k.startswith(("gan_", "composite_"))}))
+        print_summary(f"train_gan {paths.name}",
+                      {k: round(v, 4) for k, v in metrics.items() if k.startswith(("gan_", "composite_"))})
 
 
 if __name__ == "__main__":
