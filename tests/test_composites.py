@@ -16,15 +16,12 @@ from talkinghead.paths import PresenterPaths
 from talkinghead.split import heldout_start
 from talkinghead.stages import composites as stage
 
-ROOT = Path(__file__).resolve().parents[1]
 S = 128
 PARAMS = dict(stage.DEFAULTS)
 
 
 @pytest.fixture(scope="module")
 def model():
-    if not (ROOT / "assets" / "open_head_model.npz").exists():
-        pytest.skip("assets/open_head_model.npz not built")
     from talkinghead.headmodel import load_head_model
 
     return load_head_model({})
