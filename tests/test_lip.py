@@ -101,12 +101,15 @@ def synthetic_presenter(root: Path, name: str = "synth", seconds: float = 60.0, 
     return interim
 
 
+TINY_ALIGN = dict(encoder="mel", context_hops=1, n_mels=80)  # the align params of tiny_arrays' features
+
+
 @functools.lru_cache(maxsize=1)
 def tiny_arrays(seconds: float = 12.0, fps: int = 25, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Features [N, 3, 80] and expression [N, 53] of a short synthetic presenter (context 3, for fast tests)."""
     samples, opening, rounding = synthetic_speech(seconds, seed)
     n = int(round(seconds * fps))
-    feats = features_for_audio(samples, n, fps, AlignParams(encoder="mel", context_hops=1, n_mels=80))
+    feats = features_for_audio(samples, n, fps, AlignParams(**TINY_ALIGN))
     return feats, synthetic_targets(opening, rounding, n, fps, seed)
 
 
@@ -123,11 +126,12 @@ TINY = dict(n_context=3, n_mels=80, d_model=32, n_heads=2, ff_dim=64, n_layers=2
 
 def run_tiny(dist_info: Distributed | None, steps: int, target_loss: float = 0.0, eval_every: int = 1000,
              patience: int = 1000, arrays: tuple[np.ndarray, np.ndarray] | None = None,
-             two_presenters: bool = False) -> tuple[list[float], object]:
+             two_presenters: bool = False, name: str = "synth") -> tuple[list[float], object]:
     """Train the tiny model; ``two_presenters`` adds a short second presenter (other statistics, a validation slice
-    shorter than a window), so the DDP test covers per-presenter standardisation too."""
+    shorter than a window), so the DDP test covers per-presenter standardisation too. Its checkpoint features are
+    made with TINY_ALIGN."""
     torch.manual_seed(0)
-    presenters = [tiny_presenter(arrays)]
+    presenters = [tiny_presenter(arrays, name=name)]
     if two_presenters:
         presenters.append(tiny_presenter(arrays, name="short", frames=120))
         presenters[1].expression = presenters[1].expression * 2.0 + 0.5
