@@ -2,14 +2,14 @@
 
 >>> with Progress(total=1000, desc="train_lip", unit="step") as bar:
 ...     for step in range(1000):
+...         bar.set_postfix(loss=0.25)  # this step's values, shown by the update that follows
 ...         bar.update(1)
-...         bar.set_postfix(loss=0.25)
 
 On a terminal (stderr is a TTY) this is a tqdm bar. Anywhere else (``dvc repro > log``, CI, a pipe) tqdm would
 write every redraw as a carriage-return-separated chunk of one endless line -- and ``set_postfix`` forces a redraw
 on every step, so ``mininterval`` does not help -- hence one plain line at most every ``interval`` seconds instead:
 
-    train_lip: 120/1000 steps (12%), loss 0.2500, elapsed 0:00:30, ETA 0:03:40
+    train_lip: 120/1000 step (12%), loss 0.25, elapsed 0:00:30, ETA 0:03:40
 
 plus one closing line with the total time. ``interval`` defaults to TQDM_MININTERVAL from the environment (which
 ``talkinghead repro`` sets for logs) or 10 s.
