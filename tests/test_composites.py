@@ -27,8 +27,6 @@ PARAMS = project_config(comp.CompositesParams, "composites")
 
 @pytest.fixture(scope="module")
 def model():
-    if not (ROOT / "assets" / "open_head_model.npz").exists():
-        pytest.skip("assets/open_head_model.npz not built")
     from talkinghead.headmodel import load_head_model
 
     return load_head_model()

@@ -9,7 +9,6 @@ model when assets/open_head_model.npz exists.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -226,9 +225,6 @@ def test_stage_writes_schema_tables_and_reports(model, tmp_path):
 
 def test_stage_main_on_open_model(tmp_path, monkeypatch):
     """CLI end to end with the shipped open model on landmarks synthesised from it."""
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "assets" / "open_head_model.npz").exists():
-        pytest.skip("assets/open_head_model.npz not built")
     from talkinghead.headmodel import load_head_model
 
     real = load_head_model()
@@ -253,9 +249,6 @@ def test_stage_main_on_open_model(tmp_path, monkeypatch):
 def test_stage_main_rejects_missing_landmarks(tmp_path, capsys, monkeypatch):
     write_project_params(tmp_path)
     monkeypatch.chdir(tmp_path)
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "assets" / "open_head_model.npz").exists():
-        pytest.skip("assets/open_head_model.npz not built")
     with pytest.raises(SystemExit) as exc:
         fit_stage.main([str(tmp_path / "nobody")])
     assert exc.value.code == 2

@@ -16,7 +16,7 @@ import scipy.sparse
 import torch
 
 from talkinghead.errors import InputError
-from talkinghead.headmodel import HeadModel, HeadModelParams, load_flame_model, load_head_model, mouth_opening, open_model_path
+from talkinghead.headmodel import HeadModel, HeadModelParams, load_flame_model, load_head_model, mouth_opening
 from talkinghead.headmodel.camera import project, to_ndc
 from talkinghead.headmodel.embedding import load_embedding
 from talkinghead.headmodel.geometry import vertex_normals
@@ -331,8 +331,6 @@ def test_real_embedding_and_masks(fake_flame, tmp_path):
 # ----------------------------------------------------------------------------------------------- open model
 @pytest.fixture(scope="module")
 def open_model() -> HeadModel:
-    if not open_model_path().exists():
-        pytest.skip("assets/open_head_model.npz not built")
     return load_head_model()
 
 

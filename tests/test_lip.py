@@ -103,12 +103,15 @@ def synthetic_presenter(root: Path, name: str = "synth", seconds: float = 60.0, 
     return interim
 
 
+TINY_ALIGN = dict(encoder="mel", context_hops=1, n_mels=80)  # the align params of tiny_arrays' features
+
+
 @functools.lru_cache(maxsize=1)
 def tiny_arrays(seconds: float = 12.0, fps: int = 25, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Features [N, 3, 80] and expression [N, 53] of a short synthetic presenter (context 3, for fast tests)."""
     samples, opening, rounding = synthetic_speech(seconds, seed)
     n = int(round(seconds * fps))
-    feats = features_for_audio(samples, n, fps, project_config(AlignParams, "align", encoder="mel", context_hops=1, n_mels=80))
+    feats = features_for_audio(samples, n, fps, project_config(AlignParams, "align", **TINY_ALIGN))
     return feats, synthetic_targets(opening, rounding, n, fps, seed)
 
 
@@ -125,11 +128,12 @@ TINY = dict(n_context=3, n_mels=80, d_model=32, n_heads=2, ff_dim=64, n_layers=2
 
 def run_tiny(dist_info: Distributed | None, steps: int, target_loss: float = 0.0, eval_every: int = 1000,
              patience: int = 1000, arrays: tuple[np.ndarray, np.ndarray] | None = None,
-             two_presenters: bool = False) -> tuple[list[float], object]:
+             two_presenters: bool = False, name: str = "synth") -> tuple[list[float], object]:
     """Train the tiny model; ``two_presenters`` adds a short second presenter (other statistics, a validation slice
-    shorter than a window), so the DDP test covers per-presenter standardisation too."""
+    shorter than a window), so the DDP test covers per-presenter standardisation too. Its checkpoint features are
+    made with TINY_ALIGN."""
     torch.manual_seed(0)
-    presenters = [tiny_presenter(arrays)]
+    presenters = [tiny_presenter(arrays, name=name)]
     if two_presenters:
         presenters.append(tiny_presenter(arrays, name="short", frames=120))
         presenters[1].expression = presenters[1].expression * 2.0 + 0.5
@@ -217,7 +221,12 @@ def test_ddp_two_processes_match_one(tmp_path, two_presenters):
     out, data = tmp_path / "ddp.json", tmp_path / "tiny.npz"
     feats, expr = tiny_arrays()
     np.savez(data, features=feats, expression=expr)  # the workers skip the audio synthesis
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+    import talkinghead
+
+    # the workers import this test file and the same talkinghead sources as this process (not whatever the
+    # environment's install points at)
+    path = os.pathsep.join([str(Path(__file__).parent), str(Path(talkinghead.__file__).parents[1])])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(Path(__file__)), "--ddp-worker", str(data), str(out), str(int(two_presenters))]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
@@ -305,14 +314,10 @@ def test_checkpoint_round_trip_and_unknown_presenter(tmp_path):
 
 
 def test_presenter_metrics_with_head_model():
+    from talkinghead.headmodel import load_head_model
     from talkinghead.stages.predict_lip import SHIFT_FRAMES, evaluate_presenter
 
-    try:
-        from talkinghead.headmodel import load_head_model
-
-        head = load_head_model()
-    except Exception as exc:  # the open head model asset is built by another stage
-        pytest.skip(f"no head model available: {exc}")
+    head = load_head_model()  # the committed open head model: missing or broken is a failure
     n = 200
     fitted = synthetic_targets(*synthetic_speech(n / 25, seed=4)[1:], n, 25, seed=4)
     metrics = evaluate_presenter(head, np.zeros(100, np.float32), fitted.copy(), fitted, start=150)

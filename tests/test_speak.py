@@ -1,4 +1,5 @@
-"""speak: video writer, paste-back, ping-pong schedule, error cases, and (when the upstream parts exist) end to end."""
+"""speak: video writer, paste-back, ping-pong schedule, error cases, and end to end on a tiny generated presenter (its
+duration, audio and lip motion; evaluate's metrics on it)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ from talkinghead.audio import write_wav
 from talkinghead.errors import InputError
 from talkinghead.paste import paste_back
 from talkinghead.paths import PresenterPaths
+from talkinghead.split import SplitParams
 from talkinghead.speak import SpeakParams, pingpong_schedule, required_artifacts, speak, speak_main
 from talkinghead.videoio import VideoWriter, n_frames_for_audio, probe
 
-from configs import project_config, write_project_params
+from test_lip import TINY_ALIGN, run_tiny, synthetic_speech, synthetic_targets
 
+from configs import project_config, write_project_params
 
 PASTE = project_config(SpeakParams, "speak").paste
 
@@ -258,24 +261,23 @@ def test_speak_function_raises_input_error(project):
 
 # -- end to end on a tiny presenter (last: needs every upstream part) ----------------------------------------------
 
-def write_untrained_checkpoints(paths: PresenterPaths, root) -> None:
-    """Lip model and GAN checkpoints with freshly initialised weights, in the formats their stages write: speak's
-    plumbing (shapes, schedule, paste-back, muxing) does not depend on how well the networks were trained."""
+def write_checkpoints(paths: PresenterPaths, root) -> None:
+    """Checkpoints in the formats their stages write. The lip model is test_lip's tiny network trained for a moment on
+    the synthetic presenter (speech whose energy and formants drive the jaw), so its output follows new speech; the
+    GAN keeps its initial weights: speak's plumbing (shapes, schedule, paste-back, muxing) does not depend on it."""
     import torch
 
     from talkinghead.gan import Generator, GeneratorConfig
     from talkinghead.gan.generator import to_unit
-    from talkinghead.lip import LipConfig, LipTransformer, checkpoint_payload
+    from talkinghead.lip import checkpoint_payload, cpu_threads
     from talkinghead.paths import LIP_CHECKPOINT
-    from talkinghead.schemas import PARAMETERS, column_array, read_table
     from talkinghead.tensorfile import load_tensor
 
-    torch.manual_seed(0)
-    expression = column_array(read_table(paths.flame, PARAMETERS), "expression")
-    lip = LipTransformer(LipConfig(presenters=[paths.name], n_layers=1, d_model=32, n_heads=2, ff_dim=32))
+    with cpu_threads(1):  # one thread: on the shared 2-core machine two stall each other
+        _, lip = run_tiny(None, steps=100, eval_every=50, name=paths.name)
     (root / LIP_CHECKPOINT).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint_payload(lip, expression.mean(0)[None], expression.std(0)[None] + 1e-3, {}),  # [1, 53]
-               root / LIP_CHECKPOINT)
+    torch.save(checkpoint_payload(lip.model, lip.target_mean, lip.target_std, TINY_ALIGN), root / LIP_CHECKPOINT)
+    torch.manual_seed(0)
     generator = Generator(GeneratorConfig(channels=(8, 16)))
     generator.reference = to_unit(torch.from_numpy(np.array(load_tensor(paths.frames)[:1])))
     paths.gan_checkpoint.parent.mkdir(parents=True, exist_ok=True)
@@ -291,10 +293,6 @@ def tiny_presenter(tmp_path_factory):
 
     import yaml
 
-    for module in ("talkinghead.stages.demo", "talkinghead.stages.extract", "talkinghead.stages.landmarks",
-                   "talkinghead.stages.fit", "talkinghead.stages.composites", "talkinghead.gan", "talkinghead.lip",
-                   "talkinghead.render"):
-        pytest.importorskip(module, reason=f"{module} not built yet")
     from talkinghead.stages import extract, fit, landmarks
     from talkinghead.stages.demo import generate_demo
 
@@ -314,7 +312,7 @@ def tiny_presenter(tmp_path_factory):
         landmarks.main(["data/interim/tiny"])
         fit.main(["data/interim/tiny"])
         paths = PresenterPaths.of("tiny", root)
-        write_untrained_checkpoints(paths, root)
+        write_checkpoints(paths, root)
     finally:
         os.chdir(cwd)
         os.environ.clear()
@@ -322,24 +320,76 @@ def tiny_presenter(tmp_path_factory):
     return root
 
 
+def frame_energy(samples: np.ndarray, n: int, fps: float) -> np.ndarray:
+    """RMS of the audio under each of ``n`` video frames [n]."""
+    edges = np.round(np.arange(n + 1) * RATE / fps).astype(int)
+    return np.array([np.sqrt(np.mean(samples[a:b] ** 2)) for a, b in zip(edges[:-1], edges[1:])])
+
+
 @pytest.mark.slow
 def test_speak_end_to_end_on_a_tiny_presenter(tiny_presenter, monkeypatch, capsys):
+    """Output as long as the speech, with that speech as its audio track, and lips that open with the syllables: the
+    inner-lip gap of every rendered frame (head model geometry of the expression speak renders) moves as much as the
+    synthetic speech's own articulation does, follows it and the speech energy, and is in sync (AV offset 0)."""
+    import torch
+
+    from talkinghead import speak as speak_module
+    from talkinghead.audio import decode_audio, rms_dbfs
+    from talkinghead.headmodel import load_head_model, mouth_opening
+    from talkinghead.lipmetrics import av_offset, pearson_r
+    from talkinghead.schemas import PARAMETERS, column_array, read_table
+
     monkeypatch.chdir(tiny_presenter)
-    seconds = 1.7
-    write_wav("speech.wav", tone(seconds) * np.linspace(0.2, 1.0, int(seconds * RATE), dtype=np.float32))
+    seconds, fps, seed = 3.0, 25.0, 11
+    samples, articulation, rounding = synthetic_speech(seconds, seed)  # new speech: not the lip model's training clip
+    write_wav("speech.wav", samples)
+    rendered: list[tuple[np.ndarray, np.ndarray]] = []  # (expression, source frames) of each batch speak renders
+    real_synthesize = speak_module.CropSynthesizer.synthesize
+
+    def recording(self, expression, source):
+        rendered.append((np.array(expression), np.array(source)))
+        return real_synthesize(self, expression, source)
+
+    monkeypatch.setattr(speak_module.CropSynthesizer, "synthesize", recording)
     assert speak_main(["--presenter", "tiny", "--audio", "speech.wav", "--out", "out/said.mp4", "--quiet"]) == 0
     assert "frames/s" in capsys.readouterr().out
+
+    n = n_frames_for_audio(len(samples), RATE, fps)
     info = probe("out/said.mp4")
     assert (info["video"]["width"], info["video"]["height"]) == (192, 192)  # the presenter's own resolution
-    assert info["video"]["fps"] == pytest.approx(25.0)
-    assert abs(info["video"]["frames"] / 25.0 - seconds) <= 1 / 25
-    assert info["audio"] is not None and abs(info["audio"]["duration_s"] - seconds) <= 1 / 25
+    assert info["video"]["fps"] == pytest.approx(fps)
+    assert info["video"]["frames"] == n and abs(info["video"]["duration_s"] - seconds) <= 1 / fps
+    assert info["audio"] is not None and abs(info["audio"]["duration_s"] - seconds) <= 2 / fps
+    heard = decode_audio("out/said.mp4", RATE)
+    assert abs(len(heard) / RATE - seconds) <= 2 / fps
+    assert abs(rms_dbfs(heard) - rms_dbfs(samples)) < 1.0  # the speech itself (AAC keeps its level), not silence
+
+    expression = np.concatenate([e for e, _ in rendered])
+    source = np.concatenate([s for _, s in rendered])
+    assert expression.shape == (n, 53) and len(source) == n  # one expression per output frame, each rendered once
+    model = load_head_model()
+    fitted_shape = column_array(read_table(PresenterPaths.of("tiny", tiny_presenter).flame, PARAMETERS), "shape")
+
+    def lip_gap(expr: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            shape = torch.from_numpy(fitted_shape[source])
+            return mouth_opening(model.deform(shape, torch.from_numpy(np.asarray(expr, np.float32))), model).numpy()
+
+    gap = lip_gap(expression)
+    # what the synthetic speech's articulation means for the lips (the targets the lip model was trained on)
+    reference = lip_gap(synthetic_targets(articulation, rounding, n, fps, seed=0))
+    assert gap.std() > 0.3 * reference.std() > 0  # the lips move, on the scale of the articulation
+    assert pearson_r(gap, reference) > 0.7
+    energy = frame_energy(samples, n, fps)
+    assert pearson_r(gap, energy) > 0.6  # open on syllables, closed in pauses
+    assert abs(av_offset(energy, gap, max_lag=5)) <= 1  # in sync with the audio track
 
 
 @pytest.mark.slow
 def test_evaluate_end_to_end_on_a_tiny_presenter(tiny_presenter, monkeypatch):
     import json
 
+    from talkinghead.split import heldout_start
     from talkinghead.stages import evaluate
 
     monkeypatch.chdir(tiny_presenter)
@@ -348,12 +398,51 @@ def test_evaluate_end_to_end_on_a_tiny_presenter(tiny_presenter, monkeypatch):
     evaluate.main(["data/interim/tiny", "--quiet"])
     out = tiny_presenter / "reports/eval/tiny"
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["frames"] >= 12
+    # the whole held-out tail of the 80 frames (3.2 s at 25 fps), every frame in the video with the tail's audio
+    start = heldout_start(80, project_config(SplitParams, "split").heldout_fraction)
+    tail = 80 - start
+    assert (metrics["heldout_start"], metrics["frames"]) == (start, tail) and tail > 11  # evaluable: > 2 * max_lag + 1
     for system in ("model", "baseline_static", "baseline_shifted"):
         assert set(metrics[system]) >= {"lmd", "mouth_opening_r", "av_offset", "mouth_psnr", "mouth_ssim"}
+        assert 0 < metrics[system]["mouth_ssim"] < 1 and np.isfinite(metrics[system]["mouth_psnr"])
     info = probe(out / "side_by_side.mp4")
-    assert info["video"]["width"] == 2 * 128 and info["audio"] is not None
+    assert info["video"]["width"] == 2 * 128 and info["video"]["frames"] == tail
+    assert info["audio"] is not None and abs(info["audio"]["duration_s"] - tail / 25) <= 2 / 25
+    assert len((out / "mouth_opening.csv").read_text().splitlines()) == 1 + tail
     assert (out / "mouth_opening.png").exists() and (out / "strip.png").exists()
+
+
+class RealCrops:
+    """A perfect synthesizer for evaluate: the real crop of every source frame, whatever the expression."""
+
+    def __init__(self, presenter):
+        self.presenter = presenter
+
+    def synthesize(self, expression, source):
+        return np.asarray(self.presenter.crops[np.asarray(source)]), None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shift", [3, 2])
+def test_evaluate_scores_a_perfect_synthesizer_and_its_shifted_baseline(tiny_presenter, monkeypatch, shift):
+    """The real held-out frames as the 'generated' ones: the model scores perfectly (no lag), and the shifted baseline
+    (the same frames delayed by evaluate.shift_frames) is measured with exactly that AV offset."""
+    from talkinghead.speak import SynthesisParams, load_presenter
+    from talkinghead.stages.evaluate import EvaluateParams, evaluate_presenter
+
+    monkeypatch.chdir(tiny_presenter)
+    paths = PresenterPaths.of("tiny", tiny_presenter)
+    synthesis = SynthesisParams.load(tiny_presenter / "params.yaml")
+    pres = load_presenter(paths, synthesis.split.heldout_fraction)
+    params = project_config(EvaluateParams, "evaluate", shift_frames=shift, cross_speakers=False)
+    result = evaluate_presenter(paths, params, synthesis, tiny_presenter, progress=False, synthesizer=RealCrops(pres))
+    model, shifted = result.metrics["model"], result.metrics["baseline_shifted"]
+    assert result.metrics["face_found_fraction"] == 1.0
+    assert model["lmd"] == pytest.approx(0.0, abs=1e-6) and model["mouth_opening_r"] == pytest.approx(1.0)
+    assert model["av_offset"] == 0 and model["mouth_psnr"] == float("inf") and model["mouth_ssim"] == pytest.approx(1)
+    assert shifted["av_offset"] == shift
+    assert shifted["mouth_opening_r"] < 0.95 and shifted["lmd"] > 0.1 and np.isfinite(shifted["mouth_psnr"])
+    assert result.real_opening.std() > 0  # the real held-out mouth moves: the lag search had something to find
 
 
 @pytest.mark.slow

@@ -152,10 +152,10 @@ class FaceRig:
 
 def detect_landmarks(image: np.ndarray) -> np.ndarray | None:
     """MediaPipe FaceMesh (refined, 478 points) on one RGB image: [478, 3] pixels (z scaled like x) or None."""
-    import mediapipe as mp
+    from .solutions import face_mesh
 
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True, max_num_faces=1,
-                                         min_detection_confidence=0.5) as mesh:
+    with face_mesh(static_image_mode=True, refine_landmarks=True, max_num_faces=1,
+                   min_detection_confidence=0.5) as mesh:
         result = mesh.process(np.ascontiguousarray(image))
     if not result.multi_face_landmarks:
         return None

@@ -6,7 +6,13 @@ The message always names the offending file and the reason, e.g.
 
 from __future__ import annotations
 
+import functools
+import sys
 from pathlib import Path
+from typing import Callable, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class InputError(Exception):
@@ -29,3 +35,18 @@ def describe(exc: BaseException, limit: int = 300) -> str:
     if len(message) > limit:
         message = message[:limit - 3] + "..."
     return f"{exc.__class__.__name__}: {message}" if message else exc.__class__.__name__
+
+
+def exits_on_input_error(main: Callable[P, R]) -> Callable[P, R]:
+    """The command-line convention of every entry point: bad input is one ``error: FILE: reason`` line on stderr
+    and exit status 2, never a traceback; anything else is a bug and keeps its traceback."""
+
+    @functools.wraps(main)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return main(*args, **kwargs)
+        except InputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper

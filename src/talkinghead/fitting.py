@@ -29,10 +29,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
-from tqdm import tqdm
 
 from .headmodel import camera as head_camera
 from .headmodel import geometry, sh
+from .progress import Progress
 from .facemesh import LIPS
 from .schemas import N_EXPR_JAW, N_EXPRESSION, N_LIGHTING, N_SHAPE, N_TEXTURE
 
@@ -458,7 +458,7 @@ def fit_frames(model, shape: torch.Tensor, targets: torch.Tensor, detected: np.n
     results: list[FrameParameters] = []
     anchor: _Anchor | None = None
     starts = range(0, n, cfg.batch_size)
-    for start in tqdm(starts, desc="fit frames", disable=not progress or len(starts) < 2):
+    for start in Progress(starts, desc="fit frames", unit="batch", disable=not progress or len(starts) < 2):
         sl = slice(start, min(start + cfg.batch_size, n))
         variables = _FrameVariables(FrameParameters(init.expression[sl], init.rotation[sl], init.camera[sl]))
         _minimise(variables.rigid_parameters(), cfg.rigid_iters,

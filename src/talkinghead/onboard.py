@@ -69,15 +69,15 @@ def _sample_faces(reader: VideoReader, n_samples: int, min_confidence: float
                   ) -> tuple[int, list[int], list[float], list[float]]:
     """Decode ``n_samples`` evenly spaced frames; per frame the face count, largest face side and yaw."""
     import cv2
-    import mediapipe as mp
 
+    from .solutions import face_mesh
     from .stages.extract import FaceDetector
 
     indices = np.unique(np.linspace(0, reader.n_frames - 1, min(n_samples, reader.n_frames)).round().astype(int))
     counts: list[int] = []
     sides: list[float] = []
     yaws: list[float] = []
-    with FaceDetector(min_confidence) as detector, mp.solutions.face_mesh.FaceMesh(
+    with FaceDetector(min_confidence) as detector, face_mesh(
             static_image_mode=True, max_num_faces=1, refine_landmarks=True) as mesh:
         for start in range(0, len(indices), 10):
             for frame in reader.get(indices[start:start + 10]):

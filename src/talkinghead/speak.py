@@ -336,10 +336,9 @@ def speak(presenter: str, audio: str | Path, out: str | Path, params: SpeakParam
     samples = load_audio(audio, 16000, p.silence_dbfs)
     track = load_audio(audio, p.audio_rate, -np.inf)
 
-    from tqdm import tqdm
-
     from .lip import predict, speech_features
     from .paste import paste_back
+    from .progress import Progress
 
     pres = load_presenter(paths, synthesis.split.heldout_fraction)
     n_out = n_frames_for_audio(len(samples), 16000, pres.fps)
@@ -359,7 +358,7 @@ def speak(presenter: str, audio: str | Path, out: str | Path, params: SpeakParam
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw-decode") as pool, \
             VideoWriter(out, pres.fps, width, height, audio=track, audio_rate=p.audio_rate,
                         crf=p.crf, preset=p.preset) as writer, \
-            tqdm(total=n_out, unit="frame", desc=f"speak {presenter}", disable=not progress) as bar:
+            Progress(total=n_out, unit="frame", desc=f"speak {presenter}", disable=not progress) as bar:
         pending = None if raw is None else pool.submit(raw.get, schedule[0:batch])
         for i0 in range(0, n_out, batch):
             source = schedule[i0:i0 + batch]

@@ -69,3 +69,15 @@ def load_tensor(path: str | Path, dtype=None, row_shape: tuple[int | None, ...] 
     if n is not None and array.shape[0] != n:
         raise SchemaError(path, f"{array.shape[0]} rows, but its table has {n}")
     return array
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A torch checkpoint (lip.pt, gan.pt, train_state.pt) as a dict, read with ``weights_only=True``: checkpoints can
+    arrive from a shared DVC cache or remote, and a pickle payload in one must never run. Raises what torch raises
+    (the callers turn it into an InputError naming the file and what to rerun)."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):  # (indexing a bare tensor by name fails with a misleading warning)
+        raise TypeError(f"it holds a {type(state).__name__}, not a dict")
+    return state

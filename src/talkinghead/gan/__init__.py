@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError, describe
+from ..tensorfile import load_checkpoint
 from .generator import Generator, GeneratorConfig, to_uint8, to_unit
 
 __all__ = ["Generator", "GeneratorConfig", "load_generator", "generate"]
@@ -26,10 +27,7 @@ def load_generator(checkpoint_path: str | Path, device: str | torch.device = "cp
     if not path.exists():
         raise InputError(path, "missing; train it with `dvc repro train_gan@<presenter>`")
     try:
-        # weights_only: checkpoints can arrive from a shared DVC cache; a pickle payload in one must not run
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict):  # (indexing a bare tensor by name fails with a misleading warning)
-            raise TypeError(f"it holds a {type(state).__name__}, not a dict")
+        state = load_checkpoint(path)
         generator = Generator(GeneratorConfig.from_dict(state["generator_config"]))
         generator.reference = state["generator"]["reference"]  # buffer size depends on the presenter
         generator.load_state_dict(state["generator"])

@@ -319,14 +319,14 @@ class GanTrainer:
         Returns the stop reason ('max_steps', 'max_seconds', 'target_loss'). ``on_step(step)`` runs after each
         step (tests use it to simulate a kill).
         """
-        from tqdm import tqdm
+        from ..progress import Progress
 
         cfg = self.train_config
         self.set_reference(data)
         self.data_fingerprint = data.fingerprint()
         reference = self.reference_image(data)
-        bar = tqdm(total=cfg.max_steps, initial=self.step, desc="gan", disable=not progress or self.rank != 0,
-                   unit="step")
+        bar = Progress(total=cfg.max_steps, initial=self.step, desc="gan", disable=not progress or self.rank != 0,
+                       unit="step")
         reason = self.stop_reason()
         while reason is None:
             started = time.perf_counter()
@@ -335,8 +335,8 @@ class GanTrainer:
             batch = sample_batch(data, self.sampler, cfg.batch_size, crop, reference, self.device)
             losses = self.train_step(batch)
             self.elapsed_s += self.agreed_seconds(time.perf_counter() - started)
+            bar.set_postfix(g=f"{losses['g_loss']:.3f}", l1=f"{losses['l1']:.3f}", crop=crop)  # shown by this update
             bar.update(1)
-            bar.set_postfix(g=f"{losses['g_loss']:.3f}", l1=f"{losses['l1']:.3f}", crop=crop)
             if self.rank == 0 and on_log is not None and self.step % cfg.log_every == 0:
                 on_log(losses, self.step)
             if self.rank == 0 and on_sample is not None and self.step % cfg.sample_every == 0:

@@ -8,9 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
-
 from ..errors import InputError
+from ..progress import Progress
 
 
 def track_video(path: Path, max_frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -20,18 +19,19 @@ def track_video(path: Path, max_frames: int | None = None) -> tuple[np.ndarray, 
     colours uint8 [N, 478, 3]: the RGB pixel under each point); frames without a face are NaN / 0.
     """
     import av
-    import mediapipe as mp
+
+    from ..solutions import face_mesh
 
     try:
         container = av.open(str(path))
     except Exception as exc:  # PyAV raises many types for unreadable files
         raise InputError(path, f"cannot open video ({exc})") from exc
     tracks, colours = [], []
-    with container, mp.solutions.face_mesh.FaceMesh(
+    with container, face_mesh(
         static_image_mode=False, max_num_faces=1, refine_landmarks=True,
         min_detection_confidence=0.5, min_tracking_confidence=0.5,
     ) as mesh:
-        for frame in tqdm(container.decode(video=0), desc=f"FaceMesh {path.name}", leave=False):
+        for frame in Progress(container.decode(video=0), desc=f"FaceMesh {path.name}", unit="frame", leave=False):
             rgb = frame.to_ndarray(format="rgb24")
             h, w = rgb.shape[:2]
             result = mesh.process(rgb)

@@ -21,6 +21,7 @@ import torch
 
 from ..errors import InputError, describe
 from ..speech.features import AlignParams, features_for_audio
+from ..tensorfile import load_checkpoint
 from .model import LipConfig, LipTransformer
 
 __all__ = ["LipConfig", "LipTransformer", "LoadedLipModel", "checkpoint_align_params", "checkpoint_payload",
@@ -55,10 +56,7 @@ def load_lip_model(checkpoint_path: str | Path, device: str | torch.device | Non
     if not path.is_file():
         raise InputError(path, "lip checkpoint missing; run `dvc repro train_lip`")
     try:
-        # weights_only: a checkpoint can come from a shared DVC cache; a pickle payload in it must not run
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(ckpt, dict):  # (indexing a bare tensor by name fails with a misleading warning)
-            raise TypeError(f"it holds a {type(ckpt).__name__}, not a dict")
+        ckpt = load_checkpoint(path)
         config = LipConfig.from_dict(ckpt["config"])
         model = LipTransformer(config)
         model.load_state_dict(ckpt["state_dict"])

@@ -352,9 +352,9 @@ def train(config: LipConfig, settings: LipParams, presenters: list[PresenterData
     stop_reason, step, start = "max_steps", 0, time.monotonic()
     bar = None
     if progress and d.is_main:
-        from tqdm import tqdm
+        from ..progress import Progress
 
-        bar = tqdm(total=settings.max_steps, desc="train_lip", unit="step")
+        bar = Progress(total=settings.max_steps, desc="train_lip", unit="step")
     net.train()
     while step < settings.max_steps:
         epoch, within = divmod(step, steps_per_epoch)
@@ -401,8 +401,8 @@ def train(config: LipConfig, settings: LipParams, presenters: list[PresenterData
             if on_log is not None:
                 on_log(step, metrics)
             if bar is not None:
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", val=f"{best_val:.4f}")  # shown by this update
                 bar.update(1)
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}", val=f"{best_val:.4f}")
         if d.world > 1:
             dist.broadcast(stop, 0)
         if stop[0]:

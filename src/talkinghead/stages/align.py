@@ -12,7 +12,6 @@ and for new audio at inference (``features_for_audio`` is the one function both 
 from __future__ import annotations
 
 import argparse
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import pandas as pd
 
 from .. import schemas
 from ..audio import read_wav
-from ..errors import InputError
+from ..errors import InputError, exits_on_input_error
 from ..params import load_config
 from ..paths import PresenterPaths
 from ..speech.features import SAMPLE_RATE, AlignParams, as_params, features_for_audio, frame_center_hops
@@ -75,25 +74,22 @@ def align_presenter(paths: PresenterPaths, params: AlignParams | dict[str, Any])
     return features, table
 
 
+@exits_on_input_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("interim", type=Path, help="data/interim/NAME (holds audio.wav and frames.parquet)")
     args = parser.parse_args(argv)
-    try:
-        params = load_config(AlignParams, "align")
-        paths = PresenterPaths.from_folder(args.interim)
-        features, table = align_presenter(paths, params)
-        save_tensor(paths.features, features)
-        schemas.write_table(table, paths.features_table, schemas.FEATURES,
-                            metadata={"context": features.shape[1], "n_mels": features.shape[2],
-                                      "encoder": params.encoder})
-        with stage_run("align", paths.name, {"align": params}) as mlflow:
-            mlflow.log_metrics({"frames": float(features.shape[0]), "context": float(features.shape[1]),
-                                "feature_dim": float(features.shape[2]),
-                                "feature_mean": float(features.mean()), "feature_std": float(features.std())}, step=0)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    params = load_config(AlignParams, "align")
+    paths = PresenterPaths.from_folder(args.interim)
+    features, table = align_presenter(paths, params)
+    save_tensor(paths.features, features)
+    schemas.write_table(table, paths.features_table, schemas.FEATURES,
+                        metadata={"context": features.shape[1], "n_mels": features.shape[2],
+                                  "encoder": params.encoder})
+    with stage_run("align", paths.name, {"align": params}) as mlflow:
+        mlflow.log_metrics({"frames": float(features.shape[0]), "context": float(features.shape[1]),
+                            "feature_dim": float(features.shape[2]),
+                            "feature_mean": float(features.mean()), "feature_std": float(features.std())}, step=0)
     print(f"align: {features.shape[0]} frames, features {tuple(features.shape[1:])} -> {paths.features}")
 
 

@@ -20,7 +20,6 @@ and composites.parquet (schemas.COMPOSITES) under data/processed/NAME/, and exam
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +28,13 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from ..atomic import atomic_dir
 from ..compositing import CompositesParams, blend_mask_in, composite, fill_render_pinholes, mouth_box
-from ..errors import InputError
+from ..errors import InputError, exits_on_input_error
 from ..headmodel import HeadModelParams, load_head_model
 from ..params import load_config
+from ..progress import Progress
 from ..paths import PresenterPaths
 from ..render import Renderer, RenderParams, render_parameters
 from ..schemas import (COMPOSITES, LANDMARKS, LIP_COEFFS, N_LANDMARKS, PARAMETERS, column_array, read_table,
@@ -102,7 +101,7 @@ def make_composites(paths: PresenterPaths, inputs: StageInputs, model, params: C
     batch_size = p.batch_size
     try:
         with TensorWriter(paths.composites, n, (size, size, 3), np.uint8) as writer:
-            for start in tqdm(range(0, n, batch_size), desc=f"composites {paths.name}", unit="batch"):
+            for start in Progress(range(0, n, batch_size), desc=f"composites {paths.name}", unit="batch"):
                 stop = min(start + batch_size, n)
                 batch = {k: torch.from_numpy(v[start:stop]).to(device) for k, v in columns.items()}
                 rendered = render_parameters(model, renderer, batch)
@@ -140,35 +139,32 @@ def make_composites(paths: PresenterPaths, inputs: StageInputs, model, params: C
             "heldout_frames": float(n - first_heldout)}
 
 
+@exits_on_input_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("interim", type=Path, help="the presenter's folder data/interim/NAME")
     args = parser.parse_args(argv)
-    try:
-        paths = PresenterPaths.from_folder(args.interim)  # data/interim/NAME -> NAME, project root
-        name = paths.name
-        params = load_config(CompositesParams, "composites")
-        render_params = load_config(RenderParams, "render")
-        head_model_params = load_config(HeadModelParams, "head_model")
-        fraction = load_config(SplitParams, "split").heldout_fraction
-        inputs = load_inputs(paths)
-        model = load_head_model(head_model_params)
-        # The per-batch tensors are tiny ([64, V, 3]); several intra-op threads only fight llvmpipe's render threads
-        # (measured 20x slower head-model forward on the loaded 2-core box).
-        torch.set_num_threads(1)
-        from ..tracking import stage_run
+    paths = PresenterPaths.from_folder(args.interim)  # data/interim/NAME -> NAME, project root
+    name = paths.name
+    params = load_config(CompositesParams, "composites")
+    render_params = load_config(RenderParams, "render")
+    head_model_params = load_config(HeadModelParams, "head_model")
+    fraction = load_config(SplitParams, "split").heldout_fraction
+    inputs = load_inputs(paths)
+    model = load_head_model(head_model_params)
+    # The per-batch tensors are tiny ([64, V, 3]); several intra-op threads only fight llvmpipe's render threads
+    # (measured 20x slower head-model forward on the loaded 2-core box).
+    torch.set_num_threads(1)
+    from ..tracking import stage_run
 
-        with stage_run("composites", name, {"composites": params, "render": render_params}) as mlflow:
-            start = time.perf_counter()
-            metrics = make_composites(paths, inputs, model, params, render_params, fraction)
-            metrics["seconds"] = time.perf_counter() - start
-            mlflow.log_metrics(metrics, step=0)
-        print(f"composites {name}: {int(metrics['frames'])} frames in {metrics['seconds']:.1f} s "
-              f"-> {paths.composites}")
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    with stage_run("composites", name, {"composites": params, "render": render_params}) as mlflow:
+        start = time.perf_counter()
+        metrics = make_composites(paths, inputs, model, params, render_params, fraction)
+        metrics["seconds"] = time.perf_counter() - start
+        mlflow.log_metrics(metrics, step=0)
+    print(f"composites {name}: {int(metrics['frames'])} frames in {metrics['seconds']:.1f} s "
+          f"-> {paths.composites}")
 
 
 if __name__ == "__main__":

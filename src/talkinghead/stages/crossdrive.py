@@ -36,7 +36,7 @@ import torch
 
 from .. import schemas
 from ..atomic import atomic_path, json_safe, write_json
-from ..errors import InputError
+from ..errors import InputError, exits_on_input_error
 from ..lip import LoadedLipModel, load_lip_model, predict_with, speech_features
 from ..lip.ridge import PooledRidge, pooled_ridge
 from ..lipmetrics import best_lag, pair_metrics
@@ -236,6 +236,7 @@ def markdown_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@exits_on_input_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", type=Path, default=LIP_CHECKPOINT)
@@ -253,21 +254,17 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
         print(markdown_table(json.loads(args.show.read_text())))
         return
-    try:
-        metrics = run(args.root, args.checkpoint, args.out, args.speaker_checkpoints)
-        if not args.no_track:
-            from ..tracking import flatten, stage_run
+    metrics = run(args.root, args.checkpoint, args.out, args.speaker_checkpoints)
+    if not args.no_track:
+        from ..tracking import flatten, stage_run
 
-            with stage_run("crossdrive", None, {"crossdrive": metrics["params"]}) as mlflow:
-                numbers = {k: float(v) for k, v in flatten({"summary": metrics["summary"],
-                                                            "speakers": metrics["speakers"]}).items()
-                           if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
-                mlflow.log_metrics(numbers, step=0)
-                mlflow.log_artifact(str(args.out / "pairs.csv"))
-                mlflow.log_artifact(str(args.out / "mouth_opening.png"))
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        with stage_run("crossdrive", None, {"crossdrive": metrics["params"]}) as mlflow:
+            numbers = {k: float(v) for k, v in flatten({"summary": metrics["summary"],
+                                                        "speakers": metrics["speakers"]}).items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
+            mlflow.log_metrics(numbers, step=0)
+            mlflow.log_artifact(str(args.out / "pairs.csv"))
+            mlflow.log_artifact(str(args.out / "mouth_opening.png"))
     print(markdown_table(json_safe(metrics)))
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
@@ -32,7 +31,7 @@ from ..atomic import atomic_dir
 from ..demo_face import FaceRig, HeadMotion, build_face_rig, render_frame
 from ..demo_speech import (SAMPLE_RATE, TRAINING_SENTENCES, UNSEEN_SENTENCE, Phoneme, mouth_opening, phoneme_at,
                            speak, synthesize_speech, viseme_curves)
-from ..errors import InputError
+from ..errors import InputError, exits_on_input_error
 from ..params import load_config
 from ..paths import PresenterPaths
 from ..split import SplitParams
@@ -150,7 +149,8 @@ def encode_video(path: Path, frames, n_frames: int, size: int, fps: int, samples
     """Write an MP4 (H.264 yuv420p + AAC mono) from an iterator of RGB uint8 [size, size, 3] frames and float
     samples [T]; audio is interleaved with video by time so players and demuxers stream it smoothly."""
     import av
-    from tqdm import tqdm
+
+    from ..progress import Progress
 
     pcm = (np.clip(samples, -1, 1) * 32767).round().astype(np.int16)
     with av.open(str(path), "w", format="mp4") as container:
@@ -174,8 +174,8 @@ def encode_video(path: Path, frames, n_frames: int, size: int, fps: int, samples
                 container.mux(audio.encode(frame))
                 audio_pos += len(block)
 
-        for i, rgb in enumerate(tqdm(frames, total=n_frames, desc="demo frames", unit="frame",
-                                     disable=n_frames < 100)):
+        for i, rgb in enumerate(Progress(frames, total=n_frames, desc="demo frames", unit="frame",
+                                         disable=n_frames < 100)):
             push_audio((i + 1) / fps)
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             frame.pts = i
@@ -239,26 +239,23 @@ def generate_demo(out_dir: str | Path, seconds: float = 75.0, size: int = 512, f
     return out_dir / VIDEO_NAME
 
 
+@exits_on_input_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", type=Path, help="output folder, e.g. data/raw/demo")
     args = parser.parse_args(argv)
-    try:
-        params = load_config(DemoParams, "demo")
-        heldout_fraction = load_config(SplitParams, "split").heldout_fraction
-        from ..tracking import stage_run
+    params = load_config(DemoParams, "demo")
+    heldout_fraction = load_config(SplitParams, "split").heldout_fraction
+    from ..tracking import stage_run
 
-        with stage_run("demo", args.out_dir.name, asdict(params)) as mlflow:
-            start = time.perf_counter()
-            video = generate_demo(args.out_dir, seconds=params.seconds, size=params.size, fps=params.fps,
-                                  seed=params.seed, voices=params.voices, wpm=params.words_per_minute,
-                                  heldout_voices=params.heldout_voices,
-                                  heldout_from_s=heldout_voice_start(params.seconds, heldout_fraction))
-            mlflow.log_metrics({"generate_seconds": time.perf_counter() - start}, step=0)
-        print(f"wrote {video}")
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    with stage_run("demo", args.out_dir.name, asdict(params)) as mlflow:
+        start = time.perf_counter()
+        video = generate_demo(args.out_dir, seconds=params.seconds, size=params.size, fps=params.fps,
+                              seed=params.seed, voices=params.voices, wpm=params.words_per_minute,
+                              heldout_voices=params.heldout_voices,
+                              heldout_from_s=heldout_voice_start(params.seconds, heldout_fraction))
+        mlflow.log_metrics({"generate_seconds": time.perf_counter() - start}, step=0)
+    print(f"wrote {video}")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ side_by_side.mp4 (real | generated, with the tail's audio) and strip.png (a few 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, exits_on_input_error
 from ..paths import PresenterPaths
 
 STAGE = "evaluate"
@@ -132,10 +131,10 @@ class FaceMeshTracker:
     """MediaPipe FaceMesh (478 points, video mode) over a stream of crops: [B, 478, 2] pixels, NaN if no face."""
 
     def __init__(self):
-        import mediapipe as mp
+        from ..solutions import face_mesh
 
-        self.mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True,
-                                                    min_detection_confidence=0.5, min_tracking_confidence=0.5)
+        self.mesh = face_mesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True,
+                              min_detection_confidence=0.5, min_tracking_confidence=0.5)
 
     def __call__(self, images: Iterable[np.ndarray]) -> np.ndarray:
         out = []
@@ -178,12 +177,11 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
 
     Writes side_by_side.mp4 and strip.png into paths.report("eval") as it goes; returns the metrics.
     """
-    from tqdm import tqdm
-
     from ..audio import read_wav
     from ..imagemetrics import psnr_per_image, ssim_per_image
     from ..lip import predict, speech_features
     from ..paths import LIP_CHECKPOINT
+    from ..progress import Progress
     from ..speak import CropSynthesizer, closed_mouth_frame, load_presenter, mouth_opening_from_landmarks
     from ..compositing import mouth_box
     from ..videoio import VideoWriter
@@ -221,7 +219,7 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
     batch = p.batch_size
     try:
         with VideoWriter(out_dir / "side_by_side.mp4", pres.fps, 2 * size, size, audio=audio, audio_rate=rate) as video, \
-                tqdm(total=n, unit="frame", desc=f"evaluate {paths.name}", disable=not progress) as bar:
+                Progress(total=n, unit="frame", desc=f"evaluate {paths.name}", disable=not progress) as bar:
             for b0 in range(0, n, batch):
                 source = np.arange(start + b0, min(start + b0 + batch, stop))
                 k = len(source)
@@ -368,6 +366,7 @@ def write_outputs(result: EvaluationResult, out_dir: Path, fps: float) -> None:
     plt.close(fig)
 
 
+@exits_on_input_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("interim", type=Path, help="data/interim/NAME")
@@ -377,25 +376,21 @@ def main(argv: list[str] | None = None) -> None:
     from ..speak import SynthesisParams, check_presenter
     from ..tracking import flatten, stage_run
 
-    try:
-        paths = PresenterPaths.from_folder(args.interim)
-        root = args.interim.parent.parent.parent
-        check_presenter(paths.name, root, need_raw=False)
-        params = load_config(EvaluateParams, STAGE, root / "params.yaml")
-        synthesis = SynthesisParams.load(root / "params.yaml")
-        result = evaluate_presenter(paths, params, synthesis, root, progress=not args.quiet)
-        out_dir = paths.report("eval")
-        write_outputs(result, out_dir, float(result.metrics["fps"]))
-        with stage_run(STAGE, paths.name, {"evaluate": params}) as mlflow:
-            numbers = {k: v for k, v in flatten(result.metrics).items()
-                       if isinstance(v, (int, float)) and np.isfinite(v)}
-            mlflow.log_metrics(numbers, step=0)
-            for name in ("metrics.json", "mouth_opening.png", "mouth_opening.csv", "strip.png", "side_by_side.mp4"):
-                if (out_dir / name).exists():
-                    mlflow.log_artifact(str(out_dir / name))
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    paths = PresenterPaths.from_folder(args.interim)
+    root = args.interim.parent.parent.parent
+    check_presenter(paths.name, root, need_raw=False)
+    params = load_config(EvaluateParams, STAGE, root / "params.yaml")
+    synthesis = SynthesisParams.load(root / "params.yaml")
+    result = evaluate_presenter(paths, params, synthesis, root, progress=not args.quiet)
+    out_dir = paths.report("eval")
+    write_outputs(result, out_dir, float(result.metrics["fps"]))
+    with stage_run(STAGE, paths.name, {"evaluate": params}) as mlflow:
+        numbers = {k: v for k, v in flatten(result.metrics).items()
+                   if isinstance(v, (int, float)) and np.isfinite(v)}
+        mlflow.log_metrics(numbers, step=0)
+        for name in ("metrics.json", "mouth_opening.png", "mouth_opening.csv", "strip.png", "side_by_side.mp4"):
+            if (out_dir / name).exists():
+                mlflow.log_artifact(str(out_dir / name))
     m = result.metrics["model"]
     print(f"evaluate {paths.name}: {result.metrics['frames']} frames; LMD {m['lmd']:.2f} px, r {m['mouth_opening_r']:.3f}, "
           f"AV offset {m['av_offset']}, mouth PSNR {m['mouth_psnr']:.2f} dB, SSIM {m['mouth_ssim']:.3f} -> {out_dir}")

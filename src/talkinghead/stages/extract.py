@@ -30,7 +30,7 @@ import pandas as pd
 
 from ..atomic import write_json
 from ..audio import decode_audio, rms_dbfs, write_wav
-from ..errors import InputError
+from ..errors import InputError, exits_on_input_error
 from ..paths import PresenterPaths
 from ..schemas import FRAMES, write_table
 from ..tensorfile import TensorWriter
@@ -83,10 +83,9 @@ class FaceDetector:
     """
 
     def __init__(self, min_confidence: float = 0.5):
-        import mediapipe as mp
+        from ..solutions import face_detection
 
-        self._detector = mp.solutions.face_detection.FaceDetection(
-            model_selection=1, min_detection_confidence=min_confidence)
+        self._detector = face_detection(model_selection=1, min_detection_confidence=min_confidence)
 
     def close(self) -> None:
         self._detector.close()
@@ -314,12 +313,12 @@ def _decoded(reader: VideoReader, indices: np.ndarray, batch_size: int):
 def detect_faces(reader: VideoReader, source_indices: np.ndarray, min_confidence: float,
                  batch_size: int = 16) -> list[np.ndarray]:
     """Face boxes [K, 5] for each of ``source_indices`` (the detection frames)."""
-    from tqdm import tqdm
+    from ..progress import Progress
 
     detections: list[np.ndarray] = []
     hint = None
     with FaceDetector(min_confidence) as detector, \
-            tqdm(total=len(source_indices), desc="detect faces", unit="frame", leave=False) as bar:
+            Progress(total=len(source_indices), desc="detect faces", unit="frame", leave=False) as bar:
         for _, frames in _decoded(reader, source_indices, batch_size):
             for frame in frames:
                 boxes = detector.detect(frame, hint)
@@ -334,7 +333,7 @@ def extract(video: str | Path, interim: str | Path, params: ExtractParams, name:
             max_seconds: float | None = None) -> ExtractResult:
     """Run the whole stage for one raw ``video``, writing into the ``interim`` folder (see module docstring).
     ``max_seconds`` keeps only the start of the clip (tests, quick looks); the stage itself uses the whole clip."""
-    from tqdm import tqdm
+    from ..progress import Progress
 
     video, interim = Path(video), Path(interim)
     name = name or interim.name
@@ -371,7 +370,7 @@ def extract(video: str | Path, interim: str | Path, params: ExtractParams, name:
                               params.smooth_seconds)
 
     with TensorWriter(paths.frames, n, (size, size, 3), np.uint8) as writer, \
-            tqdm(total=n, desc="crop frames", unit="frame", leave=False) as bar:
+            Progress(total=n, desc="crop frames", unit="frame", leave=False) as bar:
         row = 0
         for batch, frames in _decoded(reader, source_index, 32):
             crops = np.empty((len(batch), size, size, 3), np.uint8)
@@ -400,6 +399,7 @@ def extract(video: str | Path, interim: str | Path, params: ExtractParams, name:
                          detection_rate=detection_rate, n_tracks=len(tracks), crop_boxes=boxes, warnings=warnings)
 
 
+@exits_on_input_error
 def main(argv: list[str] | None = None) -> None:
     from ..params import load_config
     from ..tracking import stage_run
@@ -409,22 +409,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("interim_dir", type=Path, help="data/interim/NAME (outputs)")
     args = parser.parse_args(argv)
     name = args.raw_dir.resolve().name
-    try:
-        params = load_config(ExtractParams, "extract")
-        video = dataclasses.replace(PresenterPaths.of(name), raw_dir=args.raw_dir).raw_video()
-        with stage_run("extract", name, {"extract": params}) as mlflow:
-            result = extract(video, args.interim_dir, params, name)
-            for warning in result.warnings:
-                print(f"warning: {warning}", file=sys.stderr)
-            metrics = {"frames": result.n_frames, "fps": result.fps, "source_fps": result.source_fps,
-                       "face_detection_rate": result.detection_rate, "faces_seen": result.n_tracks,
-                       "crop_side_median_px": float(np.median(result.crop_boxes[:, 2])),
-                       "audio_warning": float(any("silent" in w for w in result.warnings))}
-            mlflow.log_metrics(metrics, step=0)
-            write_json(PresenterPaths.of(name).report("extract") / "metrics.json", metrics)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    params = load_config(ExtractParams, "extract")
+    video = dataclasses.replace(PresenterPaths.of(name), raw_dir=args.raw_dir).raw_video()
+    with stage_run("extract", name, {"extract": params}) as mlflow:
+        result = extract(video, args.interim_dir, params, name)
+        for warning in result.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        metrics = {"frames": result.n_frames, "fps": result.fps, "source_fps": result.source_fps,
+                   "face_detection_rate": result.detection_rate, "faces_seen": result.n_tracks,
+                   "crop_side_median_px": float(np.median(result.crop_boxes[:, 2])),
+                   "audio_warning": float(any("silent" in w for w in result.warnings))}
+        mlflow.log_metrics(metrics, step=0)
+        write_json(PresenterPaths.of(name).report("extract") / "metrics.json", metrics)
     print(f"extract: {result.n_frames} frames at {result.fps:g} fps -> {args.interim_dir}")
 
 

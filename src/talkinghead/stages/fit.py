@@ -12,8 +12,6 @@ The optimisation itself lives in talkinghead.fitting.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +22,14 @@ import torch
 
 from .. import schemas
 from ..atomic import atomic_dir, atomic_path, write_json
-from ..errors import InputError
+from ..errors import InputError, exits_on_input_error
 from ..fitting import (FitConfig, fit_frames, fit_metrics, fit_shape, fit_texture_lighting, initial_parameters,
                        inter_ocular, landmark_model, landmark_targets, landmark_weights, project_landmarks,
                        torch_threads)
 from ..headmodel import camera as head_camera
 from ..headmodel import HeadModelParams, load_head_model
 from ..params import load_config
+from ..progress import print_summary
 from ..tensorfile import load_tensor
 
 STAGE = "fit"
@@ -193,6 +192,7 @@ def write_reports(report_dir: Path, result: FitResult, frames: np.ndarray, lmk_c
     return [report_dir / "overlays" / f"overlay_{i:05d}.png" for i in chosen]
 
 
+@exits_on_input_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("interim", type=Path, help="data/interim/NAME (landmarks.parquet, frames.npy)")
@@ -200,27 +200,23 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     name = args.interim.resolve().name
     report_dir = args.reports or Path("reports") / STAGE / name
-    try:
-        cfg = load_config(FitConfig, STAGE)
-        head_params = load_config(HeadModelParams, "head_model")
-        model = load_head_model(head_params)
-        lmk, detected, frames = read_inputs(args.interim)
-        from ..tracking import stage_run
+    cfg = load_config(FitConfig, STAGE)
+    head_params = load_config(HeadModelParams, "head_model")
+    model = load_head_model(head_params)
+    lmk, detected, frames = read_inputs(args.interim)
+    from ..tracking import stage_run
 
-        with stage_run(STAGE, name, {"fit": cfg, "head_model": head_params}) as mlflow:
-            result = fit_presenter(model, lmk, detected, frames, cfg)
-            schemas.write_table(parameters_table(result), args.interim / "flame.parquet", schemas.PARAMETERS,
-                                metadata={"head_model": getattr(model, "name", "unknown")})
-            overlays = write_reports(report_dir, result, frames, lmk, detected, model.faces.cpu().numpy(),
-                                     model.landmark_mp_ids.cpu().numpy(), cfg.overlay_frames)
-            mlflow.log_metrics({k: float(v) for k, v in result.metrics.items() if np.isfinite(v)}, step=0)
-            mlflow.log_artifact(str(report_dir / "fit_error.csv"))
-            for path in overlays:
-                mlflow.log_artifact(str(path), artifact_path="overlays")
-        print(json.dumps({k: round(float(v), 4) for k, v in result.metrics.items()}))
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    with stage_run(STAGE, name, {"fit": cfg, "head_model": head_params}) as mlflow:
+        result = fit_presenter(model, lmk, detected, frames, cfg)
+        schemas.write_table(parameters_table(result), args.interim / "flame.parquet", schemas.PARAMETERS,
+                            metadata={"head_model": getattr(model, "name", "unknown")})
+        overlays = write_reports(report_dir, result, frames, lmk, detected, model.faces.cpu().numpy(),
+                                 model.landmark_mp_ids.cpu().numpy(), cfg.overlay_frames)
+        mlflow.log_metrics({k: float(v) for k, v in result.metrics.items() if np.isfinite(v)}, step=0)
+        mlflow.log_artifact(str(report_dir / "fit_error.csv"))
+        for path in overlays:
+            mlflow.log_artifact(str(path), artifact_path="overlays")
+    print_summary(f"fit {name}", {k: round(float(v), 4) for k, v in result.metrics.items()})
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import write_json
-from ..errors import InputError
+from ..errors import InputError, exits_on_input_error
 from ..paths import PresenterPaths
 from ..schemas import FRAMES, LANDMARKS, N_LANDMARKS, column_array, read_table, write_table
 from ..tensorfile import load_tensor
@@ -57,11 +56,11 @@ class LandmarksResult:
 def _facemesh_chunk(frames: np.ndarray, start: int, stop: int, params: LandmarksParams, points: np.ndarray,
                     detected: np.ndarray, bar) -> None:
     """FaceMesh in tracking mode over frames[start:stop], filling ``points`` / ``detected`` in place."""
-    import mediapipe as mp
+    from ..solutions import face_mesh
 
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True,
-                                         min_detection_confidence=params.min_detection_confidence,
-                                         min_tracking_confidence=params.min_tracking_confidence) as mesh:
+    with face_mesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True,
+                   min_detection_confidence=params.min_detection_confidence,
+                   min_tracking_confidence=params.min_tracking_confidence) as mesh:
         for i in range(start, stop):
             result = mesh.process(np.ascontiguousarray(frames[i]))
             if result.multi_face_landmarks:
@@ -80,14 +79,14 @@ def run_facemesh(frames: np.ndarray, params: LandmarksParams) -> tuple[np.ndarra
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from tqdm import tqdm
+    from ..progress import Progress
 
     n = len(frames)
     points = np.full((n, N_LANDMARKS, 3), np.nan, np.float32)
     detected = np.zeros(n, bool)
     workers = max(1, min(params.workers, n // MIN_FRAMES_PER_WORKER))
     bounds = np.linspace(0, n, workers + 1).round().astype(int)
-    with tqdm(total=n, desc="facemesh", unit="frame", leave=False, mininterval=2.0) as bar, \
+    with Progress(total=n, desc="facemesh", unit="frame", leave=False) as bar, \
             ThreadPoolExecutor(workers) as pool:
         jobs = [pool.submit(_facemesh_chunk, frames, a, b, params, points, detected, bar)
                 for a, b in zip(bounds[:-1], bounds[1:])]
@@ -178,6 +177,7 @@ def longest_gap(detected: np.ndarray) -> int:
     return best
 
 
+@exits_on_input_error
 def main(argv: list[str] | None = None) -> None:
     from ..params import load_config
     from ..tracking import stage_run
@@ -186,17 +186,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("interim_dir", type=Path, help="data/interim/NAME (reads frames, writes landmarks)")
     args = parser.parse_args(argv)
     name = args.interim_dir.resolve().name
-    try:
-        params = load_config(LandmarksParams, "landmarks")
-        with stage_run("landmarks", name, {"landmarks": params}) as mlflow:
-            result = compute_landmarks(args.interim_dir, params, name=name)
-            metrics = {"detection_rate": result.detection_rate, "frames": int(len(result.detected)),
-                       "longest_gap_frames": longest_gap(result.detected)}
-            mlflow.log_metrics(metrics, step=0)
-            write_json(PresenterPaths.of(name).report("landmarks") / "metrics.json", metrics)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    params = load_config(LandmarksParams, "landmarks")
+    with stage_run("landmarks", name, {"landmarks": params}) as mlflow:
+        result = compute_landmarks(args.interim_dir, params, name=name)
+        metrics = {"detection_rate": result.detection_rate, "frames": int(len(result.detected)),
+                   "longest_gap_frames": longest_gap(result.detected)}
+        mlflow.log_metrics(metrics, step=0)
+        write_json(PresenterPaths.of(name).report("landmarks") / "metrics.json", metrics)
     print(f"landmarks: {metrics['frames']} frames, detection rate {metrics['detection_rate']:.3f}")
 
 

@@ -15,8 +15,6 @@ it cannot beat the still face on the validation slice either, the footage holds 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +24,14 @@ import torch
 
 from .. import schemas
 from ..atomic import atomic_path, write_json
-from ..errors import InputError
+from ..errors import InputError, exits_on_input_error
 from ..lip import cpu_threads, load_lip_model, predict_with
 from ..lip.ridge import ridge_baseline
 from ..lipmetrics import av_offset, lve, pearson_r
 from ..headmodel import HeadModelParams
 from ..lip.trainer import LipParams
 from ..params import load_config
+from ..progress import print_summary
 from ..paths import LIP_CHECKPOINT, PresenterPaths
 from ..split import SplitParams, TimeSplit, heldout_start, time_split
 from ..tensorfile import load_tensor
@@ -156,37 +155,34 @@ def predict_presenter(paths: PresenterPaths, checkpoint: Path, heldout_fraction:
     return table, metrics, signals
 
 
+@exits_on_input_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("interim", type=Path, help="data/interim/NAME (features.npy, flame.parquet)")
     parser.add_argument("--checkpoint", type=Path, default=LIP_CHECKPOINT)
     parser.add_argument("--no-track", action="store_true", help="skip MLflow logging")
     args = parser.parse_args(argv)
-    try:
-        paths = PresenterPaths.from_folder(args.interim)
-        split = load_config(SplitParams, "split")
-        validation_fraction = load_config(LipParams, "lip").validation_fraction
-        table, metrics, signals = predict_presenter(paths, args.checkpoint, split.heldout_fraction,
-                                                    load_config(HeadModelParams, "head_model"), validation_fraction)
-        fps = float(schemas.read_table(paths.frames_table, schemas.FRAMES)["fps"].iloc[0])
-        schemas.write_table(table, paths.lip_coeffs, schemas.LIP_COEFFS)
-        report = paths.report("lip")
-        write_json(report / "metrics.json", metrics)
-        start = int(table["heldout"].to_numpy().argmax()) if table["heldout"].any() else len(table)
-        m = metrics["model"]
-        plot_mouth_opening(report / "mouth_opening.png", signals["fitted"], signals["predicted"], fps, start,
-                           f"{paths.name}: held-out r={m['mouth_opening_r']:.3f}, offset={m['av_offset']}, "
-                           f"LVE {metrics['lve_reduction_vs_static']:.0%} below static")
-        if not args.no_track:
-            from ..tracking import flatten, stage_run
+    paths = PresenterPaths.from_folder(args.interim)
+    split = load_config(SplitParams, "split")
+    validation_fraction = load_config(LipParams, "lip").validation_fraction
+    table, metrics, signals = predict_presenter(paths, args.checkpoint, split.heldout_fraction,
+                                                load_config(HeadModelParams, "head_model"), validation_fraction)
+    fps = float(schemas.read_table(paths.frames_table, schemas.FRAMES)["fps"].iloc[0])
+    schemas.write_table(table, paths.lip_coeffs, schemas.LIP_COEFFS)
+    report = paths.report("lip")
+    write_json(report / "metrics.json", metrics)
+    start = int(table["heldout"].to_numpy().argmax()) if table["heldout"].any() else len(table)
+    m = metrics["model"]
+    plot_mouth_opening(report / "mouth_opening.png", signals["fitted"], signals["predicted"], fps, start,
+                       f"{paths.name}: held-out r={m['mouth_opening_r']:.3f}, offset={m['av_offset']}, "
+                       f"LVE {metrics['lve_reduction_vs_static']:.0%} below static")
+    if not args.no_track:
+        from ..tracking import flatten, stage_run
 
-            with stage_run("predict_lip", paths.name, {"split": split}) as mlflow:
-                mlflow.log_metrics({k: float(v) for k, v in flatten(metrics).items()})
-                mlflow.log_artifact(str(report / "mouth_opening.png"))
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    print(f"predict_lip {paths.name}: " + json.dumps(metrics))
+        with stage_run("predict_lip", paths.name, {"split": split}) as mlflow:
+            mlflow.log_metrics({k: float(v) for k, v in flatten(metrics).items()})
+            mlflow.log_artifact(str(report / "mouth_opening.png"))
+    print_summary(f"predict_lip {paths.name}", metrics)
 
 
 if __name__ == "__main__":

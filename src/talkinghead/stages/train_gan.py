@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_path, write_json
-from ..errors import InputError
+from ..errors import InputError, exits_on_input_error
 from ..gan import generate, load_generator
 from ..gan.face_discriminator import PatchDiscriminatorConfig
 from ..gan.generator import GeneratorConfig, to_uint8
@@ -32,6 +31,7 @@ from ..gan.trainer import Batch, GanData, GanParams, GanTrainer
 from ..imagemetrics import psnr_per_image, ssim_per_image
 from ..paths import PresenterPaths
 from ..params import load_config
+from ..progress import print_summary
 from ..schemas import COMPOSITES, column_array, read_table
 from ..split import SplitParams, heldout_start
 from ..tensorfile import load_tensor
@@ -92,12 +92,12 @@ class Evaluation:
 
 def evaluate(generator, data: GanData, mouth_size: int = 64, batch_size: int = 16) -> Evaluation:
     """PSNR / SSIM on the held-out tail, GAN output vs real, and the composite itself vs real as the baseline."""
-    from tqdm import tqdm
+    from ..progress import Progress
 
     scores: dict[str, list[np.ndarray]] = {}
     show = set(np.linspace(0, len(data.heldout_index) - 1, GRID_ROWS).round().astype(int).tolist())
     shown: list[tuple[np.ndarray, ...]] = []
-    for start in tqdm(range(0, len(data.heldout_index), batch_size), desc="gan eval", unit="batch"):
+    for start in Progress(range(0, len(data.heldout_index), batch_size), desc="gan eval", unit="batch"):
         rows = data.heldout_index[start:start + batch_size]
         comp, real = np.asarray(data.composites[rows]), np.asarray(data.frames[rows])
         fake = generate(generator, comp)
@@ -221,6 +221,7 @@ class _null:
         return None
 
 
+@exits_on_input_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("interim", type=Path,
@@ -232,14 +233,12 @@ def main(argv: list[str] | None = None) -> None:
         paths = dataclasses.replace(PresenterPaths.from_folder(args.interim), gan_dir=args.out)
         metrics = train_gan(paths, load_config(GanParams, "gan"), load_config(SplitParams, "split"),
                             progress=not args.no_progress)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     if metrics:
-        print(json.dumps({k: round(v, 4) for k, v in metrics.items() if k.startswith(("gan_", "composite_"))}))
+        print_summary(f"train_gan {paths.name}",
+                      {k: round(v, 4) for k, v in metrics.items() if k.startswith(("gan_", "composite_"))})
 
 
 if __name__ == "__main__":

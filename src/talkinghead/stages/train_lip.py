@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ import torch
 
 from .. import schemas
 from ..atomic import atomic_path, write_json
-from ..errors import InputError
+from ..errors import InputError, exits_on_input_error
 from ..lip import checkpoint_payload
 from ..lip.model import LipConfig
 from ..lip.trainer import LipParams, PresenterData, TrainResult, init_distributed, train
@@ -110,6 +109,7 @@ def run(presenter_names: list[str], out: Path, root: Path, track: bool = True, r
     return result
 
 
+@exits_on_input_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--presenters", nargs="+", help="presenter names (default: `presenters` in params.yaml)")
@@ -119,14 +119,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-reports", action="store_true",
                         help="write only the checkpoint, not reports/lip/ (extra models, e.g. leave-one-out)")
     args = parser.parse_args(argv)
-    try:
-        names = args.presenters or list(load_params().get("presenters") or [])
-        if not names:
-            raise InputError("params.yaml", "no presenters to train on")
-        result = run(names, args.out, args.root, track=not args.no_track, reports=not args.no_reports)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    names = args.presenters or list(load_params().get("presenters") or [])
+    if not names:
+        raise InputError("params.yaml", "no presenters to train on")
+    result = run(names, args.out, args.root, track=not args.no_track, reports=not args.no_reports)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"train_lip: {result.steps} steps in {result.seconds:.0f} s, best val loss {result.best_val_loss:.4f} "
               f"({result.stop_reason}) -> {args.out}")
