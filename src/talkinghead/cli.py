@@ -7,8 +7,6 @@ Bad input ends with one line `error: <file>: <reason>` on stderr and exit code 2
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 
 from .errors import InputError
@@ -24,46 +22,13 @@ COMMANDS = {
 }
 
 
-def check_presenters() -> None:
-    """InputError unless params.yaml lists presenters: dvc.yaml's per-presenter stages loop over them, and DVC's own
-    error for an empty list ("failed to resolve 'stages.extract.foreach'") does not say what to do."""
-    from .params import PARAMS_FILE, load_params
-
-    presenters = load_params().get("presenters")
-    if not presenters or not isinstance(presenters, list):
-        raise InputError(PARAMS_FILE, f"`presenters` is {'empty' if not presenters else repr(presenters)}: list at "
-                                      "least one (`- NAME` lines); add yours with `talkinghead add-presenter NAME "
-                                      "VIDEO`, or list `- demo` and run `make demo`")
-
-
-def repro(targets: list[str] | None = None, extra: list[str] | None = None) -> int:
-    """`dvc repro [targets]` with one MLflow parent run that every stage's child run attaches to."""
-    from .tracking import PARENT_ENV, end_parent_run, start_parent_run
-
-    check_presenters()
-    env = dict(os.environ)
-    # Stage commands say `python -m ...`: make that the interpreter running us (the project venv).
-    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
-    if not sys.stderr.isatty():  # logs (CI, make demo > file): a progress line every 10 s, not every step
-        env.setdefault("TQDM_MININTERVAL", "10")
-    # MediaPipe/TFLite's C++ logging (glog/absl) prints pages of INFO/WARNING lines per stage
-    env.setdefault("GLOG_minloglevel", "2")
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    own_parent = PARENT_ENV not in env
-    if own_parent:
-        env[PARENT_ENV] = start_parent_run("repro " + " ".join(targets or ["(all)"]))
-    cmd = [sys.executable, "-m", "dvc", "repro", *(extra or []), *(targets or [])]
-    code = subprocess.call(cmd, env=env)
-    if own_parent:
-        end_parent_run(env[PARENT_ENV], ok=code == 0)
-    return code
-
-
 def _repro_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="talkinghead repro", description=COMMANDS["repro"])
     parser.add_argument("targets", nargs="*", help="stages, e.g. extract@demo (default: all)")
     parser.add_argument("--force", action="store_true", help="rerun even if nothing changed")
     args = parser.parse_args(argv)
+    from .repro import repro
+
     return repro(args.targets, ["--force"] if args.force else [])
 
 

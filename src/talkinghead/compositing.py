@@ -38,7 +38,8 @@ class CompositesParams:
     examples: int  # example strips saved to reports/composites/NAME/
 
 
-def _smoothstep(x: np.ndarray) -> np.ndarray:
+def smoothstep(x: np.ndarray) -> np.ndarray:
+    """3x^2 - 2x^3 of x clipped to [0, 1]: a ramp with flat ends (no visible edge where a blend starts or stops)."""
     x = np.clip(x, 0.0, 1.0)
     return x * x * (3.0 - 2.0 * x)
 
@@ -128,7 +129,7 @@ def lower_face_mask_in(lmk_crop: np.ndarray, image_size: int, params: Composites
     feather = max(p.feather * image_size, 1e-3)
     jaw_ramp = (_signed_distance(oval) + p.dilation * image_size) / feather
     nose_ramp = nose_line_distance(lmk_crop, image_size, p, region) / feather
-    return region, _smoothstep(np.minimum(jaw_ramp, nose_ramp)).astype(np.float32)
+    return region, smoothstep(np.minimum(jaw_ramp, nose_ramp)).astype(np.float32)
 
 
 def lower_face_mask(lmk_crop: np.ndarray, image_size: int, params: CompositesParams) -> np.ndarray:
@@ -184,7 +185,7 @@ def coverage_mask(coverage: np.ndarray, image_size: int, params: CompositesParam
     p = params
     covered = fill_small_holes(coverage, p.max_hole * image_size * image_size)
     inside = cv2.distanceTransform(covered, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    return _smoothstep(inside / max(p.coverage_feather * image_size, 1e-3)).astype(np.float32)
+    return smoothstep(inside / max(p.coverage_feather * image_size, 1e-3)).astype(np.float32)
 
 
 def blend_mask_in(lmk_crop: np.ndarray, coverage: np.ndarray, image_size: int,

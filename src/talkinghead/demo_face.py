@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .compositing import smoothstep
 from .facemesh import INNER_LOWER, INNER_UPPER
 
 # FaceMesh landmark ids (478-point topology)
@@ -89,11 +90,6 @@ class PiecewiseAffineWarp:
         map_x[inside] = gx * a[:, 0, 0] + gy * a[:, 1, 0] + a[:, 2, 0]
         map_y[inside] = gx * a[:, 0, 1] + gy * a[:, 1, 1] + a[:, 2, 1]
         return map_x, map_y
-
-
-def _smoothstep(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3.0 - 2.0 * x)
 
 
 def _curve(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -291,22 +287,22 @@ def mouth_displacement(rig: FaceRig, visemes: np.ndarray) -> np.ndarray:
     jaw_move = (jaw * amplitude - 0.7 * source_gap) * 0.85
 
     half_gap = np.maximum(0.5 * (y_lo - y_up), 0.06 * w)
-    below = _smoothstep(0.5 + 0.5 * (y - y_mid) / half_gap)  # 0 on the upper lip, 1 on the lower lip and chin
-    upper_weight = _smoothstep(1 - (np.interp(x, xou, you) - y) / (0.3 * w))  # upper lip -> nose base
-    lip_weight = _smoothstep(1 - (y - np.interp(x, xol, yol)) / (0.35 * w))  # lower lip -> chin
+    below = smoothstep(0.5 + 0.5 * (y - y_mid) / half_gap)  # 0 on the upper lip, 1 on the lower lip and chin
+    upper_weight = smoothstep(1 - (np.interp(x, xou, you) - y) / (0.3 * w))  # upper lip -> nose base
+    lip_weight = smoothstep(1 - (y - np.interp(x, xol, yol)) / (0.35 * w))  # lower lip -> chin
     dx_mouth = np.abs(x - lmk[[61, 291], 0].mean())
-    jaw_weight = _smoothstep((1.5 * w - dx_mouth) / (0.9 * w))  # chin fully, jaw angles hardly
-    jaw_weight *= _smoothstep(1 - (y - lmk[CHIN, 1]) / (0.8 * w))  # fades into the neck
+    jaw_weight = smoothstep((1.5 * w - dx_mouth) / (0.9 * w))  # chin fully, jaw angles hardly
+    jaw_weight *= smoothstep(1 - (y - lmk[CHIN, 1]) / (0.8 * w))  # fades into the neck
     lower = lip_weight * lower_move + (1 - lip_weight) * jaw_move * jaw_weight
     dy = below * lower + (1 - below) * upper_weight * upper_move
 
     # corners: drop a little when the mouth opens; lift when spread
     ex = (x - lmk[[61, 291], 0].mean()) / (0.5 * w)
     semi_y = np.where(y < y_mid, 0.22 * w, 0.3 * w)
-    lips_region = _smoothstep(1.9 - np.sqrt(((x - cx) / (0.6 * w)) ** 2 + ((y - y_mid) / semi_y) ** 2))
+    lips_region = smoothstep(1.9 - np.sqrt(((x - cx) / (0.6 * w)) ** 2 + ((y - y_mid) / semi_y) ** 2))
     corner = lips_region * (0.06 * opening * amplitude - 0.05 * w * spread) * np.clip(ex ** 2, 0, 1)
     # round pouts (lip bodies bulge away from the mouth line), closure presses them together; inner edges stay
-    lip_body = _smoothstep((np.abs(y - y_mid) - half_gap) / (0.08 * w) + 0.5)
+    lip_body = smoothstep((np.abs(y - y_mid) - half_gap) / (0.08 * w) + 0.5)
     bulge = (0.045 * rnd - 0.025 * closure) * w * np.sign(y - y_mid) * lip_body * lips_region * profile
     dy += corner + bulge
     # spread / round: horizontal scaling about the mouth centre
@@ -337,11 +333,11 @@ def eyelid_displacement(rig: FaceRig, blink: float) -> np.ndarray:
         y_up, y_lo = np.interp(x, xu, yu), np.interp(x, xl, yl)
         gap = y_lo - y_up
         eye_width = xu.max() - xu.min()
-        inside_x = _smoothstep(1 - np.maximum(xu.min() - x, x - xu.max()) / (0.25 * eye_width))
+        inside_x = smoothstep(1 - np.maximum(xu.min() - x, x - xu.max()) / (0.25 * eye_width))
         above = y < 0.5 * (y_up + y_lo)
         meet = y_up + 0.8 * gap  # lids meet low in the eye, as in a real blink
-        fall_up = _smoothstep(1 - (y_up - y) / (0.7 * eye_width))
-        fall_lo = _smoothstep(1 - (y - y_lo) / (0.4 * eye_width))
+        fall_up = smoothstep(1 - (y_up - y) / (0.7 * eye_width))
+        fall_lo = smoothstep(1 - (y - y_lo) / (0.4 * eye_width))
         dy_up = blink * (meet - y_up) * np.where(y >= y_up, 1.0, fall_up)
         dy_lo = blink * (meet - y_lo) * np.where(y <= y_lo, 1.0, fall_lo)
         moved[:, 1] += inside_x * np.where(above, dy_up, dy_lo)

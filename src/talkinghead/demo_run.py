@@ -16,7 +16,7 @@ DEMO_DIR = Path("reports/demo")
 def demo_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="talkinghead demo", description=__doc__)
     parser.parse_args(argv)
-    from .cli import repro
+    from .repro import repro
     from .params import load_config, load_params
 
     if DEMO not in (load_params().get("presenters") or []):

@@ -93,3 +93,11 @@ def pair_metrics(generated: np.ndarray, real: np.ndarray, voiced: np.ndarray, ma
     r_voiced = pearson_r(generated[voiced], real[voiced]) if voiced.sum() > 2 else float("nan")
     return {"r": curve[0], "best_lag": int(best), "r_best_lag": curve[best], "r_voiced": r_voiced,
             **{f"r_lag_{lag}": v for lag, v in curve.items()}}
+
+
+def delayed(series: np.ndarray, frames: int) -> np.ndarray:
+    """``series`` [N, ...] delayed by ``frames`` (out[i] = series[i - frames], the first value repeated at the start):
+    a prediction that is ``frames`` late, the shifted baseline of predict_lip and evaluate."""
+    if frames <= 0:
+        return series.copy()
+    return np.concatenate([np.repeat(series[:1], frames, axis=0), series[:-frames]])

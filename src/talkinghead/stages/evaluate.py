@@ -33,6 +33,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..errors import InputError, exits_on_input_error
+from ..lipmetrics import delayed
 from ..paths import PresenterPaths
 
 STAGE = "evaluate"
@@ -87,13 +88,6 @@ def fill_gaps(series: np.ndarray) -> np.ndarray:
         return series
     x = np.arange(len(series))
     return np.interp(x, x[valid], series[valid])
-
-
-def delayed(series: np.ndarray, frames: int) -> np.ndarray:
-    """``series`` delayed by ``frames`` (out[i] = series[i - frames], the first value repeated at the start)."""
-    if frames <= 0:
-        return series.copy()
-    return np.concatenate([np.repeat(series[:1], frames, axis=0), series[:-frames]])
 
 
 def sync_metrics(real_lmk: np.ndarray, gen_lmk: np.ndarray, lip_ids: np.ndarray, scale: float,

@@ -27,7 +27,7 @@ from ..atomic import atomic_path, write_json
 from ..errors import InputError, exits_on_input_error
 from ..lip import cpu_threads, load_lip_model, predict_with
 from ..lip.ridge import ridge_baseline
-from ..lipmetrics import av_offset, lve, pearson_r
+from ..lipmetrics import av_offset, delayed, lve, pearson_r
 from ..headmodel import HeadModelParams
 from ..lip.trainer import LipParams
 from ..params import load_config
@@ -49,11 +49,6 @@ def head_vertices(head_model, shape: np.ndarray, expression: np.ndarray, batch: 
             shp = torch.as_tensor(shape, dtype=torch.float32)[None].expand(n, -1)
             out.append(head_model(shp, expr, torch.zeros(n, 6)).vertices.numpy())
     return np.concatenate(out)
-
-
-def delayed(signal: np.ndarray, frames: int) -> np.ndarray:
-    """signal[t - frames] (the first frames repeat the first value): a prediction that is ``frames`` late."""
-    return np.concatenate([np.repeat(signal[:1], frames, axis=0), signal[:-frames]]) if frames else signal
 
 
 def sync_metrics(head_model, shape: np.ndarray, predicted: np.ndarray, fitted: np.ndarray) -> dict[str, float]:

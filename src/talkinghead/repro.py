@@ -1,0 +1,42 @@
+"""The repro driver: ``dvc repro`` under one MLflow parent run, after checking what DVC's own errors do not explain.
+Used by ``talkinghead repro`` and ``talkinghead demo``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from .errors import InputError
+
+
+def check_presenters() -> None:
+    """InputError unless params.yaml lists presenters: dvc.yaml's per-presenter stages loop over them, and DVC's own
+    error for an empty list ("failed to resolve 'stages.extract.foreach'") does not say what to do."""
+    from .params import PARAMS_FILE, load_params
+
+    presenters = load_params().get("presenters")
+    if not presenters or not isinstance(presenters, list):
+        raise InputError(PARAMS_FILE, f"`presenters` is {'empty' if not presenters else repr(presenters)}: list at "
+                                      "least one (`- NAME` lines); add yours with `talkinghead add-presenter NAME "
+                                      "VIDEO`, or list `- demo` and run `make demo`")
+
+
+def repro(targets: list[str] | None = None, extra: list[str] | None = None) -> int:
+    """`dvc repro [targets]` with one MLflow parent run that every stage's child run attaches to."""
+    from .tracking import PARENT_ENV, end_parent_run, start_parent_run
+
+    check_presenters()
+    env = dict(os.environ)
+    # Stage commands say `python -m ...`: make that the interpreter running us (the project venv).
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+    if not sys.stderr.isatty():  # logs (CI, make demo > file): a progress line every 10 s, not every step
+        env.setdefault("TQDM_MININTERVAL", "10")
+    own_parent = PARENT_ENV not in env
+    if own_parent:
+        env[PARENT_ENV] = start_parent_run("repro " + " ".join(targets or ["(all)"]))
+    cmd = [sys.executable, "-m", "dvc", "repro", *(extra or []), *(targets or [])]
+    code = subprocess.call(cmd, env=env)
+    if own_parent:
+        end_parent_run(env[PARENT_ENV], ok=code == 0)
+    return code
