@@ -255,10 +255,10 @@ def add_presenter(name: str, video: str | Path, force: bool = False, root: str |
     params_file = root / "params.yaml"
     if not params_file.is_file():
         raise InputError(params_file, "missing; run add-presenter in the project root (the folder with dvc.yaml)")
-    from .demo_run import DEMO
     from .params import load_params
+    from .speak import DEMO_PRESENTER
 
-    if name == DEMO:  # its folder is the demo_presenter stage's output, which `dvc add` cannot take over
+    if name == DEMO_PRESENTER:  # its folder is the demo_presenter stage's output, which `dvc add` cannot take over
         raise InputError(name, "reserved for the generated demo presenter: build it with `make demo` "
                                "(or `talkinghead repro`), or choose another name")
     paths = PresenterPaths.of(name, root)

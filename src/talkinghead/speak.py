@@ -31,6 +31,9 @@ from .params import load_config, load_params
 from .paste import PasteConfig
 from .paths import INTERIM, LIP_CHECKPOINT, PRESENTER_NAME, PresenterPaths
 
+# The generated demo presenter: its raw folder is the demo_presenter stage's output, built by `make demo`.
+DEMO_PRESENTER = "demo"
+
 if TYPE_CHECKING:  # heavy (torch, OpenGL): imported where used, after the input checks
     from .compositing import CompositesParams
     from .headmodel import HeadModelParams
@@ -115,13 +118,12 @@ def check_presenter(name: str, root: str | Path = ".", need_raw: bool = True) ->
         listing = f"known presenters: {', '.join(known)}; " if known else ""
         raise InputError(None, f"unknown presenter {name!r}; {listing}add one with "
                                "`talkinghead add-presenter NAME VIDEO`")
-    from .demo_run import DEMO
 
     # the demo presenter is built by the pipeline itself (stage demo_presenter): adding a video is never the fix
-    build = "`make demo` (or `talkinghead repro`)" if name == DEMO else f"`dvc repro train_gan@{name}`"
+    build = "`make demo` (or `talkinghead repro`)" if name == DEMO_PRESENTER else f"`dvc repro train_gan@{name}`"
     if need_raw and not paths.raw_dir.is_dir():
         dvc_file = paths.raw_dir.with_name(f"{name}.dvc")
-        if name == DEMO:
+        if name == DEMO_PRESENTER:
             raise InputError(paths.raw_dir, f"missing: the demo presenter is not built yet; run {build}")
         if dvc_file.is_file():  # added, but this clone has not fetched the video
             raise InputError(paths.raw_dir, f"missing: presenter {name!r}'s video is tracked in {dvc_file} but not "
