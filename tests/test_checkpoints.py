@@ -67,23 +67,6 @@ def _unbuildable_config(ckpt):
     return ckpt
 
 
-@pytest.mark.parametrize("corrupt, reason", [
-    (_wrong_shape, r"size mismatch for input_proj.0.weight"),
-    (_missing_weight, r'Missing key\(s\) in state_dict: "input_proj.0.weight"'),
-    (_missing_statistics, r"KeyError: 'target_mean'"),
-    (_unbuildable_config, r"AssertionError: embed_dim must be divisible by num_heads"),
-    (lambda ckpt: torch.zeros(3), r"TypeError: it holds a Tensor, not a dict"),
-])
-def test_lip_checkpoint_of_the_wrong_shape_is_one_clear_error(tmp_path, corrupt, reason):
-    from talkinghead.lip import load_lip_model
-
-    path = tmp_path / "lip.pt"
-    torch.save(corrupt(_lip_checkpoint()), path)
-    with pytest.raises(InputError, match=f"^{path}: not a lip-model checkpoint.*{reason}.*retrain") as caught:
-        load_lip_model(path, "cpu")
-    assert "\n" not in str(caught.value)
-
-
 def test_lip_checkpoint_with_bad_align_settings_names_the_checkpoint(tmp_path):
     """The align settings features are made with come from the checkpoint: the error must not blame params.yaml."""
     import numpy as np
@@ -115,18 +98,39 @@ def _gan_missing_reference(ckpt):
     return ckpt
 
 
-@pytest.mark.parametrize("corrupt, reason", [
-    (_gan_wrong_shape, r"size mismatch for stem.0.weight"),
-    (_gan_missing_reference, r"KeyError: 'reference'"),
-    (lambda ckpt: torch.zeros(3), r"TypeError: it holds a Tensor, not a dict"),
-])
-def test_gan_checkpoint_of_the_wrong_shape_is_one_clear_error(tmp_path, corrupt, reason):
+def _load_lip(path):
+    from talkinghead.lip import load_lip_model
+
+    return load_lip_model(path, "cpu")
+
+
+def _load_gan(path):
     from talkinghead.gan import load_generator
 
-    path = tmp_path / "gan.pt"
-    torch.save(corrupt(_gan_checkpoint()), path)
-    with pytest.raises(InputError, match=f"^{path}: not a GAN generator checkpoint.*{reason}.*retrain"):
-        load_generator(path)
+    return load_generator(path)
+
+
+BARE_TENSOR = (lambda ckpt: torch.zeros(3), r"TypeError: it holds a Tensor, not a dict")
+
+
+@pytest.mark.parametrize("kind, corrupt, reason", [
+    ("lip", _wrong_shape, r"size mismatch for input_proj.0.weight"),
+    ("lip", _missing_weight, r'Missing key\(s\) in state_dict: "input_proj.0.weight"'),
+    ("lip", _missing_statistics, r"KeyError: 'target_mean'"),
+    ("lip", _unbuildable_config, r"AssertionError: embed_dim must be divisible by num_heads"),
+    ("lip", *BARE_TENSOR),
+    ("gan", _gan_wrong_shape, r"size mismatch for stem.0.weight"),
+    ("gan", _gan_missing_reference, r"KeyError: 'reference'"),
+    ("gan", *BARE_TENSOR),
+])
+def test_checkpoint_of_the_wrong_shape_is_one_clear_error(tmp_path, kind, corrupt, reason):
+    build, load, what = {"lip": (_lip_checkpoint, _load_lip, "a lip-model"),
+                         "gan": (_gan_checkpoint, _load_gan, "a GAN generator")}[kind]
+    path = tmp_path / f"{kind}.pt"
+    torch.save(corrupt(build()), path)
+    with pytest.raises(InputError, match=f"^{path}: not {what} checkpoint.*{reason}.*retrain") as caught:
+        load(path)
+    assert "\n" not in str(caught.value)
 
 
 def test_gan_checkpoint_for_another_crop_size_is_refused_on_load(tmp_path):

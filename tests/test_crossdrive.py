@@ -14,7 +14,7 @@ from talkinghead import facemesh, schemas
 from talkinghead.lipmetrics import mouth_opening_ratio, pair_metrics
 from talkinghead.stages.crossdrive import summarise
 
-from configs import project_config
+from configs import project_config, write_project_params
 
 from test_lip import RATE, synthetic_presenter, synthetic_speech
 
@@ -69,6 +69,15 @@ def test_summary_medians_are_over_real_speakers_only():
     assert metrics["speakers"]["demo"]["synthetic"] and metrics["summary"]["speakers_best_lag_within_1"] == 3
 
 
+def write_tiny_lip_project(root: Path, presenters: list[str], **changes) -> None:
+    """The project's params.yaml with a tiny, quick lip model on log-mel features (seconds faster here; the Whisper
+    path has its own tests)."""
+    write_project_params(root, presenters=presenters, align={"encoder": "mel"},
+                         lip={"d_model": 32, "n_heads": 2, "ff_dim": 64, "window": 16, "infer_stride": 8,
+                              "batch_size": 8, "max_steps": 60, "eval_every": 20, "lip_vertex_weight": 0.0},
+                         **changes)
+
+
 def write_landmarks(interim: Path, seconds: float, fps: int, seed: int) -> None:
     """landmarks.parquet whose inner-lip gap follows the synthetic speech's opening (as the real mouth would)."""
     _, opening, _ = synthetic_speech(seconds, seed)
@@ -83,16 +92,9 @@ def write_landmarks(interim: Path, seconds: float, fps: int, seed: int) -> None:
 def test_stage_smoke_two_presenters(tmp_path, monkeypatch, one_torch_thread):
     """align -> train_lip -> crossdrive on two generated presenters whose mouths follow their audio: every pair is
     scored, the files DVC expects are written, MLflow gets the summary."""
-    import yaml
-
     from talkinghead.stages import align, crossdrive, train_lip
 
-    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
-    params["align"]["encoder"] = "mel"  # seconds faster here; the Whisper path has its own tests
-    params["lip"].update(d_model=32, n_heads=2, ff_dim=64, window=16, infer_stride=8, batch_size=8, max_steps=60,
-                         eval_every=20, lip_vertex_weight=0.0)
-    params["presenters"] = ["one", "two"]
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    write_tiny_lip_project(tmp_path, ["one", "two"])
     for seed, name in enumerate(("one", "two")):
         interim = synthetic_presenter(tmp_path, name, seconds=10.0, seed=seed)
         write_landmarks(interim, 10.0, 25, seed)
@@ -116,8 +118,7 @@ def test_stage_smoke_two_presenters(tmp_path, monkeypatch, one_torch_thread):
     assert "Lip sync driven by other speakers" in page and "<td>one</td>" in page
     assert 'src="crossdrive/mouth_opening.png"' in page
     # bad params: one clear error, exit 2
-    params["crossdrive"]["max_lags"] = 3
-    Path("params.yaml").write_text(yaml.safe_dump(params))
+    write_tiny_lip_project(tmp_path, ["one", "two"], crossdrive={"max_lags": 3})
     with pytest.raises(SystemExit) as exit_info:
         crossdrive.main(["--no-track"])
     assert exit_info.value.code == 2
@@ -147,24 +148,18 @@ def test_evaluate_drives_the_face_with_the_other_speakers(tmp_path, monkeypatch,
     frames' mouth is compared with the real speaker's (MediaPipe and the GAN replaced by stand-ins here)."""
     from types import SimpleNamespace
 
-    import yaml
-
     from talkinghead.paths import PresenterPaths
     from talkinghead.stages import align, evaluate, train_lip
 
-    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
-    params["align"]["encoder"] = "mel"
-    params["lip"].update(d_model=32, n_heads=2, ff_dim=64, window=16, infer_stride=8, batch_size=8, max_steps=60,
-                         eval_every=20, lip_vertex_weight=0.0)
-    params["presenters"] = ["one", "two", "three"]
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    for seed, name in enumerate(params["presenters"]):
+    presenters = ["one", "two", "three"]
+    write_tiny_lip_project(tmp_path, presenters)
+    for seed, name in enumerate(presenters):
         write_landmarks(synthetic_presenter(tmp_path, name, seconds=10.0, seed=seed), 10.0, 25, seed)
     (tmp_path / "data" / "raw" / "three").mkdir(parents=True)
     (tmp_path / "data" / "raw" / "three" / "visemes.parquet").write_bytes(b"")  # a generated speaker
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    for name in params["presenters"]:
+    for name in presenters:
         align.main([f"data/interim/{name}"])
     train_lip.main(["--out", "models/lip/lip.pt", "--no-track"])
     monkeypatch.setattr(evaluate, "FaceMeshTracker", OpeningTracker)

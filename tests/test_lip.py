@@ -29,7 +29,7 @@ from talkinghead.lipmetrics import av_offset, lagged_correlations, lve, pearson_
 from talkinghead.split import heldout_start, time_split
 from talkinghead.speech.features import AlignParams, features_for_audio
 
-from configs import project_config
+from configs import project_config, write_project_params
 
 RATE = 16000
 
@@ -344,15 +344,12 @@ def test_ridge_baseline_finds_an_audio_cue_only_where_there_is_one():
 
 def test_stage_smoke_align_train_predict(tmp_path, monkeypatch):
     """align -> train_lip -> predict_lip as DVC runs them (main() with paths), on a generated 12 s presenter."""
-    import yaml
-
     from talkinghead.paths import LIP_TRAIN_METRICS, PresenterPaths
     from talkinghead.stages import align, predict_lip, train_lip
 
-    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
-    params["lip"].update(d_model=32, n_heads=2, ff_dim=64, n_layers=6, window=16, infer_stride=8, batch_size=8,
-                         max_steps=30, eval_every=10, lip_vertex_frames=32)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    write_project_params(tmp_path, lip={"d_model": 32, "n_heads": 2, "ff_dim": 64, "n_layers": 6, "window": 16,
+                                        "infer_stride": 8, "batch_size": 8, "max_steps": 30, "eval_every": 10,
+                                        "lip_vertex_frames": 32})
     synthetic_presenter(tmp_path, "synth", seconds=12.0)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from talkinghead.audio import write_wav
 from talkinghead.errors import InputError
@@ -81,7 +80,6 @@ def test_writer_removes_what_a_killed_writer_left(tmp_path):
     import subprocess
     import sys
     import time
-    from pathlib import Path
 
     from talkinghead import videoio
 
@@ -157,8 +155,7 @@ def test_pingpong_covers_any_length(n_out):
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """A project root with params.yaml naming presenter 'alice' (artifacts made per test)."""
-    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**params, "presenters": ["alice"]}))
+    write_project_params(tmp_path, presenters=["alice"])
     (tmp_path / "data" / "raw" / "alice").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
     write_wav(tmp_path / "speech.wav", tone(1.0))
@@ -289,18 +286,12 @@ def write_checkpoints(paths: PresenterPaths, root) -> None:
 def tiny_presenter(tmp_path_factory):
     """A ~3 s generated demo presenter ('tiny', 128 px crops) through extract, landmarks and fit."""
     import os
-    from pathlib import Path
-
-    import yaml
 
     from talkinghead.stages import extract, fit, landmarks
     from talkinghead.stages.demo import generate_demo
 
     root = tmp_path_factory.mktemp("tiny_project")
-    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
-    params["presenters"] = ["tiny"]
-    params["extract"]["crop_size"] = 128
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    write_project_params(root, presenters=["tiny"], extract={"crop_size": 128})
     cwd, env = os.getcwd(), dict(os.environ)
     os.chdir(root)
     # MLflow's file store opens in a blink; a fresh SQLite store spends ~10 s on schema migrations

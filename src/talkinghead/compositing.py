@@ -62,13 +62,13 @@ class Region:
         return self.y1 <= self.y0 or self.x1 <= self.x0
 
 
-def _nose_line(xy: np.ndarray, p: CompositesParams) -> tuple[np.ndarray, np.ndarray]:
+def _nose_line(xy: np.ndarray, params: CompositesParams) -> tuple[np.ndarray, np.ndarray]:
     """(origin [2], unit down direction [2]) of the nose line in crop pixels."""
     across = xy[LEFT_EYE_OUTER] - xy[RIGHT_EYE_OUTER]
     across = across / max(np.linalg.norm(across), 1e-6)
     down = np.array([-across[1], across[0]])  # eye line rotated +90 degrees: points towards the chin (y down)
-    nose = xy[p.nose_landmark]
-    return nose + p.nose_line_offset * np.linalg.norm(xy[CHIN] - nose) * down, down
+    nose = xy[params.nose_landmark]
+    return nose + params.nose_line_offset * np.linalg.norm(xy[CHIN] - nose) * down, down
 
 
 def nose_line_distance(lmk_crop: np.ndarray, image_size: int, params: CompositesParams,
@@ -79,8 +79,7 @@ def nose_line_distance(lmk_crop: np.ndarray, image_size: int, params: Composites
     The line passes through the nose landmark (shifted by nose_line_offset nose-to-chin distances) and runs parallel
     to the line through the outer eye corners, so it follows head roll.
     """
-    p = params
-    origin, down = _nose_line(np.asarray(lmk_crop, np.float64)[:, :2], p)
+    origin, down = _nose_line(np.asarray(lmk_crop, np.float64)[:, :2], params)
     region = region or Region(0, image_size, 0, image_size)
     xs = np.arange(region.x0, region.x1, dtype=np.float64) + 0.5
     ys = np.arange(region.y0, region.y1, dtype=np.float64) + 0.5
@@ -90,12 +89,11 @@ def nose_line_distance(lmk_crop: np.ndarray, image_size: int, params: Composites
 def mask_region(lmk_crop: np.ndarray, image_size: int, params: CompositesParams) -> Region:
     """The part of the crop the lower-face mask can touch: the jaw contour's box grown by dilation + feather, cut
     (with the same margin) at the nose line. Working on it instead of the whole crop makes the stage ~5x faster."""
-    p = params
     xy = np.asarray(lmk_crop, np.float64)[:, :2]
-    margin = (p.dilation + p.feather) * image_size + 2
+    margin = (params.dilation + params.feather) * image_size + 2
     lo = xy[list(FACE_OVAL)].min(0) - margin
     hi = xy[list(FACE_OVAL)].max(0) + margin
-    origin, down = _nose_line(xy, p)
+    origin, down = _nose_line(xy, params)
     if down[1] > 0.2:  # roll under ~78 degrees: the nose line's highest point over [lo_x, hi_x] bounds the top
         line_y = origin[1] - (np.array([lo[0], hi[0]]) - origin[0]) * down[0] / down[1]
         lo[1] = max(lo[1], line_y.min() - margin)
@@ -113,22 +111,21 @@ def _signed_distance(region: np.ndarray) -> np.ndarray:
 
 def lower_face_mask_in(lmk_crop: np.ndarray, image_size: int, params: CompositesParams) -> tuple[Region, np.ndarray]:
     """(region, mask float32 [h, w]): ``lower_face_mask`` computed only inside ``mask_region`` (zero elsewhere)."""
-    p = params
     xy = np.asarray(lmk_crop, np.float32)[:, :2]
     if xy.shape[0] != N_LANDMARKS:
         raise ValueError(f"lmk_crop must have {N_LANDMARKS} points, got {xy.shape[0]}")
     if not np.isfinite(xy).all():  # no usable landmarks: keep the real frame
         return Region(0, 0, 0, 0), np.zeros((0, 0), np.float32)
-    region = mask_region(lmk_crop, image_size, p)
+    region = mask_region(lmk_crop, image_size, params)
     if region.empty:
         return region, np.zeros((max(region.y1 - region.y0, 0), max(region.x1 - region.x0, 0)), np.float32)
     shift = 4  # fillPoly fixed-point bits: sub-pixel contour
     oval = np.zeros((region.y1 - region.y0, region.x1 - region.x0), np.uint8)
     contour = xy[list(FACE_OVAL)] - 0.5 - [region.x0, region.y0]  # pixel centres sit at +0.5
     cv2.fillPoly(oval, [np.round(contour * (1 << shift)).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=shift)
-    feather = max(p.feather * image_size, 1e-3)
-    jaw_ramp = (_signed_distance(oval) + p.dilation * image_size) / feather
-    nose_ramp = nose_line_distance(lmk_crop, image_size, p, region) / feather
+    feather = max(params.feather * image_size, 1e-3)
+    jaw_ramp = (_signed_distance(oval) + params.dilation * image_size) / feather
+    nose_ramp = nose_line_distance(lmk_crop, image_size, params, region) / feather
     return region, smoothstep(np.minimum(jaw_ramp, nose_ramp)).astype(np.float32)
 
 
@@ -171,8 +168,7 @@ def fill_render_pinholes(image: np.ndarray, coverage: np.ndarray, image_size: in
 
     Those pinholes are cracks where the lips meet the separate mouth-interior surface; left black they become dotted
     specks along the lip line in the composite, and the GAN copies them into its output."""
-    p = params
-    holes = (fill_small_holes(coverage, p.max_hole * image_size * image_size) > 0) & (coverage <= 0.5)
+    holes = (fill_small_holes(coverage, params.max_hole * image_size * image_size) > 0) & (coverage <= 0.5)
     if not holes.any():
         return image
     return cv2.inpaint(np.ascontiguousarray(image), holes.astype(np.uint8), 2, cv2.INPAINT_TELEA)
@@ -182,10 +178,9 @@ def coverage_mask(coverage: np.ndarray, image_size: int, params: CompositesParam
     """Render coverage {0, 1} [S, S] -> float32 [S, S]: 0 outside the silhouette, ramping to 1 over
     ``coverage_feather`` inside it, so the render's aliased edge never shows. Pinholes (<= max_hole) are filled
     first."""
-    p = params
-    covered = fill_small_holes(coverage, p.max_hole * image_size * image_size)
+    covered = fill_small_holes(coverage, params.max_hole * image_size * image_size)
     inside = cv2.distanceTransform(covered, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    return smoothstep(inside / max(p.coverage_feather * image_size, 1e-3)).astype(np.float32)
+    return smoothstep(inside / max(params.coverage_feather * image_size, 1e-3)).astype(np.float32)
 
 
 def blend_mask_in(lmk_crop: np.ndarray, coverage: np.ndarray, image_size: int,
@@ -222,14 +217,13 @@ def mouth_box(lmk_crop: np.ndarray, image_size: int, params: CompositesParams) -
     """Square box (x0, y0, x1, y1), integer crop pixels, x1/y1 exclusive, around the lip landmarks padded by
     mouth_margin of their larger extent on each side; moved (not shrunk) to stay inside the image when it fits.
     Non-finite landmarks give the central quarter of the crop."""
-    p = params
     lips = np.asarray(lmk_crop, np.float64)[list(LIPS), :2]
     if not np.isfinite(lips).all():  # no usable landmarks: the central quarter of the crop
         side = image_size // 4
         x0 = (image_size - side) // 2
         return x0, x0, x0 + side, x0 + side
     lo, hi = lips.min(0), lips.max(0)
-    side = int(np.ceil(max(hi - lo) * (1 + 2 * p.mouth_margin))) + 1
+    side = int(np.ceil(max(hi - lo) * (1 + 2 * params.mouth_margin))) + 1
     side = max(side, 2)
     centre = (lo + hi) / 2
     x0, y0 = (int(np.floor(c - side / 2)) for c in centre)

@@ -8,6 +8,7 @@ key missing from params.yaml is an error, never a silent code default. Unknown k
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
@@ -83,9 +84,11 @@ def _coerce(hint: Any, value: Any, key: str, path: str | Path) -> Any:
     if dataclasses.is_dataclass(hint):
         return build_config(hint, key, value, path)
     origin = typing.get_origin(hint)
-    if origin is typing.Union or origin is getattr(__import__("types"), "UnionType", None):
+    if origin is typing.Union or origin is types.UnionType:
         options = [a for a in typing.get_args(hint) if a is not type(None)]
-        return None if value is None else _coerce(options[0], value, key, path) if len(options) == 1 else value
+        if value is None or len(options) > 1:  # e.g. extract.fps: 'auto' or a number, checked where it is used
+            return value
+        return _coerce(options[0], value, key, path)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise InputError(path, f"{key} must be a list, not {value!r}")

@@ -11,8 +11,7 @@ on every step, so ``mininterval`` does not help -- hence one plain line at most 
 
     train_lip: 120/1000 step (12%), loss 0.25, elapsed 0:00:30, ETA 0:03:40
 
-plus one closing line with the total time. ``interval`` defaults to TQDM_MININTERVAL from the environment (which
-``talkinghead repro`` sets for logs) or 10 s.
+plus one closing line with the total time. ``interval`` defaults to TQDM_MININTERVAL from the environment, else 10 s.
 
 ``print_summary`` prints a stage's closing metrics as ``key value`` pairs wrapped into short lines (a stage's metrics
 dict on one JSON line ran to 350-550 characters).

@@ -30,8 +30,6 @@ def repro(targets: list[str] | None = None, extra: list[str] | None = None) -> i
     env = dict(os.environ)
     # Stage commands say `python -m ...`: make that the interpreter running us (the project venv).
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
-    if not sys.stderr.isatty():  # logs (CI, make demo > file): a progress line every 10 s, not every step
-        env.setdefault("TQDM_MININTERVAL", "10")
     own_parent = PARENT_ENV not in env
     if own_parent:
         env[PARENT_ENV] = start_parent_run("repro " + " ".join(targets or ["(all)"]))

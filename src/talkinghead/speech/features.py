@@ -90,10 +90,6 @@ class AlignParams:
         return 2 * self.half_context + 1
 
 
-def as_params(params: AlignParams | dict[str, Any]) -> AlignParams:
-    return params if isinstance(params, AlignParams) else AlignParams.from_dict(params)
-
-
 def normalise_per_utterance(features: np.ndarray) -> np.ndarray:
     """[H, D] -> float32 [H, D] with every column at mean 0, std 1 (std floored, so constant columns stay finite)."""
     mean = features.mean(axis=0, keepdims=True)
@@ -101,58 +97,54 @@ def normalise_per_utterance(features: np.ndarray) -> np.ndarray:
     return ((features - mean) / np.maximum(std, 1e-3)).astype(np.float32)
 
 
-def log_mel(samples: np.ndarray, params: AlignParams | dict[str, Any]) -> np.ndarray:
+def log_mel(samples: np.ndarray, params: AlignParams) -> np.ndarray:
     """Log-mel spectrogram of 16 kHz ``samples`` [T] -> float32 [H, n_mels] (not normalised), hop j centred on
     sample j * hop."""
     import torch
     import torchaudio
 
-    p = as_params(params)
-    mel = torchaudio.transforms.MelSpectrogram(sample_rate=SAMPLE_RATE, n_fft=p.win, win_length=p.win,
-                                               hop_length=p.mel_hop,
-                                               n_mels=p.n_mels, center=True, power=2.0)
+    mel = torchaudio.transforms.MelSpectrogram(sample_rate=SAMPLE_RATE, n_fft=params.win, win_length=params.win,
+                                               hop_length=params.mel_hop,
+                                               n_mels=params.n_mels, center=True, power=2.0)
     with torch.no_grad():
         spec = mel(torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)))  # [n_mels, H]
-    return torch.log(spec + p.log_floor).T.numpy()  # [n_mels, H] -> [H, n_mels]
+    return torch.log(spec + params.log_floor).T.numpy()  # [n_mels, H] -> [H, n_mels]
 
 
-def encoder_states(samples: np.ndarray, params: AlignParams | dict[str, Any]) -> np.ndarray:
+def encoder_states(samples: np.ndarray, params: AlignParams) -> np.ndarray:
     """The chosen encoder's per-hop features of 16 kHz ``samples`` [T], normalised per utterance: float32 [H, D]
     (hop j centred on sample j * params.hop)."""
-    p = as_params(params)
-    if p.encoder == "whisper":
+    if params.encoder == "whisper":
         from .whisper import encode_audio, load_whisper_encoder
 
-        states = encode_audio(load_whisper_encoder(p.whisper_model), samples, p.whisper_layer)
+        states = encode_audio(load_whisper_encoder(params.whisper_model), samples, params.whisper_layer)
     else:
-        states = log_mel(samples, p)
+        states = log_mel(samples, params)
     return normalise_per_utterance(states)
 
 
-def frame_center_hops(n_frames: int, fps: float, params: AlignParams | dict[str, Any]) -> np.ndarray:
+def frame_center_hops(n_frames: int, fps: float, params: AlignParams) -> np.ndarray:
     """Encoder hop index nearest the centre time (i + 0.5)/fps of each frame: int64 [N]."""
-    p = as_params(params)
     centres_s = (np.arange(n_frames) + 0.5) / fps
-    return np.round(centres_s * SAMPLE_RATE / p.hop).astype(np.int64)
+    return np.round(centres_s * SAMPLE_RATE / params.hop).astype(np.int64)
 
 
 def features_for_audio(samples: np.ndarray, n_frames: int, fps: float,
-                       params: AlignParams | dict[str, Any]) -> np.ndarray:
+                       params: AlignParams) -> np.ndarray:
     """Audio features of each of ``n_frames`` video frames at ``fps`` from 16 kHz mono ``samples`` [T].
 
     ``samples`` should last n_frames / fps seconds; shorter audio is padded with silence. Returns float32
     [N, C, D]: for frame i the normalised encoder hops ``center_hop(i) + (-k..k)``, clamped at the clip's ends
     (D = n_mels for mel, the encoder width for whisper).
     """
-    p = as_params(params)
     if n_frames <= 0:
         raise ValueError("n_frames must be positive")
     need = int(round(n_frames / fps * SAMPLE_RATE))
     samples = np.asarray(samples, dtype=np.float32)
     if len(samples) < need:
         samples = np.concatenate([samples, np.zeros(need - len(samples), np.float32)])
-    states = encoder_states(samples, p)  # [H, D]
-    centres = frame_center_hops(n_frames, fps, p)  # [N]
-    offsets = np.arange(-p.half_context, p.half_context + 1)  # [C]
+    states = encoder_states(samples, params)  # [H, D]
+    centres = frame_center_hops(n_frames, fps, params)  # [N]
+    offsets = np.arange(-params.half_context, params.half_context + 1)  # [C]
     idx = np.clip(centres[:, None] + offsets[None, :], 0, len(states) - 1)  # [N, C]
     return states[idx]  # [N, C, D]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,7 +23,7 @@ from ..audio import read_wav
 from ..errors import InputError, exits_on_input_error
 from ..params import load_config
 from ..paths import PresenterPaths
-from ..speech.features import SAMPLE_RATE, AlignParams, as_params, features_for_audio, frame_center_hops
+from ..speech.features import SAMPLE_RATE, AlignParams, features_for_audio, frame_center_hops
 from ..tracking import stage_run
 from ..tensorfile import save_tensor
 
@@ -52,9 +51,8 @@ def fit_length(samples: np.ndarray, n_frames: int, fps: float, max_mismatch_s: f
     return np.concatenate([samples, np.zeros(target - len(samples), np.float32)])
 
 
-def align_presenter(paths: PresenterPaths, params: AlignParams | dict[str, Any]) -> tuple[np.ndarray, pd.DataFrame]:
+def align_presenter(paths: PresenterPaths, params: AlignParams) -> tuple[np.ndarray, pd.DataFrame]:
     """Features [N, C, D] and FEATURES table of one presenter (audio.wav + frames.parquet)."""
-    p = as_params(params)
     frames = schemas.read_table(paths.frames_table, schemas.FRAMES)
     if len(frames) == 0:
         raise InputError(paths.frames_table, "has no frames")
@@ -67,10 +65,10 @@ def align_presenter(paths: PresenterPaths, params: AlignParams | dict[str, Any])
     if rate != SAMPLE_RATE:
         raise InputError(paths.audio, f"sample rate {rate}, expected {SAMPLE_RATE}")
     n = len(frames)
-    samples = fit_length(samples, n, fps, p.max_mismatch_s, paths.audio)
-    features = features_for_audio(samples, n, fps, p)
+    samples = fit_length(samples, n, fps, params.max_mismatch_s, paths.audio)
+    features = features_for_audio(samples, n, fps, params)
     table = pd.DataFrame({"frame": np.arange(n, dtype=np.int32), "time_s": frames["time_s"].to_numpy(),
-                          "center_hop": frame_center_hops(n, fps, p).astype(np.int32)})
+                          "center_hop": frame_center_hops(n, fps, params).astype(np.int32)})
     return features, table
 
 

@@ -87,18 +87,17 @@ def make_composites(paths: PresenterPaths, inputs: StageInputs, model, params: C
                     render_params: RenderParams, heldout_fraction: float) -> dict[str, float]:
     """Render, mask and composite every frame; write composites.npy, composites.parquet and the example strips.
     ``model`` is a loaded head model. Returns summary metrics."""
-    p = params
     frames, lmk, columns = inputs.frames, inputs.lmk_crop, inputs.columns
     n, size = frames.shape[0], frames.shape[1]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = model.to(device).eval()
     renderer = Renderer(model.faces.cpu().numpy(), model.num_vertices, size, render_params)
     first_heldout = heldout_start(n, heldout_fraction)
-    example_frames = set(np.linspace(0, n - 1, min(p.examples, n)).round().astype(int).tolist())
+    example_frames = set(np.linspace(0, n - 1, min(params.examples, n)).round().astype(int).tolist())
     examples: dict[int, np.ndarray] = {}
     boxes = np.zeros((n, 4), np.float32)
     mask_area = coverage_area = 0.0
-    batch_size = p.batch_size
+    batch_size = params.batch_size
     try:
         with TensorWriter(paths.composites, n, (size, size, 3), np.uint8) as writer:
             for start in Progress(range(0, n, batch_size), desc=f"composites {paths.name}", unit="batch"):
@@ -109,16 +108,17 @@ def make_composites(paths: PresenterPaths, inputs: StageInputs, model, params: C
                 out = real.copy()
                 masks = np.zeros((stop - start, size, size), np.float32)  # [b, S, S]
                 for j in range(stop - start):
-                    region, mask = blend_mask_in(lmk[start + j], rendered.mask[j], size, p)
+                    region, mask = blend_mask_in(lmk[start + j], rendered.mask[j], size, params)
                     if region.empty:
                         continue
                     rows, cols = region.slices
                     masks[j, rows, cols] = mask
-                    render = fill_render_pinholes(rendered.images[j, rows, cols], rendered.mask[j, rows, cols], size, p)
+                    render = fill_render_pinholes(rendered.images[j, rows, cols], rendered.mask[j, rows, cols], size,
+                                                  params)
                     out[j, rows, cols] = composite(render, real[j, rows, cols], mask)
                 writer[start:stop] = out
                 for i in range(start, stop):
-                    boxes[i] = mouth_box(lmk[i], size, p)
+                    boxes[i] = mouth_box(lmk[i], size, params)
                     if i in example_frames:
                         examples[i] = _strip(real[i - start], rendered.images[i - start], masks[i - start],
                                              out[i - start], boxes[i].astype(int))

@@ -180,13 +180,12 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
     from ..compositing import mouth_box
     from ..videoio import VideoWriter
 
-    p = params
     pres = load_presenter(paths, synthesis.split.heldout_fraction)
     start, stop = pres.heldout_start, pres.n_frames
-    if p.max_frames:
-        stop = min(stop, start + p.max_frames)
+    if params.max_frames:
+        stop = min(stop, start + params.max_frames)
     n = stop - start
-    if n <= 2 * p.max_lag + 1:
+    if n <= 2 * params.max_lag + 1:
         raise InputError(paths.frames_table, f"held-out tail has only {n} frames; too short to evaluate")
     samples, rate = read_wav(paths.audio)
     audio = tail_audio(samples, rate, start, stop, pres.fps)
@@ -199,18 +198,18 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
     composite_params = synthesis.composites
     size = pres.crop_size
     scale = METRIC_SIZE / size
-    shift = p.shift_frames
-    mouth_size = p.mouth_size
+    shift = params.shift_frames
+    mouth_size = params.mouth_size
     out_dir = paths.report("eval")
     out_dir.mkdir(parents=True, exist_ok=True)
-    strip_at = set(np.linspace(0, n - 1, p.strip_pairs + 2).round().astype(int)[1:-1].tolist())
+    strip_at = set(np.linspace(0, n - 1, params.strip_pairs + 2).round().astype(int)[1:-1].tolist())
     strip: list[np.ndarray] = []
 
     trackers = {k: FaceMeshTracker() for k in ("real", "generated", "static")}
     lmk = {k: [] for k in trackers}
     scores = {k: {"psnr": [], "ssim": []} for k in ("generated", "static", "shifted")}
     recent: deque = deque(maxlen=shift + 1)  # generated crops of the last frames, for the shifted baseline
-    batch = p.batch_size
+    batch = params.batch_size
     try:
         with VideoWriter(out_dir / "side_by_side.mp4", pres.fps, 2 * size, size, audio=audio, audio_rate=rate) as video, \
                 Progress(total=n, unit="frame", desc=f"evaluate {paths.name}", disable=not progress) as bar:
@@ -242,7 +241,7 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
             tracker.close()
     lmk = {k: np.concatenate(v) for k, v in lmk.items()}
     lip_ids = lip_landmark_ids()
-    max_lag = p.max_lag
+    max_lag = params.max_lag
     metrics: dict[str, Any] = {"frames": n, "heldout_start": start, "fps": pres.fps,
                                "face_found_fraction": float(np.isfinite(lmk["generated"][:, 0, 0]).mean())}
     tracks = {"generated": lmk["generated"], "static": lmk["static"], "shifted": delayed(lmk["generated"], shift)}
@@ -251,8 +250,8 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
         m["mouth_psnr"] = _finite_mean(np.concatenate(scores[name]["psnr"]))
         m["mouth_ssim"] = float(np.mean(np.concatenate(scores[name]["ssim"])))
         metrics["model" if name == "generated" else f"baseline_{name}"] = m
-    if p.cross_speakers:
-        metrics["cross_speaker"] = cross_speaker_evaluation(paths, pres, synth, root, p,
+    if params.cross_speakers:
+        metrics["cross_speaker"] = cross_speaker_evaluation(paths, pres, synth, root, params,
                                                             synthesis.split.heldout_fraction, progress)
     if strip:
         import cv2
@@ -266,7 +265,7 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
                             np.arange(start, stop))
 
 
-def cross_speaker_evaluation(paths: PresenterPaths, pres, synth, root: Path, p: EvaluateParams,
+def cross_speaker_evaluation(paths: PresenterPaths, pres, synth, root: Path, params: EvaluateParams,
                              heldout_fraction: float, progress: bool = True) -> dict[str, Any]:
     """Drive ``paths``' face with every other presenter's held-out speech; MediaPipe on the generated crops vs the
     real speaker's mouth (see the module docstring). {speaker: metrics} plus the mean over real speakers."""
@@ -277,7 +276,7 @@ def cross_speaker_evaluation(paths: PresenterPaths, pres, synth, root: Path, p: 
     from ..testspeech import load_speaker_clip
 
     checkpoint = root / LIP_CHECKPOINT
-    max_lag = p.cross_max_lag
+    max_lag = params.cross_max_lag
     out: dict[str, Any] = {}
     for name in load_lip_model(checkpoint, "cpu").model.config.presenters:
         if name == paths.name:
@@ -292,7 +291,7 @@ def cross_speaker_evaluation(paths: PresenterPaths, pres, synth, root: Path, p: 
         expression = np.asarray(predict(checkpoint, speech_features(checkpoint, speaker.audio, n, speaker.fps),
                                         paths.name), np.float32)  # [n, 53]
         poses = pingpong_schedule(n, pres.heldout_start, pres.heldout_start, pres.n_frames)  # the face's own tail
-        batch = p.batch_size
+        batch = params.batch_size
         tracker = FaceMeshTracker()
         try:
             tracks = []
