@@ -23,6 +23,7 @@ from talkinghead.stages.crossdrive import CrossdriveParams
 from talkinghead.stages.demo import DemoParams
 from talkinghead.stages.evaluate import EvaluateParams
 from talkinghead.stages.landmarks import LandmarksParams
+from talkinghead.stream import StreamParams
 from talkinghead.video import ExtractParams
 
 from configs import PARAMS_YAML
@@ -30,7 +31,7 @@ from configs import PARAMS_YAML
 GROUPS = {"demo": DemoParams, "extract": ExtractParams, "landmarks": LandmarksParams, "head_model": HeadModelParams, "fit": FitConfig,
           "render": RenderParams, "split": SplitParams, "align": AlignParams, "lip": LipParams,
           "crossdrive": CrossdriveParams, "composites": CompositesParams, "gan": GanParams, "speak": SpeakParams,
-          "evaluate": EvaluateParams}
+          "evaluate": EvaluateParams, "stream": StreamParams}
 
 
 def test_every_group_has_its_dataclass():

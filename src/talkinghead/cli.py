@@ -17,6 +17,7 @@ COMMANDS = {
     "repro": "run `dvc repro` (all stages, or the ones named) under one MLflow parent run",
     "demo": "run the whole pipeline on the embedded demo presenter and write reports/demo/demo.mp4",
     "speak": "new speech -> video: talkinghead speak --presenter NAME --audio FILE --out OUT.mp4",
+    "stream": "live speech -> live video: PCM on stdin -> MPEG-TS on stdout (talkinghead stream --presenter NAME)",
     "bench": "time every stage on this machine and print JSON",
     "report": "write reports/index.html from the metrics and plots of every presenter",
 }
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
             from .demo_run import demo_main as run
         elif command == "speak":
             from .speak import speak_main as run
+        elif command == "stream":
+            from .stream import stream_main as run
         elif command == "bench":
             from .bench import bench_main as run
         else:

@@ -59,11 +59,13 @@ def feather_mask(mask: np.ndarray, sigma_px: float, dilate_px: float = 0.0) -> n
 
 def match_colour(source: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Shift ``source``'s per-channel mean under ``mask`` to ``target``'s. float32 [H, W, 3] in, float32 out."""
-    w = mask[..., None]
-    total = float(w.sum())
+    total = float(mask.sum())
     if total < 1.0:
         return source
-    shift = ((target - source) * w).sum(axis=(0, 1)) / total  # [3]
+    # per-channel weighted sums: no [H, W, 3] weighted temporary, and no BLAS call (its threads spin against the
+    # renderer's and the encoder's on a busy 2-core machine: 8 ms instead of 0.2 ms)
+    shift = np.array([float((target[..., c] * mask).sum() - (source[..., c] * mask).sum()) for c in range(3)],
+                     np.float32) / total  # [3]
     return source + shift
 
 
@@ -109,6 +111,11 @@ def paste_back(frame: np.ndarray, crop: np.ndarray, box: tuple[float, float, flo
     size = crop.shape[0]
     if mask is None:
         soft = ellipse_mask(size, feather=config.feather)
+    elif config.feather * size >= 8 and size % 2 == 0:
+        # The feathered edge is smooth, so dilating and blurring at half resolution gives the same mask within
+        # 0.005 (measured on the demo's masks) at a sixth of the cost; it is resized to the box below anyway.
+        half = cv2.resize(np.asarray(mask, np.float32), (size // 2, size // 2), interpolation=cv2.INTER_AREA)
+        soft = feather_mask(half, config.feather * size / 2, config.dilate * size / 2)
     else:
         soft = feather_mask(mask, config.feather * size, config.dilate * size)
     if out is None:

@@ -53,6 +53,7 @@ class SpeakParams:
     silence_dbfs: float  # quieter audio (RMS) is refused as silent
     crf: int
     preset: str
+    window_margin: int  # px around the batch's lower-face masks the GAN runs on (mask_window); -1 = whole crop
     paste: PasteConfig
 
 
@@ -233,7 +234,7 @@ def load_presenter(paths: PresenterPaths, heldout_fraction: float) -> Presenter:
 class CropSynthesizer:
     """Render + composite + GAN for batches of (expression, source frame): the crop-level half of speak."""
 
-    def __init__(self, presenter: Presenter, params: SynthesisParams, device: str | None = None):
+    def __init__(self, presenter: Presenter, params: SynthesisParams, window_margin: int, device: str | None = None):
         import torch
 
         from .gan import load_generator
@@ -247,6 +248,7 @@ class CropSynthesizer:
                                  params.render)
         self.generator = load_generator(presenter.paths.gan_checkpoint, self.device, presenter.crop_size)
         self.composite_params = params.composites
+        self.window_margin = window_margin
 
     def masks(self, source: np.ndarray) -> np.ndarray:
         """Lower-face masks of the source frames, float32 [B, S, S]."""
@@ -260,7 +262,7 @@ class CropSynthesizer:
         lower-face masks float32 [B, S, S])."""
         import torch
 
-        from .gan import generate
+        from .gan import generate, mask_window
         from .render import render_parameters
         from .compositing import composite, coverage_mask, fill_render_pinholes
 
@@ -276,7 +278,9 @@ class CropSynthesizer:
         renders = np.stack([fill_render_pinholes(image, coverage, size, self.composite_params)
                             for image, coverage in zip(rendered.images, rendered.mask)])
         comps = composite(renders, real, blend)
-        return generate(self.generator, comps, None, batch_size=len(source)), masks
+        window = None if self.window_margin < 0 else mask_window(masks, self.window_margin,
+                                                                  self.generator.config.multiple)
+        return generate(self.generator, comps, None, batch_size=len(source), window=window), masks
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -319,6 +323,9 @@ class SpeakResult:
     frames_per_s: float
     width: int
     height: int
+    # wall seconds of the main thread per part: load (inputs, models), audio_features, lip_model, synthesize (render
+    # + composite + GAN), decode_wait (raw frames not decoded yet), paste, encode_wait (encoder queue full), finish
+    part_seconds: dict[str, float]
 
 
 def speak(presenter: str, audio: str | Path, out: str | Path, params: SpeakParams | None = None,
@@ -342,16 +349,27 @@ def speak(presenter: str, audio: str | Path, out: str | Path, params: SpeakParam
     from .paste import paste_back
     from .progress import Progress
 
+    parts: dict[str, float] = {}
+    clock = [started]  # the parts add up to the total seconds
+
+    def lap(part: str) -> None:
+        now = time.perf_counter()
+        parts[part] = parts.get(part, 0.0) + now - clock[0]
+        clock[0] = now
+
     pres = load_presenter(paths, synthesis.split.heldout_fraction)
     n_out = n_frames_for_audio(len(samples), 16000, pres.fps)
     checkpoint = Path(root) / LIP_CHECKPOINT
+    lap("load")
     features = speech_features(checkpoint, samples, n_out, pres.fps)  # [N, C, D], as the model was trained
+    lap("audio_features")
     expression = np.asarray(predict(checkpoint, features, presenter), np.float32)  # [N, 53]
     del features
+    lap("lip_model")
     start = closed_mouth_frame(pres.lmk_crop, max(pres.heldout_start, 1), pres.detected)
     schedule = pingpong_schedule(n_out, start, 0, pres.n_frames)
 
-    synth = CropSynthesizer(pres, synthesis)
+    synth = CropSynthesizer(pres, synthesis, p.window_margin)
     raw = None if crop_only else RawFrames(pres)
     width, height = (pres.crop_size, pres.crop_size) if crop_only else pres.orig_size
     boxes = pres.table[["crop_x0", "crop_y0", "crop_side"]].to_numpy(np.float64)
@@ -362,21 +380,27 @@ def speak(presenter: str, audio: str | Path, out: str | Path, params: SpeakParam
                         crf=p.crf, preset=p.preset) as writer, \
             Progress(total=n_out, unit="frame", desc=f"speak {presenter}", disable=not progress) as bar:
         pending = None if raw is None else pool.submit(raw.get, schedule[0:batch])
+        lap("load")
         for i0 in range(0, n_out, batch):
             source = schedule[i0:i0 + batch]
             crops, masks = synth.synthesize(expression[i0:i0 + len(source)], source)
+            lap("synthesize")
             if raw is None:
                 writer.write(crops)
             else:
                 frames = pending.result()
+                lap("decode_wait")
                 nxt = i0 + batch  # decode the next batch's originals while this one is pasted and encoded
                 pending = pool.submit(raw.get, schedule[nxt:nxt + batch]) if nxt < n_out else None
                 for j, src in enumerate(source):
                     paste_back(frames[j], crops[j], tuple(boxes[src]), masks[j], p.paste, out=frames[j])
+                lap("paste")
                 writer.write(frames)
+            lap("encode_wait")
             bar.update(len(source))
+    lap("finish")
     seconds = time.perf_counter() - started
-    return SpeakResult(Path(out), n_out, seconds, n_out / seconds, width, height)
+    return SpeakResult(Path(out), n_out, seconds, n_out / seconds, width, height, parts)
 
 
 def speak_main(argv: list[str] | None = None) -> int:

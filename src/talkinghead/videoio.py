@@ -259,3 +259,70 @@ def probe(path: str | Path) -> dict:
             info["audio"] = {"codec": a.codec_context.name, "rate": a.codec_context.sample_rate,
                              "duration_s": None if a.duration is None else float(a.duration * a.time_base)}
     return info
+
+
+class LiveWriter:
+    """H.264 + AAC in MPEG-TS, written as frames and audio arrive (``talkinghead stream``): to a file or to a
+    binary file object such as stdout. Not atomic, by design: a player reads it while it grows, and a stream that
+    ends abruptly is still playable up to its last packet (MPEG-TS needs no index). x264 runs with
+    ``tune=zerolatency``, so a frame leaves the encoder as soon as it is written (no look-ahead buffer).
+
+    Args:
+        target: a path, or a writable binary file object.
+        fps, width, height: video settings (sizes padded to even, as in VideoWriter).
+        audio_rate: the rate of the samples given to ``write``.
+    """
+
+    def __init__(self, target, fps: float, width: int, height: int, audio_rate: int = 16000, crf: int = 20,
+                 preset: str = "veryfast", audio_bitrate: int = 64000):
+        import av
+
+        self.fps = fps_fraction(fps)
+        self.width, self.height = int(width), int(height)
+        self.audio_rate = int(audio_rate)
+        self.frames_written = 0
+        self.samples_written = 0
+        self.container = av.open(target if not isinstance(target, (str, Path)) else str(target), mode="w",
+                                 format="mpegts")
+        self.video = self.container.add_stream("libx264", rate=self.fps)
+        self.video.width = self.width + self.width % 2
+        self.video.height = self.height + self.height % 2
+        self.video.pix_fmt = "yuv420p"
+        self.video.options = {"crf": str(crf), "preset": preset, "tune": "zerolatency"}
+        self.audio = self.container.add_stream("aac", rate=self.audio_rate, layout="mono")
+        self.audio.bit_rate = audio_bitrate
+        self._closed = False
+
+    def write(self, frames: np.ndarray, samples: np.ndarray) -> None:
+        """Append RGB frames uint8 [B, H, W, 3] and the mono float32 audio samples [T] that go with them."""
+        import av
+
+        pad_h, pad_w = self.video.height - self.height, self.video.width - self.width
+        for rgb in np.asarray(frames):
+            if pad_h or pad_w:
+                rgb = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            frame.pts = self.frames_written
+            frame.time_base = 1 / self.fps
+            for packet in self.video.encode(frame):
+                self.container.mux(packet)
+            self.frames_written += 1
+        samples = np.asarray(samples, np.float32).reshape(-1)
+        if len(samples):
+            chunk = av.AudioFrame.from_ndarray(samples[None, :], format="fltp", layout="mono")  # [T] -> [1, T]
+            chunk.sample_rate = self.audio_rate
+            chunk.pts = self.samples_written
+            chunk.time_base = Fraction(1, self.audio_rate)
+            for packet in self.audio.encode(chunk):
+                self.container.mux(packet)
+            self.samples_written += len(samples)
+
+    def close(self) -> None:
+        """Flush both encoders and finish the stream. Safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        for stream in (self.video, self.audio):
+            for packet in stream.encode(None):
+                self.container.mux(packet)
+        self.container.close()

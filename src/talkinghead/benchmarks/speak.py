@@ -1,5 +1,7 @@
-"""Benchmark of `talkinghead speak`: end-to-end frames/s at 256 x 256 (crop output, no paste-back) and the peak
-memory (RSS) of a 60 s speech, for the trained ``demo`` presenter (or ``$TALKINGHEAD_BENCH_PRESENTER``).
+"""Benchmark of `talkinghead speak`: end-to-end frames/s at 256 x 256 (crop output, no paste-back) and with the
+paste-back into the presenter's full frames, the peak memory (RSS) of a 60 s speech, and the main thread's
+milliseconds per frame in each part, for the trained ``demo`` presenter (or ``$TALKINGHEAD_BENCH_PRESENTER``);
+beside them, in the same run, a random-weight generator of Wav2Lip's size (benchmarks/reference_generator.py).
 
 speak runs in a child process so its peak RSS is its own (ru_maxrss of that process, read at its end) and not the
 benchmark runner's. frames/s is speak's own figure: output frames / seconds from the call to the finished file
@@ -28,7 +30,8 @@ def _child(presenter: str, audio: str, out: str, crop_only: bool) -> None:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"frames": result.frames, "seconds": result.seconds, "frames_per_s": result.frames_per_s,
                       "peak_rss_mb": usage.ru_maxrss / 1024.0,  # Linux: ru_maxrss is in kilobytes
-                      "cpu_s": usage.ru_utime + usage.ru_stime, "width": result.width}))
+                      "cpu_s": usage.ru_utime + usage.ru_stime, "width": result.width, "height": result.height,
+                      "part_seconds": result.part_seconds}))
 
 
 def run_speak(workdir: Path, presenter: str, audio: Path, crop_only: bool = True) -> dict:
@@ -44,16 +47,29 @@ def run_speak(workdir: Path, presenter: str, audio: Path, crop_only: bool = True
 def run(workdir: Path) -> dict[str, float]:
     from talkinghead.speak import check_presenter
 
+    from .reference_generator import frames_per_s
+
     if not SPEECH.exists():
         raise RuntimeError(f"{SPEECH} missing (shared media)")
     presenter = os.environ.get(PRESENTER_ENV, "demo")
     check_presenter(presenter, ".", need_raw=False)  # InputError naming the missing stage if not trained
-    numbers = run_speak(Path(workdir), presenter, SPEECH, crop_only=True)
-    return {"speak_frames_per_s_256": round(numbers["frames_per_s"], 2),
-            "speak_peak_rss_mb_60s": round(numbers["peak_rss_mb"], 1),
-            "speak_frames_60s": float(numbers["frames"]),
-            # CPU seconds (all threads, start-up included) per output frame: comparable on a loaded machine
-            "speak_cpu_ms_per_frame_256": round(1000 * numbers["cpu_s"] / numbers["frames"], 1)}
+    results: dict[str, float] = {}
+    for output, crop_only in (("256", True), ("full", False)):
+        numbers = run_speak(Path(workdir), presenter, SPEECH, crop_only=crop_only)
+        frames = numbers["frames"]
+        results[f"speak_frames_per_s_{output}"] = round(numbers["frames_per_s"], 2)
+        # CPU seconds (all threads, start-up included) per output frame: comparable on a loaded machine
+        results[f"speak_cpu_ms_per_frame_{output}"] = round(1000 * numbers["cpu_s"] / frames, 1)
+        results[f"speak_peak_rss_mb_60s_{output}"] = round(numbers["peak_rss_mb"], 1)
+        results.update({f"speak_ms_per_frame_{output}_{part}": round(1000 * seconds / frames, 2)
+                        for part, seconds in numbers["part_seconds"].items()})
+        if not crop_only:
+            results["speak_full_frame_size"] = f"{numbers['width']}x{numbers['height']}"
+        results["speak_frames_60s"] = float(frames)
+    results.update(frames_per_s())
+    results["speak_full_over_reference_generator"] = round(
+        results["speak_frames_per_s_full"] / results["reference_generator_frames_per_s_96"], 2)
+    return results
 
 
 if __name__ == "__main__":

@@ -165,8 +165,8 @@ def tail_audio(samples: np.ndarray, rate: int, start: int, stop: int, fps: float
     return seg if len(seg) >= need else np.concatenate([seg, np.zeros(need - len(seg), np.float32)])
 
 
-def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis, root: Path, progress: bool = True,
-                       synthesizer=None) -> EvaluationResult:
+def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis, root: Path, window_margin: int,
+                       progress: bool = True, synthesizer=None) -> EvaluationResult:
     """Run the crop-level speak pipeline on the held-out tail and score it (see the module docstring).
 
     Writes side_by_side.mp4 and strip.png into paths.report("eval") as it goes; returns the metrics.
@@ -194,7 +194,7 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
     closed = closed_mouth_frame(pres.lmk_crop, max(start, 1), pres.detected)
     static_expression = np.repeat(pres.fitted["expression"][closed][None], n, axis=0)  # mouth held closed
 
-    synth = synthesizer or CropSynthesizer(pres, synthesis)
+    synth = synthesizer or CropSynthesizer(pres, synthesis, window_margin)
     composite_params = synthesis.composites
     size = pres.crop_size
     scale = METRIC_SIZE / size
@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     from ..params import load_config
-    from ..speak import SynthesisParams, check_presenter
+    from ..speak import SpeakParams, SynthesisParams, check_presenter
     from ..tracking import flatten, stage_run
 
     paths = PresenterPaths.from_folder(args.interim)
@@ -374,7 +374,9 @@ def main(argv: list[str] | None = None) -> None:
     check_presenter(paths.name, root, need_raw=False)
     params = load_config(EvaluateParams, STAGE, root / "params.yaml")
     synthesis = SynthesisParams.load(root / "params.yaml")
-    result = evaluate_presenter(paths, params, synthesis, root, progress=not args.quiet)
+    # the GAN window of speak (speak.window_margin), so the held-out video is made exactly as speak makes it
+    window_margin = load_config(SpeakParams, "speak", root / "params.yaml").window_margin
+    result = evaluate_presenter(paths, params, synthesis, root, window_margin, progress=not args.quiet)
     out_dir = paths.report("eval")
     write_outputs(result, out_dir, float(result.metrics["fps"]))
     with stage_run(STAGE, paths.name, {"evaluate": params}) as mlflow:
