@@ -71,7 +71,7 @@ def _sample_faces(reader: VideoReader, n_samples: int, min_confidence: float
     import cv2
 
     from .solutions import face_mesh
-    from .stages.extract import FaceDetector
+    from .facedetect import FaceDetector
 
     indices = np.unique(np.linspace(0, reader.n_frames - 1, min(n_samples, reader.n_frames)).round().astype(int))
     counts: list[int] = []
