@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from talkinghead.speak import INNER_LIP_PAIRS, mouth_opening_from_landmarks
+from talkinghead.synthesis import INNER_LIP_PAIRS, mouth_opening_from_landmarks
 from talkinghead.stages.evaluate import (EvaluationResult, delayed, fill_gaps, lip_landmark_distance,
                                          lip_landmark_ids, mouth_crops, sync_metrics, tail_audio, write_outputs)
 

@@ -15,7 +15,8 @@ from talkinghead.errors import InputError
 from talkinghead.paste import paste_back
 from talkinghead.paths import PresenterPaths
 from talkinghead.split import SplitParams
-from talkinghead.speak import SpeakParams, pingpong_schedule, required_artifacts, speak, speak_main
+from talkinghead.speak import SpeakParams, speak, speak_main
+from talkinghead.synthesis import pingpong_schedule, required_artifacts
 from talkinghead.videoio import VideoWriter, n_frames_for_audio, probe
 
 from test_lip import TINY_ALIGN, run_tiny, synthetic_speech, synthetic_targets
@@ -418,7 +419,7 @@ class RealCrops:
 def test_evaluate_scores_a_perfect_synthesizer_and_its_shifted_baseline(tiny_presenter, monkeypatch, shift):
     """The real held-out frames as the 'generated' ones: the model scores perfectly (no lag), and the shifted baseline
     (the same frames delayed by evaluate.shift_frames) is measured with exactly that AV offset."""
-    from talkinghead.speak import SynthesisParams, load_presenter
+    from talkinghead.synthesis import SynthesisParams, load_presenter
     from talkinghead.stages.evaluate import EvaluateParams, evaluate_presenter
 
     monkeypatch.chdir(tiny_presenter)

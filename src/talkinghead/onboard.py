@@ -256,7 +256,7 @@ def add_presenter(name: str, video: str | Path, force: bool = False, root: str |
     if not params_file.is_file():
         raise InputError(params_file, "missing; run add-presenter in the project root (the folder with dvc.yaml)")
     from .params import load_params
-    from .speak import DEMO_PRESENTER
+    from .synthesis import DEMO_PRESENTER
 
     if name == DEMO_PRESENTER:  # its folder is the demo_presenter stage's output, which `dvc add` cannot take over
         raise InputError(name, "reserved for the generated demo presenter: build it with `make demo` "

@@ -94,7 +94,7 @@ def sync_metrics(real_lmk: np.ndarray, gen_lmk: np.ndarray, lip_ids: np.ndarray,
                  max_lag: int) -> dict[str, float]:
     """LMD (px at the metric size), mouth-opening Pearson r and AV offset of one generated landmark track."""
     from ..lipmetrics import av_offset, pearson_r
-    from ..speak import mouth_opening_from_landmarks
+    from ..synthesis import mouth_opening_from_landmarks
 
     real_open = fill_gaps(mouth_opening_from_landmarks(real_lmk))
     gen_open = fill_gaps(mouth_opening_from_landmarks(gen_lmk))
@@ -176,7 +176,7 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
     from ..lip import predict, speech_features
     from ..paths import LIP_CHECKPOINT
     from ..progress import Progress
-    from ..speak import CropSynthesizer, closed_mouth_frame, load_presenter, mouth_opening_from_landmarks
+    from ..synthesis import CropSynthesizer, closed_mouth_frame, load_presenter, mouth_opening_from_landmarks
     from ..compositing import mouth_box
     from ..videoio import VideoWriter
 
@@ -272,7 +272,7 @@ def cross_speaker_evaluation(paths: PresenterPaths, pres, synth, root: Path, par
     from ..lip import load_lip_model, predict, speech_features
     from ..lipmetrics import mouth_opening_ratio, pair_metrics
     from ..paths import LIP_CHECKPOINT
-    from ..speak import pingpong_schedule
+    from ..synthesis import pingpong_schedule
     from ..testspeech import load_speaker_clip
 
     checkpoint = root / LIP_CHECKPOINT
@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     from ..params import load_config
-    from ..speak import SynthesisParams, check_presenter
+    from ..synthesis import SynthesisParams, check_presenter
     from ..tracking import flatten, stage_run
 
     paths = PresenterPaths.from_folder(args.interim)
