@@ -267,11 +267,12 @@ def write_checkpoints(paths: PresenterPaths, root) -> None:
 
     from talkinghead.gan import Generator, GeneratorConfig
     from talkinghead.gan.generator import to_unit
-    from talkinghead.lip import checkpoint_payload, cpu_threads
+    from talkinghead.lip import checkpoint_payload
+    from talkinghead.parallel import torch_threads
     from talkinghead.paths import LIP_CHECKPOINT
     from talkinghead.tensorfile import load_tensor
 
-    with cpu_threads(1):  # one thread: on the shared 2-core machine two stall each other
+    with torch_threads(1):  # one thread: on the shared 2-core machine two stall each other
         _, lip = run_tiny(None, steps=100, eval_every=50, name=paths.name)
     (root / LIP_CHECKPOINT).parent.mkdir(parents=True, exist_ok=True)
     torch.save(checkpoint_payload(lip.model, lip.target_mean, lip.target_std, TINY_ALIGN), root / LIP_CHECKPOINT)
