@@ -428,7 +428,8 @@ def test_evaluate_scores_a_perfect_synthesizer_and_its_shifted_baseline(tiny_pre
     synthesis = SynthesisParams.load(tiny_presenter / "params.yaml")
     pres = load_presenter(paths, synthesis.split.heldout_fraction)
     params = project_config(EvaluateParams, "evaluate", shift_frames=shift, cross_speakers=False)
-    result = evaluate_presenter(paths, params, synthesis, tiny_presenter, progress=False, synthesizer=RealCrops(pres))
+    result = evaluate_presenter(paths, params, synthesis, tiny_presenter, 64, progress=False,
+                                synthesizer=RealCrops(pres))
     model, shifted = result.metrics["model"], result.metrics["baseline_shifted"]
     assert result.metrics["face_found_fraction"] == 1.0
     assert model["lmd"] == pytest.approx(0.0, abs=1e-6) and model["mouth_opening_r"] == pytest.approx(1.0)

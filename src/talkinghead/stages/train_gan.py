@@ -25,7 +25,7 @@ from ..errors import InputError, exits_on_input_error
 from ..gan import generate, load_generator
 from ..gan.face_discriminator import PatchDiscriminatorConfig
 from ..gan.generator import GeneratorConfig, to_uint8
-from ..gan.mouth_discriminator import MouthDiscriminatorConfig, crop_mouths
+from ..gan.mouth_discriminator import MouthDiscriminatorConfig, mouth_crops
 from ..gan.trainer import Batch, GanData, GanParams, GanTrainer
 from ..imagemetrics import psnr_per_image, ssim_per_image
 from ..parallel import choose_threads, init_distributed
@@ -74,13 +74,6 @@ def write_png(path: Path, image: np.ndarray) -> None:
         raise RuntimeError(f"PNG encoding failed for {path}")
     with atomic_path(path) as tmp:
         tmp.write_bytes(encoded.tobytes())
-
-
-def mouth_crops(images: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
-    """uint8 [B, S, S, 3] + boxes [B, 4] -> uint8 [B, size, size, 3] (roi_align, the discriminator's view)."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()  # [B, S, S, 3] -> [B, 3, S, S]
-    crops = crop_mouths(x, torch.from_numpy(boxes), size)
-    return crops.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()  # -> [B, size, size, 3]
 
 
 @dataclass
