@@ -358,6 +358,8 @@ def test_stage_smoke_align_train_predict(tmp_path, monkeypatch):
     predict_lip.main(["data/interim/synth", "--checkpoint", "models/lip/lip.pt"])
 
     paths = PresenterPaths.of("synth", Path("."))
+    align_metrics = json.loads((paths.report("align") / "metrics.json").read_text())
+    assert align_metrics["frames"] == 300 and align_metrics["seconds_per_10s_audio"] > 0
     table = schemas.read_table(paths.lip_coeffs, schemas.LIP_COEFFS)
     assert len(table) == 300 and table["heldout"].sum() == 60
     metrics = json.loads((paths.report("lip") / "metrics.json").read_text())
