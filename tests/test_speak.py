@@ -460,3 +460,35 @@ def test_speak_failing_mid_stream_leaves_no_file(tiny_presenter, monkeypatch):
               progress=False)
     assert len(calls) == 2
     assert not list((tiny_presenter / "out").glob("*broken*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, code", [("SIGTERM", 143), ("SIGINT", 130)])  # kill / a job scheduler; Ctrl-C
+def test_speak_stopped_by_a_signal_mid_stream_leaves_nothing(tiny_presenter, name, code):
+    """`talkinghead speak` told to stop while it writes the video: non-zero exit, one line, no output, no temp files."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import talkinghead
+
+    out_dir = tiny_presenter / f"stopped_{name}"
+    write_wav(tiny_presenter / "stop.wav", tone(60.0))  # far longer than the test lets it run
+    env = {**os.environ, "PYTHONPATH": str(Path(talkinghead.__file__).parents[1])}  # these sources, not the installed
+    command = [sys.executable, "-m", "talkinghead.cli", "speak", "--presenter", "tiny", "--audio", "stop.wav",
+               "--out", str(out_dir / "clip.mp4"), "--quiet"]
+    with subprocess.Popen(command, cwd=tiny_presenter, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as running:
+        deadline = time.monotonic() + 300
+        while not list(out_dir.glob(".clip.mp4.*")) and running.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert running.poll() is None, running.communicate()  # still writing: the temp video exists
+        time.sleep(0.5)  # let it get into the frame loop
+        running.send_signal(getattr(signal, name))
+        _, stderr = running.communicate(timeout=120)
+    assert running.returncode == code, stderr
+    assert stderr.strip().splitlines()[-1] == ("terminated" if name == "SIGTERM" else "interrupted"), stderr
+    assert "Traceback" not in stderr
+    assert list(out_dir.iterdir()) == []  # neither the video nor a temp of it
+    assert not [p for p in tiny_presenter.glob(".*") if "clip.mp4" in p.name]
