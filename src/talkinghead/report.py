@@ -37,7 +37,7 @@ def find_metrics(reports: Path) -> dict[str, dict[str, Path]]:
     images (metrics.json may be missing, e.g. in a project whose stages ran before they wrote one)."""
     found: dict[str, dict[str, Path]] = {}
     for folder in sorted(p for p in reports.glob("*/*") if p.is_dir() and not p.name.startswith(".")):
-        if (folder / "metrics.json").exists() or any(folder.glob("*.png")):
+        if (folder / "metrics.json").exists() or any(folder.glob("*.png")) or any(folder.glob("examples/*.png")):
             found.setdefault(folder.name, {})[folder.parent.name] = folder / "metrics.json"
     return found
 
