@@ -70,9 +70,13 @@ def test_align_presenter_on_synthetic_folder(tmp_path):
     from test_lip import synthetic_presenter
 
     interim = synthetic_presenter(tmp_path, "synth", seconds=6.0, fps=30)
-    feats, table = align_presenter(PresenterPaths.from_folder(interim),
-                                  project_config(AlignParams, "align", encoder="mel", context_hops=4))
+    feats, table, metrics = align_presenter(PresenterPaths.from_folder(interim),
+                                            project_config(AlignParams, "align", encoder="mel", context_hops=4))
     assert feats.shape == (180, 9, 80)
+    assert (metrics["frames"], metrics["encoder"], metrics["context"], metrics["feature_dim"]) == (180, "mel", 9, 80)
+    assert metrics["video_s"] == pytest.approx(6.0)
+    assert metrics["audio_minus_video_s"] == pytest.approx(metrics["audio_s"] - 6.0)
+    assert abs(metrics["audio_minus_video_s"]) < 1 / 30 and metrics["seconds_per_10s_audio"] > 0
     assert table["frame"].tolist() == list(range(180))
     schemas.write_table(table, interim / "features.parquet", schemas.FEATURES)
     assert schemas.read_table(interim / "features.parquet", schemas.FEATURES)["center_hop"].iloc[10] == \

@@ -4,6 +4,7 @@ shipped open head model (landmarks = the model's own landmarks projected, so mas
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import cv2
@@ -164,8 +165,11 @@ def test_stage_end_to_end(tmp_path, monkeypatch, model):
         mouth = out[i, y0:y1, x0:x1].reshape(-1, 3).astype(int)
         assert (mouth.sum(-1) < 120).sum() > 5, i  # cavity
         assert (np.abs(mouth - [219, 212, 194]).max(-1) < 25).sum() > 3, i  # teeth_color (0.86, 0.83, 0.76)
-    strips = sorted(paths.report("composites").glob("*.png"))
+    strips = sorted((paths.report("composites") / "examples").glob("*.png"))
     assert len(strips) == 3
+    metrics = json.loads((paths.report("composites") / "metrics.json").read_text())
+    assert metrics["frames"] == n and 0 < metrics["mask_fraction"] <= metrics["render_coverage"] < 1
+    assert metrics["seconds"] > 0
     strip = cv2.imread(str(strips[0]))
     assert strip.shape == (S, 4 * S, 3)
 

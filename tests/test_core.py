@@ -230,3 +230,19 @@ def test_facemesh_constants_match_mediapipe():
     loop = set(facemesh.INNER_UPPER) | set(facemesh.INNER_LOWER) | set(facemesh.OUTER_UPPER) | set(facemesh.OUTER_LOWER)
     assert loop == set(facemesh.LIPS)
     assert len(facemesh.INNER_LIP_PAIRS) == 9 and (13, 14) in facemesh.INNER_LIP_PAIRS
+
+
+def test_torch_threads_sets_the_chosen_count_and_restores_it(monkeypatch):
+    import torch
+
+    from talkinghead.parallel import choose_threads, torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
+    assert choose_threads(3) == 3
+    monkeypatch.setattr(os, "getloadavg", lambda: (1000.0, 0.0, 0.0))  # every core busy: auto is one thread
+    assert choose_threads(0) == 1

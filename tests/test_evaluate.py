@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from talkinghead.speak import INNER_LIP_PAIRS, mouth_opening_from_landmarks
+from talkinghead.gan.mouth_discriminator import mouth_crops
 from talkinghead.stages.evaluate import (EvaluationResult, delayed, fill_gaps, lip_landmark_distance,
-                                         lip_landmark_ids, mouth_crops, sync_metrics, tail_audio, write_outputs)
+                                         lip_landmark_ids, sync_metrics, tail_audio, write_outputs)
+from talkinghead.synthesis import INNER_LIP_PAIRS, mouth_opening_from_landmarks
 
 
 def talking_track(n: int = 120, seed: int = 0) -> np.ndarray:
@@ -66,8 +67,10 @@ def test_missing_faces_are_skipped_and_filled():
 def test_mouth_crops_and_tail_audio():
     images = np.zeros((2, 64, 64, 3), np.uint8)
     images[:, 30:40, 20:44] = 255
-    out = mouth_crops(images, np.array([[20, 30, 44, 40], [-5, -5, 80, 80]], float), (24, 10))
-    assert out.shape == (2, 10, 24, 3) and out[0].min() == 255
+    out = mouth_crops(images, np.array([[20, 30, 44, 40], [-5, -5, 80, 80]], float), 24)
+    # roi_align samples bilinearly: only the outermost samples of the exact box mix in the black around it
+    assert out.shape == (2, 24, 24, 3) and out[0, 2:-2, 2:-2].min() == 255 and out[0].max() == 255
+    assert out[1].max() == 255 and out[1, 0, 0].max() == 0  # a box beyond the image: black outside it
     samples = np.arange(16000 * 4, dtype=np.float32)
     tail = tail_audio(samples, 16000, 75, 100, 25.0)  # frames 75..99 at 25 fps = seconds 3..4
     assert len(tail) == 16000 and tail[0] == 48000

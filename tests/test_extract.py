@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from talkinghead.audio import decode_audio, read_wav, write_wav
+from talkinghead import facedetect as fd
 from talkinghead.errors import InputError
 from talkinghead.schemas import FRAMES, read_table
 from talkinghead.stages import extract as ex
@@ -26,7 +27,7 @@ def params():
 def _face_centres(frames: np.ndarray) -> np.ndarray:
     """Centres (x, y) of the largest face found in each crop, in crop pixels."""
     centres = []
-    with ex.FaceDetector(0.5) as detector:
+    with fd.FaceDetector(0.5) as detector:
         for frame in frames:
             boxes = detector.detect(frame)
             assert len(boxes), "no face in the crop"
@@ -58,28 +59,28 @@ def _box(x, side=50.0, score=0.9):
 
 def test_choose_track_largest_with_warning_and_ambiguous_error(tmp_path):
     big_small = [np.stack([_box(10, 80), _box(300, 30)]) for _ in range(10)]
-    track, warnings = ex.choose_track(ex.link_tracks(big_small), 10, tmp_path / "v.mp4")
+    track, warnings = fd.choose_track(fd.link_tracks(big_small), 10, tmp_path / "v.mp4")
     assert np.median([b[2] for b in track.boxes]) == 80 and warnings and "largest" in warnings[0]
     similar = [np.stack([_box(10, 60), _box(300, 58)]) for _ in range(10)]
     with pytest.raises(InputError, match="similar size"):
-        ex.choose_track(ex.link_tracks(similar), 10, tmp_path / "v.mp4")
+        fd.choose_track(fd.link_tracks(similar), 10, tmp_path / "v.mp4")
     with pytest.raises(InputError, match="no face"):
-        ex.choose_track(ex.link_tracks([np.zeros((0, 5), np.float32)] * 5), 5, tmp_path / "v.mp4")
+        fd.choose_track(fd.link_tracks([np.zeros((0, 5), np.float32)] * 5), 5, tmp_path / "v.mp4")
 
 
 def test_link_tracks_follows_a_moving_face():
     detections = [np.stack([_box(10 + 5 * i)]) for i in range(20)]
-    tracks = ex.link_tracks(detections)
+    tracks = fd.link_tracks(detections)
     assert len(tracks) == 1 and len(tracks[0].steps) == 20
 
 
 def test_crop_boxes_are_smooth_and_inside_the_frame():
     rng = np.random.default_rng(0)
     steps = np.arange(0, 100, 5)
-    track = ex.FaceTrack(steps=list(range(len(steps))),
+    track = fd.FaceTrack(steps=list(range(len(steps))),
                          boxes=[np.array([200 + rng.normal(0, 8), 20 + rng.normal(0, 8), 100, 100, 1.0])
                                 for _ in steps])
-    boxes = ex.smooth_crop_boxes(track, steps, 100, 25.0, 640, 360, 2.0, 1.0)
+    boxes = fd.smooth_crop_boxes(track, steps, 100, 25.0, 640, 360, 2.0, 1.0)
     assert boxes.shape == (100, 3)
     assert np.all(boxes[:, 0] >= 0) and np.all(boxes[:, 1] >= 0)
     assert np.all(boxes[:, 0] + boxes[:, 2] <= 640) and np.all(boxes[:, 1] + boxes[:, 2] <= 360)

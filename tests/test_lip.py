@@ -23,9 +23,9 @@ from talkinghead import schemas
 from talkinghead.audio import write_wav
 from talkinghead.lip import LoadedLipModel, predict_with, window_starts
 from talkinghead.lip.model import LipConfig, LipTransformer, sinusoidal_encoding
-from talkinghead.lip.trainer import (Distributed, LipParams, PresenterData, evaluate, target_statistics, train,
-                                     validation_segments)
+from talkinghead.lip.trainer import LipParams, PresenterData, evaluate, target_statistics, train, validation_segments
 from talkinghead.lipmetrics import av_offset, lagged_correlations, lve, pearson_r
+from talkinghead.parallel import Distributed
 from talkinghead.split import heldout_start, time_split
 from talkinghead.speech.features import AlignParams, features_for_audio
 
@@ -358,6 +358,8 @@ def test_stage_smoke_align_train_predict(tmp_path, monkeypatch):
     predict_lip.main(["data/interim/synth", "--checkpoint", "models/lip/lip.pt"])
 
     paths = PresenterPaths.of("synth", Path("."))
+    align_metrics = json.loads((paths.report("align") / "metrics.json").read_text())
+    assert align_metrics["frames"] == 300 and align_metrics["seconds_per_10s_audio"] > 0
     table = schemas.read_table(paths.lip_coeffs, schemas.LIP_COEFFS)
     assert len(table) == 300 and table["heldout"].sum() == 60
     metrics = json.loads((paths.report("lip") / "metrics.json").read_text())
@@ -377,7 +379,7 @@ def test_stage_smoke_align_train_predict(tmp_path, monkeypatch):
 def _ddp_worker(data: str, out: str, two_presenters: bool) -> None:
     import torch.distributed as dist
 
-    from talkinghead.lip.trainer import init_distributed
+    from talkinghead.parallel import init_distributed
 
     torch.set_num_threads(1)
     d = init_distributed()

@@ -166,6 +166,44 @@ def test_add_presenter_killed_while_replacing_keeps_the_old_video(tiny_video, pr
     assert not [p for p in (project / "data" / "raw").iterdir() if p.name.startswith(".erin.")]
 
 
+@pytest.mark.parametrize("point", ["backup-made", "moved-aside", "dvc-add"])
+def test_add_presenter_stopped_by_a_signal_keeps_the_old_video_and_no_temps(point, tiny_video, project, monkeypatch):
+    """SIGTERM or Ctrl-C (an exception in the main thread: cli.Terminated, KeyboardInterrupt) while --force replaces a
+    video: just after the backup folder is made, after the old folder is moved into it, during `dvc add`. The old
+    video stays, and no staging copy or backup is left (a SIGKILL leaves them to the next run, see above)."""
+    old, new = tiny_video("old.mp4", seconds=3.2), tiny_video("new.mp4", seconds=3.5, seed=3)
+    onboard.add_presenter("fay", old, root=project)
+    before = _snapshot(project)
+    if point == "backup-made":
+        mkdtemp = onboard.tempfile.mkdtemp
+
+        def mkdtemp_then_stop(prefix, dir):
+            made = mkdtemp(prefix=prefix, dir=dir)
+            if ".old." in prefix:
+                raise KeyboardInterrupt  # before add_presenter holds the name in a variable
+            return made
+
+        monkeypatch.setattr(onboard.tempfile, "mkdtemp", mkdtemp_then_stop)
+    elif point == "moved-aside":
+        replace, calls = os.replace, []
+
+        def replace_then_stop(src, dst):
+            replace(src, dst)
+            calls.append(dst)
+            if len(calls) == 1:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(onboard.os, "replace", replace_then_stop)
+    else:
+        monkeypatch.setattr(onboard, "_dvc_add", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        onboard.add_presenter("fay", new, force=True, root=project)
+    raw = project / "data" / "raw"
+    assert (raw / "fay" / "video.mp4").read_bytes() == old.read_bytes()
+    assert not [p for p in raw.iterdir() if p.name.startswith(".fay.")]
+    assert _snapshot(project) == before
+
+
 def test_add_presenter_refuses_the_demo_name(tiny_video, project):
     with pytest.raises(InputError, match="demo: reserved for the generated demo presenter: build it with `make demo`"):
         onboard.add_presenter("demo", tiny_video(seconds=3.2), root=project)

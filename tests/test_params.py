@@ -16,7 +16,7 @@ from talkinghead.headmodel import HeadModelParams
 from talkinghead.lip.trainer import LipParams
 from talkinghead.params import load_config, load_params
 from talkinghead.render import RenderParams
-from talkinghead.speak import SpeakParams
+from talkinghead.synthesis import SpeakParams
 from talkinghead.speech.features import AlignParams
 from talkinghead.split import SplitParams
 from talkinghead.stages.crossdrive import CrossdriveParams

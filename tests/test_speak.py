@@ -15,7 +15,9 @@ from talkinghead.errors import InputError
 from talkinghead.paste import paste_back
 from talkinghead.paths import PresenterPaths
 from talkinghead.split import SplitParams
-from talkinghead.speak import SpeakParams, pingpong_schedule, required_artifacts, speak, speak_main
+from talkinghead.speak import speak, speak_main
+from talkinghead.synthesis import SpeakParams
+from talkinghead.synthesis import pingpong_schedule, required_artifacts
 from talkinghead.videoio import VideoWriter, n_frames_for_audio, probe
 
 from test_lip import TINY_ALIGN, run_tiny, synthetic_speech, synthetic_targets
@@ -266,11 +268,12 @@ def write_checkpoints(paths: PresenterPaths, root) -> None:
 
     from talkinghead.gan import Generator, GeneratorConfig
     from talkinghead.gan.generator import to_unit
-    from talkinghead.lip import checkpoint_payload, cpu_threads
+    from talkinghead.lip import checkpoint_payload
+    from talkinghead.parallel import torch_threads
     from talkinghead.paths import LIP_CHECKPOINT
     from talkinghead.tensorfile import load_tensor
 
-    with cpu_threads(1):  # one thread: on the shared 2-core machine two stall each other
+    with torch_threads(1):  # one thread: on the shared 2-core machine two stall each other
         _, lip = run_tiny(None, steps=100, eval_every=50, name=paths.name)
     (root / LIP_CHECKPOINT).parent.mkdir(parents=True, exist_ok=True)
     torch.save(checkpoint_payload(lip.model, lip.target_mean, lip.target_std, TINY_ALIGN), root / LIP_CHECKPOINT)
@@ -418,7 +421,7 @@ class RealCrops:
 def test_evaluate_scores_a_perfect_synthesizer_and_its_shifted_baseline(tiny_presenter, monkeypatch, shift):
     """The real held-out frames as the 'generated' ones: the model scores perfectly (no lag), and the shifted baseline
     (the same frames delayed by evaluate.shift_frames) is measured with exactly that AV offset."""
-    from talkinghead.speak import SynthesisParams, load_presenter
+    from talkinghead.synthesis import SynthesisParams, load_presenter
     from talkinghead.stages.evaluate import EvaluateParams, evaluate_presenter
 
     monkeypatch.chdir(tiny_presenter)
@@ -426,7 +429,8 @@ def test_evaluate_scores_a_perfect_synthesizer_and_its_shifted_baseline(tiny_pre
     synthesis = SynthesisParams.load(tiny_presenter / "params.yaml")
     pres = load_presenter(paths, synthesis.split.heldout_fraction)
     params = project_config(EvaluateParams, "evaluate", shift_frames=shift, cross_speakers=False)
-    result = evaluate_presenter(paths, params, synthesis, tiny_presenter, -1, progress=False, synthesizer=RealCrops(pres))
+    result = evaluate_presenter(paths, params, synthesis, tiny_presenter, 64, -1, progress=False,
+                                synthesizer=RealCrops(pres))
     model, shifted = result.metrics["model"], result.metrics["baseline_shifted"]
     assert result.metrics["face_found_fraction"] == 1.0
     assert model["lmd"] == pytest.approx(0.0, abs=1e-6) and model["mouth_opening_r"] == pytest.approx(1.0)
@@ -457,3 +461,35 @@ def test_speak_failing_mid_stream_leaves_no_file(tiny_presenter, monkeypatch):
               progress=False)
     assert len(calls) == 2
     assert not list((tiny_presenter / "out").glob("*broken*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, code", [("SIGTERM", 143), ("SIGINT", 130)])  # kill / a job scheduler; Ctrl-C
+def test_speak_stopped_by_a_signal_mid_stream_leaves_nothing(tiny_presenter, name, code):
+    """`talkinghead speak` told to stop while it writes the video: non-zero exit, one line, no output, no temp files."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import talkinghead
+
+    out_dir = tiny_presenter / f"stopped_{name}"
+    write_wav(tiny_presenter / "stop.wav", tone(60.0))  # far longer than the test lets it run
+    env = {**os.environ, "PYTHONPATH": str(Path(talkinghead.__file__).parents[1])}  # these sources, not the installed
+    command = [sys.executable, "-m", "talkinghead.cli", "speak", "--presenter", "tiny", "--audio", "stop.wav",
+               "--out", str(out_dir / "clip.mp4"), "--quiet"]
+    with subprocess.Popen(command, cwd=tiny_presenter, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as running:
+        deadline = time.monotonic() + 300
+        while not list(out_dir.glob(".clip.mp4.*")) and running.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert running.poll() is None, running.communicate()  # still writing: the temp video exists
+        time.sleep(0.5)  # let it get into the frame loop
+        running.send_signal(getattr(signal, name))
+        _, stderr = running.communicate(timeout=120)
+    assert running.returncode == code, stderr
+    assert stderr.strip().splitlines()[-1] == ("terminated" if name == "SIGTERM" else "interrupted"), stderr
+    assert "Traceback" not in stderr
+    assert list(out_dir.iterdir()) == []  # neither the video nor a temp of it
+    assert not [p for p in tiny_presenter.glob(".*") if "clip.mp4" in p.name]

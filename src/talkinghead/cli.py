@@ -1,12 +1,14 @@
 """`talkinghead` command line: onboarding, running the pipeline, speaking, benchmarking.
 
 Every subcommand imports its implementation lazily, so `talkinghead --help` stays instant.
-Bad input ends with one line `error: <file>: <reason>` on stderr and exit code 2.
+Bad input ends with one line `error: <file>: <reason>` on stderr and exit code 2. SIGTERM is handled like Ctrl-C: the
+running command stops, its temporary files are removed, and it exits 143 (Ctrl-C: 130).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from .errors import InputError
@@ -21,6 +23,16 @@ COMMANDS = {
     "bench": "time every stage on this machine and print JSON",
     "report": "write reports/index.html from the metrics and plots of every presenter",
 }
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread the way Ctrl-C raises KeyboardInterrupt, so that every cleanup on the way out
+    runs (atomic.atomic_path, VideoWriter.abort, add-presenter's staging copy) instead of the process vanishing."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated()
 
 
 def _repro_main(argv: list[str]) -> int:
@@ -45,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {name:<14} {text}", file=out)
         raise SystemExit(2 if known else 0)
     command, rest = argv[0], argv[1:]
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         if command == "add-presenter":
             from .onboard import add_presenter_main as run
@@ -66,9 +79,10 @@ def main(argv: list[str] | None = None) -> None:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print("terminated" if terminated else "interrupted", file=sys.stderr)
+        raise SystemExit(128 + (signal.SIGTERM if terminated else signal.SIGINT)) from None
     raise SystemExit(code or 0)
 
 

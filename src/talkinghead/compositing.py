@@ -35,7 +35,7 @@ class CompositesParams:
     max_hole: float  # enclosed gaps in the render up to this fraction of the image area count as covered
     mouth_margin: float  # mouth box padding on each side, fraction of the lip landmarks' larger extent
     batch_size: int  # run time only: frames rendered per batch
-    examples: int  # example strips saved to reports/composites/NAME/
+    examples: int  # example strips saved to reports/composites/NAME/examples/
 
 
 def smoothstep(x: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from .errors import InputError
-from .speak import DEMO_PRESENTER
+from .synthesis import DEMO_PRESENTER
 
 DEMO = DEMO_PRESENTER
 DEMO_DIR = Path("reports/demo")

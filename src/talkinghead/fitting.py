@@ -21,7 +21,6 @@ The pose translation is always zero: under a weak-perspective camera it is redun
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import warnings
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from .headmodel import camera as head_camera
 from .headmodel import geometry, sh
 from .progress import Progress
 from .facemesh import LIPS
+from .parallel import torch_threads
 from .schemas import N_EXPR_JAW, N_EXPRESSION, N_LIGHTING, N_SHAPE, N_TEXTURE
 
 LIP_MP_IDS = LIPS  # FaceMesh ids of FACEMESH_LIPS (outer + inner lip contours)
@@ -71,7 +71,7 @@ class FitConfig:
     overlay_frames: int
     device: str  # "auto" = CUDA when present
     # CPU threads for torch during the fit. The batched problems are small and overhead-bound: on the shared
-    # 2-core machine a second thread made each op ~30x slower (thread synchronisation under load).
+    # 2-core machine a second thread made each op ~30x slower (thread synchronisation under load). 0 = the idle cores.
     cpu_threads: int
 
     def torch_device(self) -> torch.device:
@@ -94,18 +94,6 @@ class FrameParameters:
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
-
-
-@contextlib.contextmanager
-def torch_threads(count: int):
-    """Temporarily set torch's intra-op CPU thread count (restored afterwards); count <= 0 leaves it alone."""
-    before = torch.get_num_threads()
-    if count > 0:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def landmark_targets(lmk_crop: np.ndarray, landmark_mp_ids: np.ndarray) -> np.ndarray:

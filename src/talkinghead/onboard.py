@@ -5,6 +5,7 @@ params.yaml so ``dvc repro`` builds it)."""
 from __future__ import annotations
 
 import argparse
+import glob
 import math
 import os
 import shutil
@@ -71,7 +72,7 @@ def _sample_faces(reader: VideoReader, n_samples: int, min_confidence: float
     import cv2
 
     from .solutions import face_mesh
-    from .stages.extract import FaceDetector
+    from .facedetect import FaceDetector
 
     indices = np.unique(np.linspace(0, reader.n_frames - 1, min(n_samples, reader.n_frames)).round().astype(int))
     counts: list[int] = []
@@ -235,6 +236,16 @@ def _recover_leftovers(raw_dir: Path) -> None:
     remove_stale_temps(raw_dir)
 
 
+def _remove_own_temps(raw_dir: Path) -> None:
+    """The same for this process's own staging copy and backup, however add_presenter ends (error, Ctrl-C, SIGTERM at
+    any point): found by name, so one created just before the interruption, not yet held in a variable, goes too."""
+    for entry in raw_dir.parent.glob(glob.escape(temp_prefix(raw_dir)) + "*"):
+        backup = entry / raw_dir.name
+        if backup.is_dir() and not raw_dir.exists():  # stopped between moving the old video out and the new one in
+            os.replace(backup, raw_dir)
+        shutil.rmtree(entry, ignore_errors=True)
+
+
 def add_presenter(name: str, video: str | Path, force: bool = False, root: str | Path = ".") -> str:
     """Add a presenter: check the video, copy it to data/raw/NAME/video<ext>, `dvc add` it and list NAME in
     params.yaml. Returns the message for the user. Raises InputError (nothing changed) for bad input.
@@ -256,7 +267,7 @@ def add_presenter(name: str, video: str | Path, force: bool = False, root: str |
     if not params_file.is_file():
         raise InputError(params_file, "missing; run add-presenter in the project root (the folder with dvc.yaml)")
     from .params import load_params
-    from .speak import DEMO_PRESENTER
+    from .synthesis import DEMO_PRESENTER
 
     if name == DEMO_PRESENTER:  # its folder is the demo_presenter stage's output, which `dvc add` cannot take over
         raise InputError(name, "reserved for the generated demo presenter: build it with `make demo` "
@@ -276,10 +287,10 @@ def add_presenter(name: str, video: str | Path, force: bool = False, root: str |
         raise InputError(video, "not usable: " + "; ".join(report.reasons))
 
     paths.raw_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=temp_prefix(paths.raw_dir) + "new.", dir=paths.raw_dir.parent))
-    make_readable(staging)  # it becomes data/raw/NAME
     backup = None
     try:
+        staging = Path(tempfile.mkdtemp(prefix=temp_prefix(paths.raw_dir) + "new.", dir=paths.raw_dir.parent))
+        make_readable(staging)  # it becomes data/raw/NAME
         shutil.copyfile(video, staging / f"video{video.suffix.lower()}")
         if paths.raw_dir.exists():
             backup = Path(tempfile.mkdtemp(prefix=temp_prefix(paths.raw_dir) + "old.",
@@ -295,9 +306,7 @@ def add_presenter(name: str, video: str | Path, force: bool = False, root: str |
                 backup = None
             raise
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if backup is not None:
-            shutil.rmtree(backup.parent, ignore_errors=True)
+        _remove_own_temps(paths.raw_dir)
     add_to_params(params_file, name)
     notes = "".join(f"\nwarning: {w}" for w in report.warnings)
     redone = (f"{paths.raw_dir} was left by an interrupted add-presenter ({', '.join(missing)}): "

@@ -19,7 +19,7 @@ from .atomic import atomic_path
 from .paths import REPORTS
 from .tracking import flatten
 
-STAGE_ORDER = ["extract", "landmarks", "fit", "lip", "composites", "gan", "eval"]
+STAGE_ORDER = ["extract", "landmarks", "fit", "align", "lip", "composites", "gan", "eval"]
 DEMO_VIDEO = Path("demo") / "demo.mp4"
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -34,10 +34,10 @@ img { max-width: 100%; border: 1px solid #ddd; margin: .3em 0; } video { max-wid
 
 def find_metrics(reports: Path) -> dict[str, dict[str, Path]]:
     """{presenter: {stage: reports/<stage>/<presenter>/metrics.json}} for every stage folder holding metrics or
-    images (metrics.json may be missing, e.g. for composites, which only leaves example images)."""
+    images (metrics.json may be missing, e.g. in a project whose stages ran before they wrote one)."""
     found: dict[str, dict[str, Path]] = {}
     for folder in sorted(p for p in reports.glob("*/*") if p.is_dir() and not p.name.startswith(".")):
-        if (folder / "metrics.json").exists() or any(folder.glob("*.png")):
+        if (folder / "metrics.json").exists() or any(folder.glob("*.png")) or any(folder.glob("examples/*.png")):
             found.setdefault(folder.name, {})[folder.parent.name] = folder / "metrics.json"
     return found
 
@@ -86,7 +86,7 @@ def presenter_section(name: str, stages: dict[str, Path], reports: Path) -> str:
                              else f"<pre>{html.escape(str(metrics))}</pre>")
             except (OSError, json.JSONDecodeError) as exc:
                 parts.append(f'<p class="muted">{html.escape(str(path))}: unreadable ({html.escape(str(exc))})</p>')
-        for image in sorted(folder.glob("*.png")):
+        for image in sorted(folder.glob("*.png")) + sorted(folder.glob("examples/*.png")):
             rel = image.relative_to(reports).as_posix()
             caption = "real | generated (held-out frames)" if image.name == "strip.png" else image.stem.replace("_", " ")
             parts.append(f'<figure><img src="{html.escape(rel)}" alt="{html.escape(caption)}" loading="lazy">'

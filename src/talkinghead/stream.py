@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import queue
 import resource
 import signal
@@ -175,8 +174,8 @@ class ArrivalLog:
 def stream(presenter: str, source: BinaryIO, source_name: str, out, root: str | Path = ".",
            crop_only: bool = False, progress: bool = True, stop: threading.Event | None = None) -> StreamStats:
     """Run the live loop until the input ends (or ``stop`` is set); write MPEG-TS to ``out`` (path or binary file)."""
-    from .speak import (CropSynthesizer, RawFrames, SpeakParams, SynthesisParams, check_presenter,
-                        closed_mouth_frame, load_presenter, pingpong_schedule)
+    from .synthesis import (CropSynthesizer, RawFrames, SpeakParams, SynthesisParams, check_presenter,
+                            closed_mouth_frame, load_presenter, pingpong_schedule)
 
     started = time.monotonic()
     params_file = Path(root) / "params.yaml"

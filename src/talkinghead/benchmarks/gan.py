@@ -15,9 +15,9 @@ import torch
 from ..gan import generate, load_generator
 from ..gan.generator import Generator, GeneratorConfig
 from ..gan.trainer import GanParams
+from ..parallel import choose_threads
 from ..params import load_config
 from ..paths import PresenterPaths
-from ..stages.train_gan import choose_threads
 
 FRAMES = 48
 BATCH = 16

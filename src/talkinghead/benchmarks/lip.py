@@ -18,6 +18,7 @@ import torch
 
 from ..lip import checkpoint_align_params, checkpoint_payload, load_lip_model, predict_with
 from ..lip.model import LipConfig, LipTransformer
+from ..parallel import torch_threads
 from ..paths import LIP_CHECKPOINT
 from ..speech.features import SAMPLE_RATE, AlignParams, features_for_audio
 
@@ -70,17 +71,13 @@ def run(workdir: Path, repeats: int = 3) -> dict[str, float | str]:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     lip = load_lip_model(_checkpoint(workdir), "cpu")
-    previous = torch.get_num_threads()
     results = {}
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
+    for threads in (1, 2):
+        with torch_threads(threads):
             total, features = _time_inference(lip, repeats)
-            suffix = "" if threads == 1 else "_2threads"
-            results[f"lip_infer_s_per_10s_audio{suffix}"] = total
-            results[f"lip_features_s_per_10s_audio{suffix}"] = features
-    finally:
-        torch.set_num_threads(previous)
+        suffix = "" if threads == 1 else "_2threads"
+        results[f"lip_infer_s_per_10s_audio{suffix}"] = total
+        results[f"lip_features_s_per_10s_audio{suffix}"] = features
     results["lip_model_parameters"] = float(sum(p.numel() for p in lip.model.parameters()))
     results.update(time_demo_training(workdir))
     return results

@@ -109,10 +109,9 @@ def synthetic_presenter(root: Path, model, n: int, size: int, name: str = "tiny"
 
 def composites_ms_per_frame(workdir: Path, n: int = 384, size: int = 256) -> float:
     """Time the composites stage's work (make_composites, without MLflow) on a synthetic presenter of n frames."""
-    import torch
-
     from ..compositing import CompositesParams
     from ..headmodel import HeadModelParams, load_head_model
+    from ..parallel import torch_threads
     from ..params import load_config
     from ..render import RenderParams
     from ..stages import composites
@@ -120,15 +119,11 @@ def composites_ms_per_frame(workdir: Path, n: int = 384, size: int = 256) -> flo
     model = load_head_model(load_config(HeadModelParams, "head_model"))
     paths, _, _ = synthetic_presenter(workdir, model, n, size, name="bench")
     inputs = composites.load_inputs(paths)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the stage's main() does
-    try:
+    with torch_threads(1):  # as the stage's main() does
         start = time.perf_counter()
         composites.make_composites(paths, inputs, model, load_config(CompositesParams, "composites"),
                                    load_config(RenderParams, "render"), 0.2)
         return (time.perf_counter() - start) / n * 1e3
-    finally:
-        torch.set_num_threads(threads)
 
 
 def run(workdir: Path, frames: int = 256, batch: int = 64, image_size: int = 256) -> dict[str, float]:

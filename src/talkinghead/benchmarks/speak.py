@@ -45,7 +45,7 @@ def run_speak(workdir: Path, presenter: str, audio: Path, crop_only: bool = True
 
 
 def run(workdir: Path) -> dict[str, float]:
-    from talkinghead.speak import check_presenter
+    from talkinghead.synthesis import check_presenter
 
     from .reference_generator import frames_per_s
 

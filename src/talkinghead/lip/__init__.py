@@ -10,22 +10,21 @@ cross-faded, so inference costs the same per second of audio whatever the clip l
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 
 from ..errors import InputError, describe
+from ..parallel import torch_threads
 from ..speech.features import AlignParams, features_for_audio
 from ..tensorfile import load_checkpoint
 from .model import LipConfig, LipTransformer
 
 __all__ = ["LipConfig", "LipTransformer", "LoadedLipModel", "checkpoint_align_params", "checkpoint_payload",
-           "cpu_threads", "load_lip_model", "predict", "predict_with", "speech_features"]
+           "load_lip_model", "predict", "predict_with", "speech_features"]
 
 
 @dataclass
@@ -152,18 +151,6 @@ def predict_with(lip: LoadedLipModel, features: np.ndarray, presenter: str, batc
     return (standardised * lip.target_std[pid] + lip.target_mean[pid]).float().cpu().numpy()
 
 
-@contextlib.contextmanager
-def cpu_threads(threads: int | None) -> Iterator[None]:
-    """Temporarily set torch's CPU thread count (None: leave it)."""
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def predict(checkpoint_path: str | Path, features: np.ndarray, presenter: str,
             device: str | None = None, threads: int | None = 1) -> np.ndarray:
     """The agreed entry point: float32 features [N, C, 80] -> expression [N, 53] (CPU or CUDA, batched).
@@ -175,5 +162,5 @@ def predict(checkpoint_path: str | Path, features: np.ndarray, presenter: str,
     if not path.is_file():
         raise InputError(path, "lip checkpoint missing; run `dvc repro train_lip`")
     lip = _cached(str(path.resolve()), path.stat().st_mtime, device)
-    with cpu_threads(threads if lip.device.type == "cpu" else None):
+    with torch_threads(threads if lip.device.type == "cpu" else None):
         return predict_with(lip, features, presenter)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..parallel import Distributed
 from ..split import TimeSplit
 from .model import LipConfig, LipTransformer
 
@@ -97,36 +97,6 @@ class TrainResult:
     seconds: float
     val_curve: list[tuple[int, float]] = field(default_factory=list)
     best_val_per_presenter: dict[str, float] = field(default_factory=dict)  # val_rel of each presenter at the best step
-
-
-@dataclass
-class Distributed:
-    rank: int = 0
-    world: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> Distributed:
-    """Join the torchrun process group if launched by torchrun (WORLD_SIZE set), else a single process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Distributed(0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    import torch.distributed as dist
-
-    if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        device = torch.device("cuda", local)
-        backend = "nccl"
-    else:
-        device, backend = torch.device("cpu"), "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend)
-    return Distributed(dist.get_rank(), dist.get_world_size(), device)
 
 
 def target_statistics(presenters: list[PresenterData]) -> tuple[np.ndarray, np.ndarray]:

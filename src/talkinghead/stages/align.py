@@ -1,7 +1,8 @@
 """Stage align@NAME: audio features aligned to every video frame.
 
 ``python -m talkinghead.stages.align data/interim/NAME`` reads ``audio.wav`` (16 kHz mono) and ``frames.parquet`` and
-writes ``features.npy`` (float32 [N, C, D]) and ``features.parquet`` (schemas.FEATURES).
+writes ``features.npy`` (float32 [N, C, D]), ``features.parquet`` (schemas.FEATURES) and reports/align/NAME/metrics.json
+(frames, encoder, feature shape, audio - video length before padding / trimming, encoding speed).
 
 The features are those of ``talkinghead.speech.features`` (``align.encoder``: Whisper encoder states by default,
 log-mel as the baseline): frame i's centre time (i + 0.5)/fps is mapped to the nearest encoder hop and the frame gets
@@ -12,13 +13,16 @@ and for new audio at inference (``features_for_audio`` is the one function both 
 from __future__ import annotations
 
 import argparse
+import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .. import schemas
+from ..atomic import write_json
 from ..audio import read_wav
 from ..errors import InputError, exits_on_input_error
 from ..params import load_config
@@ -51,8 +55,8 @@ def fit_length(samples: np.ndarray, n_frames: int, fps: float, max_mismatch_s: f
     return np.concatenate([samples, np.zeros(target - len(samples), np.float32)])
 
 
-def align_presenter(paths: PresenterPaths, params: AlignParams) -> tuple[np.ndarray, pd.DataFrame]:
-    """Features [N, C, D] and FEATURES table of one presenter (audio.wav + frames.parquet)."""
+def align_presenter(paths: PresenterPaths, params: AlignParams) -> tuple[np.ndarray, pd.DataFrame, dict[str, Any]]:
+    """Features [N, C, D], FEATURES table and metrics of one presenter (audio.wav + frames.parquet)."""
     frames = schemas.read_table(paths.frames_table, schemas.FRAMES)
     if len(frames) == 0:
         raise InputError(paths.frames_table, "has no frames")
@@ -65,11 +69,19 @@ def align_presenter(paths: PresenterPaths, params: AlignParams) -> tuple[np.ndar
     if rate != SAMPLE_RATE:
         raise InputError(paths.audio, f"sample rate {rate}, expected {SAMPLE_RATE}")
     n = len(frames)
+    audio_s = len(samples) / SAMPLE_RATE
     samples = fit_length(samples, n, fps, params.max_mismatch_s, paths.audio)
+    started = time.perf_counter()
     features = features_for_audio(samples, n, fps, params)
+    seconds = time.perf_counter() - started  # the encoder's load included: what a fresh `speak` pays too
     table = pd.DataFrame({"frame": np.arange(n, dtype=np.int32), "time_s": frames["time_s"].to_numpy(),
                           "center_hop": frame_center_hops(n, fps, params).astype(np.int32)})
-    return features, table
+    metrics = {"frames": n, "fps": fps, "encoder": params.encoder, "context": int(features.shape[1]),
+               "feature_dim": int(features.shape[2]), "audio_s": audio_s, "video_s": n / fps,
+               "audio_minus_video_s": audio_s - n / fps,  # before fit_length pads / trims it away
+               "seconds": seconds, "seconds_per_10s_audio": seconds / (n / fps) * 10,
+               "feature_mean": float(features.mean()), "feature_std": float(features.std())}
+    return features, table, metrics
 
 
 @exits_on_input_error
@@ -79,16 +91,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     params = load_config(AlignParams, "align")
     paths = PresenterPaths.from_folder(args.interim)
-    features, table = align_presenter(paths, params)
+    features, table, metrics = align_presenter(paths, params)
     save_tensor(paths.features, features)
     schemas.write_table(table, paths.features_table, schemas.FEATURES,
                         metadata={"context": features.shape[1], "n_mels": features.shape[2],
                                   "encoder": params.encoder})
     with stage_run("align", paths.name, {"align": params}) as mlflow:
-        mlflow.log_metrics({"frames": float(features.shape[0]), "context": float(features.shape[1]),
-                            "feature_dim": float(features.shape[2]),
-                            "feature_mean": float(features.mean()), "feature_std": float(features.std())}, step=0)
-    print(f"align: {features.shape[0]} frames, features {tuple(features.shape[1:])} -> {paths.features}")
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if not isinstance(v, str)}, step=0)
+        write_json(paths.report("align") / "metrics.json", metrics)
+    print(f"align: {features.shape[0]} frames, features {tuple(features.shape[1:])} in {metrics['seconds']:.1f} s "
+          f"-> {paths.features}")
 
 
 if __name__ == "__main__":

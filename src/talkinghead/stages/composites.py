@@ -13,8 +13,9 @@ tells it where to look hardest.
     python -m talkinghead.stages.composites data/interim/NAME
 
 Reads params groups ``composites``, ``render``, ``head_model`` and ``split``. Writes composites.npy (uint8 [N, S, S, 3])
-and composites.parquet (schemas.COMPOSITES) under data/processed/NAME/, and example strips
-(real | render | mask | composite, mouth box drawn) in reports/composites/NAME/.
+and composites.parquet (schemas.COMPOSITES) under data/processed/NAME/, example strips
+(real | render | mask | composite, mouth box drawn) in reports/composites/NAME/examples/ and metrics.json (frames,
+shares of the crop the blend mask and the render cover, seconds) in reports/composites/NAME/.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..atomic import atomic_dir
+from ..atomic import atomic_dir, write_json
 from ..compositing import CompositesParams, blend_mask_in, composite, fill_render_pinholes, mouth_box
 from ..errors import InputError, exits_on_input_error
 from ..headmodel import HeadModelParams, load_head_model
@@ -131,7 +132,7 @@ def make_composites(paths: PresenterPaths, inputs: StageInputs, model, params: C
                           "heldout": np.arange(n) >= first_heldout})
     write_table(table, paths.composites_table, COMPOSITES,
                 metadata={"image_size": size, "heldout_start": first_heldout})
-    with atomic_dir(paths.report("composites")) as report:
+    with atomic_dir(paths.report("composites") / "examples") as report:  # a DVC out of its own: replaced whole
         for i, strip in sorted(examples.items()):
             cv2.imwrite(str(report / f"frame_{i:05d}.png"), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
     pixels = max(n, 1) * size * size
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics = make_composites(paths, inputs, model, params, render_params, fraction)
         metrics["seconds"] = time.perf_counter() - start
         mlflow.log_metrics(metrics, step=0)
+        write_json(paths.report("composites") / "metrics.json", metrics)
     print(f"composites {name}: {int(metrics['frames'])} frames in {metrics['seconds']:.1f} s "
           f"-> {paths.composites}")
 

@@ -8,7 +8,8 @@ so every generated frame lines up with a real crop. Metrics (all on S x S crops,
   each set are mean-centred (head position cancels), then the mean point distance; averaged over frames.
 - ``mouth_opening_r``: Pearson r of the inner-lip gap, real vs generated.
 - ``av_offset``: lag in [-5, 5] frames maximising their cross-correlation (positive = generated lags real).
-- ``mouth_psnr`` / ``mouth_ssim``: on the mouth box of the real frame, resized to a fixed size.
+- ``mouth_psnr`` / ``mouth_ssim``: on the mouth box of the real frame, resampled to ``gan.mouth_crop`` square by
+  roi_align: the mouth crop the GAN's mouth discriminator and train_gan's mouth metrics use.
 The same for two baselines: ``static`` (the pipeline with the mouth held closed: the closed-mouth frame's fitted
 expression on every frame) and ``shifted`` (the generated video delayed by 3 frames; should give av_offset 3).
 
@@ -47,7 +48,6 @@ class EvaluateParams:
     cross_max_lag: int  # best-lag search range of the cross-speaker scores, frames
     shift_frames: int  # the shifted baseline's delay
     max_lag: int  # av_offset search range, frames
-    mouth_size: tuple[int, int]  # mouth crops are resized to width x height before PSNR / SSIM
     strip_pairs: int  # real | generated pairs in strip.png
     batch_size: int  # run time only
     max_frames: int  # evaluate at most this many tail frames (0 = all)
@@ -94,7 +94,7 @@ def sync_metrics(real_lmk: np.ndarray, gen_lmk: np.ndarray, lip_ids: np.ndarray,
                  max_lag: int) -> dict[str, float]:
     """LMD (px at the metric size), mouth-opening Pearson r and AV offset of one generated landmark track."""
     from ..lipmetrics import av_offset, pearson_r
-    from ..speak import mouth_opening_from_landmarks
+    from ..synthesis import mouth_opening_from_landmarks
 
     real_open = fill_gaps(mouth_opening_from_landmarks(real_lmk))
     gen_open = fill_gaps(mouth_opening_from_landmarks(gen_lmk))
@@ -106,19 +106,6 @@ def sync_metrics(real_lmk: np.ndarray, gen_lmk: np.ndarray, lip_ids: np.ndarray,
         out["mouth_opening_r"] = float("nan")
         out["av_offset"] = float("nan")
     return out
-
-
-def mouth_crops(images: np.ndarray, boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Cut each image's mouth box (x0, y0, x1, y1, crop px) and resize to ``size`` (w, h): uint8 [B, h, w, 3]."""
-    import cv2
-
-    out = []
-    s = images.shape[1]
-    for image, (x0, y0, x1, y1) in zip(images, boxes):
-        x0, y0 = int(np.clip(np.floor(x0), 0, s - 2)), int(np.clip(np.floor(y0), 0, s - 2))
-        x1, y1 = int(np.clip(np.ceil(x1), x0 + 2, s)), int(np.clip(np.ceil(y1), y0 + 2, s))
-        out.append(cv2.resize(image[y0:y1, x0:x1], tuple(size), interpolation=cv2.INTER_AREA))
-    return np.stack(out)
 
 
 class FaceMeshTracker:
@@ -165,9 +152,10 @@ def tail_audio(samples: np.ndarray, rate: int, start: int, stop: int, fps: float
     return seg if len(seg) >= need else np.concatenate([seg, np.zeros(need - len(seg), np.float32)])
 
 
-def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis, root: Path, window_margin: int,
-                       progress: bool = True, synthesizer=None) -> EvaluationResult:
+def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis, root: Path, mouth_crop: int,
+                       window_margin: int, progress: bool = True, synthesizer=None) -> EvaluationResult:
     """Run the crop-level speak pipeline on the held-out tail and score it (see the module docstring).
+    ``mouth_crop``: gan.mouth_crop, the side of the mouth crops the mouth PSNR / SSIM compare.
 
     Writes side_by_side.mp4 and strip.png into paths.report("eval") as it goes; returns the metrics.
     """
@@ -176,8 +164,9 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
     from ..lip import predict, speech_features
     from ..paths import LIP_CHECKPOINT
     from ..progress import Progress
-    from ..speak import CropSynthesizer, closed_mouth_frame, load_presenter, mouth_opening_from_landmarks
+    from ..synthesis import CropSynthesizer, closed_mouth_frame, load_presenter, mouth_opening_from_landmarks
     from ..compositing import mouth_box
+    from ..gan.mouth_discriminator import mouth_crops
     from ..videoio import VideoWriter
 
     pres = load_presenter(paths, synthesis.split.heldout_fraction)
@@ -199,7 +188,6 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
     size = pres.crop_size
     scale = METRIC_SIZE / size
     shift = params.shift_frames
-    mouth_size = params.mouth_size
     out_dir = paths.report("eval")
     out_dir.mkdir(parents=True, exist_ok=True)
     strip_at = set(np.linspace(0, n - 1, params.strip_pairs + 2).round().astype(int)[1:-1].tolist())
@@ -225,9 +213,9 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
                     shifted.append(recent[0])  # the frame `shift` steps back (the first one at the start)
                 shifted = np.stack(shifted)
                 boxes = np.array([mouth_box(pres.lmk_crop[i], size, composite_params) for i in source], np.float64)
-                real_mouth = mouth_crops(real, boxes, mouth_size)
+                real_mouth = mouth_crops(real, boxes, mouth_crop)
                 for name, images in (("generated", generated), ("static", static), ("shifted", shifted)):
-                    mouths = mouth_crops(images, boxes, mouth_size)
+                    mouths = mouth_crops(images, boxes, mouth_crop)
                     scores[name]["psnr"].append(psnr_per_image(mouths, real_mouth))
                     scores[name]["ssim"].append(ssim_per_image(mouths, real_mouth))
                 for name, images in (("real", real), ("generated", generated), ("static", static)):
@@ -272,7 +260,7 @@ def cross_speaker_evaluation(paths: PresenterPaths, pres, synth, root: Path, par
     from ..lip import load_lip_model, predict, speech_features
     from ..lipmetrics import mouth_opening_ratio, pair_metrics
     from ..paths import LIP_CHECKPOINT
-    from ..speak import pingpong_schedule
+    from ..synthesis import pingpong_schedule
     from ..testspeech import load_speaker_clip
 
     checkpoint = root / LIP_CHECKPOINT
@@ -365,8 +353,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("interim", type=Path, help="data/interim/NAME")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    from ..gan.trainer import GanParams
     from ..params import load_config
-    from ..speak import SpeakParams, SynthesisParams, check_presenter
+    from ..synthesis import SpeakParams, SynthesisParams, check_presenter
     from ..tracking import flatten, stage_run
 
     paths = PresenterPaths.from_folder(args.interim)
@@ -374,9 +363,10 @@ def main(argv: list[str] | None = None) -> None:
     check_presenter(paths.name, root, need_raw=False)
     params = load_config(EvaluateParams, STAGE, root / "params.yaml")
     synthesis = SynthesisParams.load(root / "params.yaml")
+    mouth_crop = load_config(GanParams, "gan", root / "params.yaml").mouth_crop
     # the GAN window of speak (speak.window_margin), so the held-out video is made exactly as speak makes it
     window_margin = load_config(SpeakParams, "speak", root / "params.yaml").window_margin
-    result = evaluate_presenter(paths, params, synthesis, root, window_margin, progress=not args.quiet)
+    result = evaluate_presenter(paths, params, synthesis, root, mouth_crop, window_margin, progress=not args.quiet)
     out_dir = paths.report("eval")
     write_outputs(result, out_dir, float(result.metrics["fps"]))
     with stage_run(STAGE, paths.name, {"evaluate": params}) as mlflow:

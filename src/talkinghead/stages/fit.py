@@ -24,10 +24,10 @@ from .. import schemas
 from ..atomic import atomic_dir, atomic_path, write_json
 from ..errors import InputError, exits_on_input_error
 from ..fitting import (FitConfig, fit_frames, fit_metrics, fit_shape, fit_texture_lighting, initial_parameters,
-                       inter_ocular, landmark_model, landmark_targets, landmark_weights, project_landmarks,
-                       torch_threads)
+                       inter_ocular, landmark_model, landmark_targets, landmark_weights, project_landmarks)
 from ..headmodel import camera as head_camera
 from ..headmodel import HeadModelParams, load_head_model
+from ..parallel import torch_threads
 from ..params import load_config
 from ..progress import print_summary
 from ..tensorfile import load_tensor

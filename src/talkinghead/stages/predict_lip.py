@@ -25,7 +25,8 @@ import torch
 from .. import schemas
 from ..atomic import atomic_path, write_json
 from ..errors import InputError, exits_on_input_error
-from ..lip import cpu_threads, load_lip_model, predict_with
+from ..lip import load_lip_model, predict_with
+from ..parallel import torch_threads
 from ..lip.ridge import ridge_baseline
 from ..lipmetrics import av_offset, delayed, lve, pearson_r
 from ..headmodel import HeadModelParams
@@ -134,7 +135,7 @@ def predict_presenter(paths: PresenterPaths, checkpoint: Path, heldout_fraction:
     shape = schemas.column_array(flame, "shape").mean(axis=0)
     lip = load_lip_model(checkpoint, "cpu")
     try:
-        with cpu_threads(1):  # fastest on the shared CPU (see talkinghead.lip.predict)
+        with torch_threads(1):  # fastest on the shared CPU (see talkinghead.lip.predict)
             predicted = predict_with(lip, features, paths.name)
     except InputError as exc:
         raise InputError(checkpoint, exc.reason) from exc

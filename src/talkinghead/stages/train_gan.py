@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +25,10 @@ from ..errors import InputError, exits_on_input_error
 from ..gan import generate, load_generator
 from ..gan.face_discriminator import PatchDiscriminatorConfig
 from ..gan.generator import GeneratorConfig, to_uint8
-from ..gan.mouth_discriminator import MouthDiscriminatorConfig, crop_mouths
+from ..gan.mouth_discriminator import MouthDiscriminatorConfig, mouth_crops
 from ..gan.trainer import Batch, GanData, GanParams, GanTrainer
 from ..imagemetrics import psnr_per_image, ssim_per_image
+from ..parallel import choose_threads, init_distributed
 from ..paths import PresenterPaths
 from ..params import load_config
 from ..progress import print_summary
@@ -76,13 +76,6 @@ def write_png(path: Path, image: np.ndarray) -> None:
         tmp.write_bytes(encoded.tobytes())
 
 
-def mouth_crops(images: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
-    """uint8 [B, S, S, 3] + boxes [B, 4] -> uint8 [B, size, size, 3] (roi_align, the discriminator's view)."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()  # [B, S, S, 3] -> [B, 3, S, S]
-    crops = crop_mouths(x, torch.from_numpy(boxes), size)
-    return crops.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()  # -> [B, size, size, 3]
-
-
 @dataclass
 class Evaluation:
     metrics: dict[str, float]
@@ -121,29 +114,6 @@ def evaluate(generator, data: GanData, mouth_size: int = 64, batch_size: int = 1
     return Evaluation(metrics, sample_grid(*parts[:3]), sample_grid(*big))
 
 
-def setup_distributed() -> torch.device:
-    """Join the torchrun process group if there is one; return this process's device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available()
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if cuda else "gloo")
-    if cuda:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return torch.device("cuda", local)
-    return torch.device("cpu")
-
-
-def choose_threads(requested: int) -> int:
-    """``requested`` threads, or for 0 the idle cores (at least 1): on a machine whose cores other processes
-    already keep busy, intra-op threads spin-wait on each other and two threads ran 3x slower than one."""
-    if requested > 0:
-        return requested
-    cores = os.cpu_count() or 1
-    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return max(1, min(torch.get_num_threads(), int(cores - busy + 1.0)))  # load < 1 on 2 cores: both
-
-
 def build_trainer(params: GanParams, device: torch.device) -> GanTrainer:
     gen_config = GeneratorConfig(channels=params.channels, use_reference=params.use_reference,
                                  image_size=params.image_size)
@@ -165,7 +135,7 @@ def train_gan(paths: PresenterPaths, params: GanParams, split: SplitParams, prog
     data = load_gan_data(paths, split.heldout_fraction)
     if data.image_size != params.image_size:
         raise InputError(paths.composites, f"frames are {data.image_size} px, gan.image_size is {params.image_size}")
-    device = setup_distributed()
+    device = init_distributed().device
     torch.set_num_threads(choose_threads(params.threads))
     trainer = build_trainer(params, device)
     resumed = paths.gan_train_state.exists() and trainer.load(paths.gan_train_state, data)

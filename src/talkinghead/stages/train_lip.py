@@ -24,7 +24,8 @@ from ..atomic import atomic_path, write_json
 from ..errors import InputError, exits_on_input_error
 from ..lip import checkpoint_payload
 from ..lip.model import LipConfig
-from ..lip.trainer import LipParams, PresenterData, TrainResult, init_distributed, train
+from ..lip.trainer import LipParams, PresenterData, TrainResult, train
+from ..parallel import init_distributed
 from ..params import load_config, load_params
 from ..speech.features import AlignParams
 from ..paths import LIP_CHECKPOINT, LIP_TRAIN_METRICS, LIP_VAL_LOSS, PresenterPaths
