@@ -5,7 +5,8 @@
 Inputs: data/processed/NAME/composites.npy uint8 [N, S, S, 3] and composites.parquet (schemas.COMPOSITES),
 data/interim/NAME/frames.npy (the real crops). Outputs: models/gan/NAME/gan.pt (generator for inference) and train_state.pt
 (resumable training state; the folder is DVC `persist: true`, so re-running after a kill resumes),
-reports/gan/NAME/metrics.json (+ sample grids). Under ``torchrun`` it trains with DDP (gloo on CPU, nccl on GPU).
+reports/gan/NAME/metrics.json (+ sample grids); gan.pt is registered in MLflow as a new version of
+``talkinghead-gan-NAME`` (registry.py). Under ``torchrun`` it trains with DDP (gloo on CPU, nccl on GPU).
 """
 
 from __future__ import annotations
@@ -157,6 +158,7 @@ def train_gan(paths: PresenterPaths, params: GanParams, split: SplitParams, prog
 
     Returns the held-out metrics (also written to ``paths.report("gan")``/metrics.json).
     """
+    from ..registry import register_gan
     from ..tracking import stage_run
 
     name = paths.name
@@ -195,7 +197,8 @@ def train_gan(paths: PresenterPaths, params: GanParams, split: SplitParams, prog
         if not rank0:
             return {}
         trainer.export(paths.gan_checkpoint)
-        mlflow.log_artifact(str(paths.gan_checkpoint), artifact_path="checkpoint")
+        # a new version of the registered talkinghead-gan-NAME (registry.py), a held-out composite as its example
+        register_gan(mlflow, paths.gan_checkpoint, name, np.asarray(data.composites[data.heldout_index[:1]]))
         generator = load_generator(paths.gan_checkpoint, device)
         evaluation = evaluate(generator, data, mouth_size=params.mouth_crop)
         metrics = dict(evaluation.metrics, steps=float(trainer.step), train_seconds=trainer.elapsed_s,
