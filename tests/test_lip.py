@@ -365,6 +365,17 @@ def test_stage_smoke_align_train_predict(tmp_path, monkeypatch):
     assert metrics["baseline_ridge"]["validation_ratio"] < 1.0  # the generated targets follow the audio
     train_metrics = json.loads(Path(LIP_TRAIN_METRICS).read_text())
     assert set(train_metrics["val_loss_relative_to_static"]) == {"synth"}
+    # the checkpoint is registered (registry.py) and its version predicts what the DVC output predicts
+    import mlflow
+
+    from talkinghead.lip import predict
+
+    model = mlflow.pyfunc.load_model("models:/talkinghead-lip/latest")
+    (version,) = mlflow.MlflowClient().search_model_versions("name = 'talkinghead-lip'")
+    assert version.tags["dvc_stage"] == "train_lip" and len(version.tags["dvc_deps_md5"]) > 0
+    features = np.array(np.load(paths.features)[:40])
+    assert np.allclose(model.predict(features, params={"presenter": "synth"}),
+                       predict("models/lip/lip.pt", features, "synth"), atol=1e-5)
     # a presenter the model was not trained on: one clear error, exit code 2, nothing written
     synthetic_presenter(tmp_path, "other", seconds=4.0)
     align.main(["data/interim/other"])
