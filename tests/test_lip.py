@@ -321,11 +321,11 @@ def test_presenter_metrics_with_head_model():
     n = 200
     fitted = synthetic_targets(*synthetic_speech(n / 25, seed=4)[1:], n, 25, seed=4)
     metrics = evaluate_presenter(head, np.zeros(100, np.float32), fitted.copy(), fitted, start=150)
-    assert metrics["model"]["lve"] == pytest.approx(0.0, abs=1e-12)
+    assert metrics["model"]["lve_mm2"] == pytest.approx(0.0, abs=1e-12)
     assert metrics["model"]["mouth_opening_r"] == pytest.approx(1.0)
     assert metrics["model"]["av_offset"] == 0
     assert metrics[f"baseline_shifted_{SHIFT_FRAMES}"]["av_offset"] == SHIFT_FRAMES
-    assert metrics["baseline_static_mean"]["lve"] > 0 and metrics["lve_reduction_vs_static"] == pytest.approx(1.0)
+    assert metrics["baseline_static_mean"]["lve_mm2"] > 0 and metrics["lve_reduction_vs_static"] == pytest.approx(1.0)
 
 
 def test_ridge_baseline_finds_an_audio_cue_only_where_there_is_one():
