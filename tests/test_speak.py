@@ -51,6 +51,8 @@ def test_writer_duration_matches_audio_and_has_audio(tmp_path, fps, seconds):
     assert abs(info["video"]["duration_s"] - seconds) <= 1.0 / fps
     assert abs(info["audio"]["duration_s"] - seconds) <= 1.0 / fps
     assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]  # no temp file left behind
+    data = out.read_bytes()
+    assert 0 < data.find(b"moov") < data.find(b"mdat")  # faststart: the index first, so a browser plays while loading
 
 
 @pytest.mark.parametrize("threaded", [True, False])
