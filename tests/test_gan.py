@@ -238,6 +238,8 @@ def test_stage_registers_a_generator_that_loads_safely(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     train_gan.main(["data/interim/synth", "--out", "models/gan/synth", "--no-progress"])
 
+    losses = np.genfromtxt("reports/gan/synth/losses.csv", delimiter=",", names=True)
+    assert list(np.atleast_1d(losses["step"])) == [1, 2] and {"g_loss", "d_face"} <= set(losses.dtype.names)
     client = mlflow.MlflowClient()
     (version,) = client.search_model_versions("name = 'talkinghead-gan-synth'")
     assert str(version.version) == "1" and version.tags["dvc_stage"] == "train_gan@synth"

@@ -416,7 +416,7 @@ def lip_training_section(reports: Path) -> str:
     table = scalar_table(flatten(metrics)) if metrics else ""
     return ("<h2>Lip model training (all presenters)</h2><p><code>val_loss_relative_to_static</code>: the training "
             "loss on each presenter's validation slice over a still face's; below 1 is better. The GAN's loss curves "
-            "are in MLflow (<code>make ui</code>).</p>" + table + curve)
+            "are under each presenter (every run's in MLflow: <code>make ui</code>).</p>" + table + curve)
 
 
 def presenter_section(name: str, stages: dict[str, Path], reports: Path) -> str:
@@ -441,6 +441,14 @@ def presenter_section(name: str, stages: dict[str, Path], reports: Path) -> str:
                     f'loading="lazy">' for p in overlays)
                     + "<figcaption>fit overlays: fitted mesh (green), fitted landmarks (red), FaceMesh targets "
                       "(cyan)</figcaption></figure>")
+        if stage == "gan":
+            parts.append(curve_figure(folder / "losses.csv", "step", {"g_loss": "generator", "g_loss_ema":
+                                                                      "generator, smoothed", "l1": "L1"},
+                                      "training step", "loss", "GAN generator loss (training stops at "
+                                      "gan.target_loss of the smoothed loss)"))
+            parts.append(curve_figure(folder / "losses.csv", "step", {"d_face": "face discriminator",
+                                                                      "d_mouth": "mouth discriminator"},
+                                      "training step", "loss", "GAN discriminator losses"))
         if stage == "eval":
             parts.append(curve_figure(folder / "mouth_opening.csv", "time_s", {"real": "real video",
                                                                                "generated": "generated (speak)"},
