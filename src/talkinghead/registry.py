@@ -100,35 +100,35 @@ def _requirements() -> list[str]:
     return [f"{name}=={metadata.version(name)}" for name in ("mlflow", "torch", "numpy")]
 
 
+def signature(kind: str, example: np.ndarray, checkpoint: str | Path, presenter: str | None):
+    """The model's signature, written out (inferring it would run the model once more): batch dimension free."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
+
+    from .tensorfile import load_checkpoint
+
+    inputs = Schema([TensorSpec(example.dtype, (-1, *example.shape[1:]))])
+    if kind == "gan":  # uint8 composites [B, S, S, 3] -> uint8 frames of the same shape
+        return ModelSignature(inputs, inputs)
+    n_out = int(load_checkpoint(checkpoint)["config"]["n_out"])  # features [N, C, D] -> expression [N, 53]
+    return ModelSignature(inputs, Schema([TensorSpec(np.dtype(np.float32), (-1, n_out))]),
+                          ParamSchema([ParamSpec("presenter", "string", presenter or "")]))
+
+
 def register_checkpoint(mlflow, kind: str, checkpoint: str | Path, name: str, example: np.ndarray,
                         stage: str, presenter: str | None = None, root: str | Path = "."):
     """Log ``checkpoint`` as a pyfunc model in the active run and register it as a new version of ``name``.
-    ``mlflow``: the module yielded by tracking.stage_run. Returns the registered ModelVersion."""
-    from mlflow.models import infer_signature
-
+    ``mlflow``: the module yielded by tracking.stage_run. MLflow checks while logging that the stored version loads
+    and runs on ``example``. Returns the registered ModelVersion."""
     from .tracking import git_commit
 
-    artifacts = {kind: str(checkpoint)}
-    params = {"presenter": presenter} if kind == "lip" else None
-    output = _load_wrapper(artifacts).predict(None, example, params)  # the signature's output example
-    signature = infer_signature(example, output, params=params)
-    info = mlflow.pyfunc.log_model(name=kind, python_model=str(WRAPPER), artifacts=artifacts, signature=signature,
-                                   input_example=example, pip_requirements=_requirements())
+    info = mlflow.pyfunc.log_model(name=kind, python_model=str(WRAPPER), artifacts={kind: str(checkpoint)},
+                                   signature=signature(kind, example, checkpoint, presenter), input_example=example,
+                                   pip_requirements=_requirements())
     tags = {"git_commit": git_commit(), "dvc_stage": stage, "dvc_deps_md5": stage_deps_md5(stage, root)}
     if presenter is not None:
         tags["presenter"] = presenter
     return mlflow.register_model(info.model_uri, name, tags=tags)
-
-
-def _load_wrapper(artifacts: dict[str, str]):
-    """The wrapper as MLflow will load it (same class, same artifacts)."""
-    from types import SimpleNamespace
-
-    from .registry_model import CheckpointModel
-
-    model = CheckpointModel()
-    model.load_context(SimpleNamespace(artifacts=artifacts))
-    return model
 
 
 def register_lip(mlflow, checkpoint: str | Path, features: np.ndarray, presenter: str, root: str | Path = "."):
