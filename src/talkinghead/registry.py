@@ -165,7 +165,9 @@ def parse_model_version(spec: str) -> dict[str, str]:
 
 def registered_checkpoint(name: str, version: str, dst: str | Path | None = None) -> Path:
     """The checkpoint file of version ``version`` ('latest' or a number) of registered model ``name``, downloaded
-    from the project's MLflow store into ``dst`` (default: a temporary folder)."""
+    from the project's MLflow store into ``dst`` (default: a temporary folder removed at exit)."""
+    import atexit
+    import shutil
     import tempfile
 
     import mlflow
@@ -184,7 +186,10 @@ def registered_checkpoint(name: str, version: str, dst: str | Path | None = None
     except Exception as exc:  # MlflowException for an unknown name or version
         raise InputError(None, f"registered model {name!r} has no version {version} in {tracking_uri()} "
                                "(`make ui` lists them; train_lip/train_gan register one per run)") from exc
-    folder = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix=f"{name}-v{version}-"))
+    if dst is None:  # removed when the process ends (speak reads the checkpoints until then)
+        dst = tempfile.mkdtemp(prefix=f"{name}-v{version}-")
+        atexit.register(shutil.rmtree, dst, ignore_errors=True)
+    folder = Path(dst)
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(folder)))
     files = sorted((local / "artifacts").glob("*.pt"))
     if len(files) != 1:
