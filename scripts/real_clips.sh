@@ -89,12 +89,12 @@ print("|---|---|---|---|---|---|---|---|---|---|---|")
 for name in presenters:
     fit, lip, gan, ev = (load(stage, name) for stage in ("fit", "lip", "gan", "eval"))
     ridge = (lip or {}).get("baseline_ridge")
-    static_lve = lip["baseline_static_mean"]["lve"] if lip else None
+    static_lve = lip["baseline_static_mean"]["lve_mm2"] if lip else None
     row = [name, cell(lip and lip["heldout_frames"], "d"),
-           f"{cell(fit and 100 * fit['nme'], '.2f')} / {cell(fit and 100 * fit['lip_nme'], '.2f')}",
+           f"{cell(fit and fit['nme_pct'], '.2f')} / {cell(fit and fit['lip_nme_pct'], '.2f')}",
            cell(val.get(name), ".2f"), cell(lip and lip["model"]["mouth_opening_r"], "+.2f"),
-           cell(lip and lip["model"]["av_offset"], "d"), cell(lip and lip["model"]["lve"] / static_lve, ".2f"),
-           cell(ridge and ridge["validation_ratio"], ".2f"), cell(ridge and ridge["lve"] / static_lve, ".2f"),
+           cell(lip and lip["model"]["av_offset"], "d"), cell(lip and lip["model"]["lve_mm2"] / static_lve, ".2f"),
+           cell(ridge and ridge["validation_ratio"], ".2f"), cell(ridge and ridge["lve_mm2"] / static_lve, ".2f"),
            f"{cell(gan and gan['gan_mouth_psnr'], '.1f')} ({cell(gan and gan['composite_mouth_psnr'], '.1f')})",
            f"{cell(ev and ev['model']['lmd'], '.2f')} ({cell(ev and ev['baseline_static']['lmd'], '.2f')})"]
     print("| " + " | ".join(row) + " |")

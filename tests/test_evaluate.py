@@ -102,6 +102,9 @@ def test_report_links_every_presenter_relatively(tmp_path):
     (reports / "demo").mkdir()
     (reports / "demo" / "demo.mp4").write_bytes(b"")
     text = write_report(reports).read_text()
-    assert 'src="eval/alice/mouth_opening.png"' in text and 'src="demo/demo.mp4"' in text
+    assert 'src="demo/demo.mp4"' in text and 'src="eval/alice/strip.png"' not in text  # no strip was written
+    # the mouth-opening curve is drawn from its CSV, real and generated on one chart (the PNG is not repeated)
+    assert "real video" in text and "generated (speak)" in text and text.count("<polyline") == 2
+    assert 'src="eval/alice/mouth_opening.png"' not in text
     assert "baseline_static" in text and "1.25" in text and "fit_error.mean" in text and "0.031" in text
     assert "http://" not in text and "https://" not in text  # no external assets

@@ -219,7 +219,8 @@ def test_stage_writes_schema_tables_and_reports(model, tmp_path):
                                        model.faces.numpy(), model.landmark_mp_ids.numpy(), 3)
     assert len(overlays) == 3 and all(p.exists() for p in overlays)
     metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
-    assert metrics["nme"] < 0.02 and metrics["jitter_px"] >= 0
+    assert metrics["nme_pct"] < 2.0 and metrics["jitter_px"] >= 0
+    assert metrics["nme_pct"] == pytest.approx(100 * result.metrics["nme"], abs=1e-4)  # in %, the unit in the name
     assert len(pd.read_csv(tmp_path / "reports" / "fit_error.csv")) == n
 
 
@@ -243,7 +244,7 @@ def test_stage_main_on_open_model(tmp_path, monkeypatch):
     fit_stage.main([str(interim)])
     back = schemas.read_table(interim / "flame.parquet", schemas.PARAMETERS)
     assert len(back) == n
-    assert json.loads((tmp_path / "reports" / "fit" / "tiny" / "metrics.json").read_text())["nme"] < 0.03
+    assert json.loads((tmp_path / "reports" / "fit" / "tiny" / "metrics.json").read_text())["nme_pct"] < 3.0
 
 
 def test_stage_main_rejects_missing_landmarks(tmp_path, capsys, monkeypatch):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -209,3 +212,55 @@ def test_ssim_identical_and_against_skimage():
 def test_metrics_reject_non_uint8():
     with pytest.raises(ValueError):
         psnr(np.zeros((1, 16, 16, 3), np.float32), np.zeros((1, 16, 16, 3), np.float32))
+
+
+# ---- the stage: registered model ----------------------------------------------------------------------
+def test_stage_registers_a_generator_that_loads_safely(tmp_path, monkeypatch):
+    """train_gan@NAME as DVC runs it: the generator becomes a version of talkinghead-gan-NAME (tagged with the commit,
+    the stage and its deps fingerprint), whose artifact is the weights-only gan.pt, loadable as a pyfunc model that
+    generates what the DVC output generates."""
+    import mlflow
+
+    from talkinghead import registry
+    from talkinghead.stages import train_gan
+    from talkinghead.tensorfile import load_checkpoint
+
+    from configs import write_project_params
+
+    write_project_params(tmp_path, presenters=["synth"], gan={
+        "image_size": SIZE, "channels": [8, 16], "d_channels": 8, "mouth_crop": 16, "batch_size": 2, "crop_size": 32,
+        "max_steps": 2, "checkpoint_every": 2, "sample_every": 100, "log_every": 1, "threads": 1})
+    paths = PresenterPaths.of("synth", tmp_path)
+    make_synthetic_presenter(paths, n_frames=20, size=SIZE, seed=2)
+    shutil.copy(Path(__file__).resolve().parents[1] / "dvc.yaml", tmp_path)  # the stage's deps and params
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"file://{tmp_path}/mlruns")  # a fresh SQLite store migrates for ~10 s
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    train_gan.main(["data/interim/synth", "--out", "models/gan/synth", "--no-progress"])
+
+    losses = np.genfromtxt("reports/gan/synth/losses.csv", delimiter=",", names=True)
+    assert list(np.atleast_1d(losses["step"])) == [1, 2] and {"g_loss", "d_face"} <= set(losses.dtype.names)
+    client = mlflow.MlflowClient()
+    (version,) = client.search_model_versions("name = 'talkinghead-gan-synth'")
+    assert str(version.version) == "1" and version.tags["dvc_stage"] == "train_gan@synth"
+    fingerprint = registry.stage_deps_md5("train_gan@synth")
+    assert version.tags["git_commit"] and version.tags["dvc_deps_md5"] == fingerprint and len(fingerprint) == 32
+    run = client.get_run(version.run_id)
+    assert run.data.tags["dvc_stage"] == "train_gan@synth"  # logged inside the stage's run
+    model = mlflow.pyfunc.load_model("models:/talkinghead-gan-synth/1")
+    assert model.metadata.signature is not None and model.metadata.saved_input_example_info is not None
+    local = Path(mlflow.artifacts.download_artifacts("models:/talkinghead-gan-synth/1", dst_path=str(tmp_path / "v1")))
+    assert not list(local.rglob("*.pkl"))  # no pickled python model: the code file and the checkpoint only
+    load_checkpoint(local / "artifacts" / "gan.pt")  # weights_only=True
+    composites = np.array(load_gan_data(paths, 0.2).composites[:2])
+    expected = generate(load_generator(paths.gan_checkpoint), composites)
+    assert np.array_equal(model.predict(composites), expected)
+    # the fingerprint follows the stage's params and data, not the rest
+    write_project_params(tmp_path, presenters=["synth"], gan={"image_size": SIZE, "channels": [8, 16], "lr_g": 1e-3})
+    assert registry.stage_deps_md5("train_gan@synth") != fingerprint
+    write_project_params(tmp_path, presenters=["synth"], gan={
+        "image_size": SIZE, "channels": [8, 16], "d_channels": 8, "mouth_crop": 16, "batch_size": 2, "crop_size": 32,
+        "max_steps": 2, "checkpoint_every": 2, "sample_every": 100, "log_every": 1, "threads": 7})
+    assert registry.stage_deps_md5("train_gan@synth") == fingerprint  # gan.threads is no dvc.yaml param
+    paths.frames.write_bytes(paths.frames.read_bytes() + b"\0")
+    assert registry.stage_deps_md5("train_gan@synth") != fingerprint

@@ -321,11 +321,11 @@ def test_presenter_metrics_with_head_model():
     n = 200
     fitted = synthetic_targets(*synthetic_speech(n / 25, seed=4)[1:], n, 25, seed=4)
     metrics = evaluate_presenter(head, np.zeros(100, np.float32), fitted.copy(), fitted, start=150)
-    assert metrics["model"]["lve"] == pytest.approx(0.0, abs=1e-12)
+    assert metrics["model"]["lve_mm2"] == pytest.approx(0.0, abs=1e-12)
     assert metrics["model"]["mouth_opening_r"] == pytest.approx(1.0)
     assert metrics["model"]["av_offset"] == 0
     assert metrics[f"baseline_shifted_{SHIFT_FRAMES}"]["av_offset"] == SHIFT_FRAMES
-    assert metrics["baseline_static_mean"]["lve"] > 0 and metrics["lve_reduction_vs_static"] == pytest.approx(1.0)
+    assert metrics["baseline_static_mean"]["lve_mm2"] > 0 and metrics["lve_reduction_vs_static"] == pytest.approx(1.0)
 
 
 def test_ridge_baseline_finds_an_audio_cue_only_where_there_is_one():
@@ -367,6 +367,17 @@ def test_stage_smoke_align_train_predict(tmp_path, monkeypatch):
     assert metrics["baseline_ridge"]["validation_ratio"] < 1.0  # the generated targets follow the audio
     train_metrics = json.loads(Path(LIP_TRAIN_METRICS).read_text())
     assert set(train_metrics["val_loss_relative_to_static"]) == {"synth"}
+    # the checkpoint is registered (registry.py) and its version predicts what the DVC output predicts
+    import mlflow
+
+    from talkinghead.lip import predict
+
+    model = mlflow.pyfunc.load_model("models:/talkinghead-lip/latest")
+    (version,) = mlflow.MlflowClient().search_model_versions("name = 'talkinghead-lip'")
+    assert version.tags["dvc_stage"] == "train_lip" and len(version.tags["dvc_deps_md5"]) > 0
+    features = np.array(np.load(paths.features)[:40])
+    assert np.allclose(model.predict(features, params={"presenter": "synth"}),
+                       predict("models/lip/lip.pt", features, "synth"), atol=1e-5)
     # a presenter the model was not trained on: one clear error, exit code 2, nothing written
     synthetic_presenter(tmp_path, "other", seconds=4.0)
     align.main(["data/interim/other"])

@@ -53,6 +53,8 @@ def test_writer_duration_matches_audio_and_has_audio(tmp_path, fps, seconds):
     assert abs(info["video"]["duration_s"] - seconds) <= 1.0 / fps
     assert abs(info["audio"]["duration_s"] - seconds) <= 1.0 / fps
     assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]  # no temp file left behind
+    data = out.read_bytes()
+    assert 0 < data.find(b"moov") < data.find(b"mdat")  # faststart: the index first, so a browser plays while loading
 
 
 @pytest.mark.parametrize("threaded", [True, False])
@@ -493,3 +495,48 @@ def test_speak_stopped_by_a_signal_mid_stream_leaves_nothing(tiny_presenter, nam
     assert "Traceback" not in stderr
     assert list(out_dir.iterdir()) == []  # neither the video nor a temp of it
     assert not [p for p in tiny_presenter.glob(".*") if "clip.mp4" in p.name]
+
+
+def test_speak_from_registered_model_versions(tiny_presenter, tmp_path, monkeypatch, capsys):
+    """The tiny presenter's checkpoints registered as train_lip / train_gan register them; with models/ gone, speak
+    --model-version speaks with the registered versions, and names a version that does not exist."""
+    import shutil
+
+    import mlflow
+
+    from talkinghead import registry, tracking
+    from talkinghead.lip import load_lip_model
+    from talkinghead.paths import LIP_CHECKPOINT
+    from talkinghead.tensorfile import load_tensor
+
+    root = tmp_path / "project"
+    shutil.copytree(tiny_presenter, root, ignore=shutil.ignore_patterns("mlruns", "out"))
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"file://{root}/mlruns")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    paths = PresenterPaths.of("tiny", Path("."))
+    config = load_lip_model(LIP_CHECKPOINT, "cpu").model.config
+    with tracking.stage_run("train_lip") as run:
+        registry.register_lip(run, LIP_CHECKPOINT, np.zeros((8, config.n_context, config.n_mels), np.float32), "tiny")
+    with tracking.stage_run("train_gan", "tiny") as run:
+        registry.register_gan(run, paths.gan_checkpoint, "tiny", np.array(load_tensor(paths.frames)[:1]))
+    client = mlflow.MlflowClient()
+    for name in ("talkinghead-lip", "talkinghead-gan-tiny"):
+        (version,) = client.search_model_versions(f"name = '{name}'")
+        assert str(version.version) == "1" and version.tags["git_commit"]
+        assert mlflow.pyfunc.load_model(f"models:/{name}/1").metadata.signature is not None
+    shutil.rmtree("models")
+    write_wav("speech.wav", synthetic_speech(1.0, seed=3)[0])
+
+    assert speak_main(["--presenter", "tiny", "--audio", "speech.wav", "--out", "dvc.mp4", "--quiet"]) == 2
+    assert "not trained yet" in capsys.readouterr().err  # the DVC outputs are gone
+    assert speak_main(["--presenter", "tiny", "--audio", "speech.wav", "--out", "registered.mp4", "--quiet",
+                       "--model-version", "lip=1,gan=latest"]) == 0
+    assert probe("registered.mp4")["video"]["frames"] == 25
+    assert speak_main(["--presenter", "tiny", "--audio", "speech.wav", "--out", "v2.mp4", "--quiet",
+                       "--model-version", "lip=1,gan=2"]) == 2
+    assert "talkinghead-gan-tiny' has no version 2" in capsys.readouterr().err
+    assert speak_main(["--presenter", "tiny", "--audio", "speech.wav", "--out", "v2.mp4", "--quiet",
+                       "--model-version", "3"]) == 2
+    assert "expected 'latest' or 'lip=N,gan=M'" in capsys.readouterr().err
+    assert not Path("v2.mp4").exists()

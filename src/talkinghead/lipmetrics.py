@@ -1,7 +1,7 @@
 """Lip-sync metrics on per-frame signals and head-model vertices.
 
 - ``lve``: lip vertex error (FaceFormer's definition): per frame the largest squared distance over the lip vertices,
-  averaged over frames.
+  averaged over frames. The head models are in metres; reports give it in mm^2 (``M2_TO_MM2``, key ``lve_mm2``).
 - ``pearson_r``: correlation of two 1-D signals (e.g. mouth opening predicted vs fitted).
 - ``av_offset``: the lag (frames) that maximises the correlation of two signals; 0 for a synchronised prediction.
 - ``mouth_opening_ratio``: a scale-free mouth opening from FaceMesh landmarks (real or generated frames).
@@ -14,6 +14,7 @@ import numpy as np
 
 from . import facemesh
 
+M2_TO_MM2 = 1e6  # the open head model and FLAME are in metres: LVE m^2 -> mm^2, a size a person reads (~10, not 1e-5)
 LEFT_EYE_CORNER, RIGHT_EYE_CORNER = 33, 263  # FaceMesh outer eye corners: the face's scale in the image
 
 
@@ -66,7 +67,7 @@ def lve(pred_vertices: np.ndarray, true_vertices: np.ndarray, lip_ids: np.ndarra
     """Lip vertex error: mean over frames of max over lip vertices of the squared L2 distance.
 
     pred_vertices, true_vertices: [N, V, 3] (or already [N, L, 3] with ``lip_ids`` = all); lip_ids: int [L].
-    Units: squared head-model units.
+    Units: squared head-model units (m^2 for the open model and FLAME; times M2_TO_MM2 for mm^2).
     """
     pred = np.asarray(pred_vertices, dtype=np.float64)[:, np.asarray(lip_ids)]  # [N, L, 3]
     true = np.asarray(true_vertices, dtype=np.float64)[:, np.asarray(lip_ids)]

@@ -61,10 +61,12 @@ class SpeakResult:
 
 
 def speak(presenter: str, audio: str | Path, out: str | Path, params: SpeakParams | None = None,
-          root: str | Path = ".", crop_only: bool = False, progress: bool = True) -> SpeakResult:
+          root: str | Path = ".", crop_only: bool = False, progress: bool = True,
+          model_version: str | None = None) -> SpeakResult:
     """Make ``presenter`` say ``audio``; write ``out`` (H.264 + AAC MP4). ``params``: the ``speak`` group (default:
     the project's params.yaml, which also gives the synthesis groups). ``crop_only`` writes the S x S generated
-    crops instead of pasting them into the full frames (faster; used by the benchmark)."""
+    crops instead of pasting them into the full frames (faster; used by the benchmark). ``model_version``: registered
+    MLflow model versions to speak with instead of models/ ('latest', 'lip=N,gan=M'; registry.py)."""
     from .videoio import VideoWriter, check_writable, n_frames_for_audio
 
     started = time.perf_counter()
@@ -73,7 +75,10 @@ def speak(presenter: str, audio: str | Path, out: str | Path, params: SpeakParam
     synthesis = SynthesisParams.load(params_file)
     # every input check comes before the heavy imports (torch), so bad input fails in well under a second
     check_writable(out)
-    paths = check_presenter(presenter, root, need_raw=not crop_only)
+    paths = check_presenter(presenter, root, need_raw=not crop_only, need_models=not model_version)
+    from .registry import registered_checkpoints
+
+    paths, checkpoint = registered_checkpoints(paths, Path(root) / LIP_CHECKPOINT, model_version)
     samples = load_audio(audio, 16000, p.silence_dbfs)
     track = load_audio(audio, p.audio_rate, -np.inf)
 
@@ -91,7 +96,6 @@ def speak(presenter: str, audio: str | Path, out: str | Path, params: SpeakParam
 
     pres = load_presenter(paths, synthesis.split.heldout_fraction)
     n_out = n_frames_for_audio(len(samples), 16000, pres.fps)
-    checkpoint = Path(root) / LIP_CHECKPOINT
     lap("load")
     features = speech_features(checkpoint, samples, n_out, pres.fps)  # [N, C, D], as the model was trained
     lap("audio_features")
@@ -144,9 +148,13 @@ def speak_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="output .mp4")
     parser.add_argument("--crop-only", action="store_true", help="write the face crops only (no paste-back)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--model-version", metavar="SPEC",
+                        help="speak with models registered in MLflow instead of models/: 'latest', or 'lip=N,gan=M' "
+                             "(N, M: version numbers or 'latest'; a model left out comes from models/)")
     args = parser.parse_args(argv)
     try:
-        result = speak(args.presenter, args.audio, args.out, crop_only=args.crop_only, progress=not args.quiet)
+        result = speak(args.presenter, args.audio, args.out, crop_only=args.crop_only, progress=not args.quiet,
+                       model_version=args.model_version)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -104,7 +104,8 @@ def required_artifacts(paths: PresenterPaths, root: str | Path = ".") -> list[tu
     ]
 
 
-def check_presenter(name: str, root: str | Path = ".", need_raw: bool = True) -> PresenterPaths:
+def check_presenter(name: str, root: str | Path = ".", need_raw: bool = True, need_models: bool = True
+                    ) -> PresenterPaths:
     """PresenterPaths of a presenter that exists and is trained; InputError (one line) otherwise."""
     root = Path(root)
     known = known_presenters(root)
@@ -126,7 +127,7 @@ def check_presenter(name: str, root: str | Path = ".", need_raw: bool = True) ->
         raise InputError(paths.raw_dir, f"presenter {name!r} has no video yet; add it with "
                                         f"`talkinghead add-presenter {name} VIDEO`")
     for artifact, stage in required_artifacts(paths, root):
-        if not artifact.exists():
+        if not artifact.exists() and (need_models or artifact.suffix != ".pt"):
             raise InputError(artifact, f"missing: presenter {name!r} is not trained yet (stage {stage} has not "
                                        f"run); run {build}")
     return paths

@@ -9,6 +9,7 @@
   under a bare ``dvc repro`` the stages look up the parent tagged with the id of their ``dvc`` ancestor
   process and create it if they are the first stage.
 - Every child run is tagged with the DVC stage, the presenter and the git commit.
+- Models: train_lip and train_gan register their checkpoints (registry.py).
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def _dvc_ancestor_key() -> str | None:
 
 
 def _client():
+    # no tqdm bar per artifact download (model logging validates its input example through one) in the stage logs
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())

@@ -93,7 +93,8 @@ class VideoWriter:
         os.close(fd)
         self.tmp = Path(tmp)
         try:
-            self.container = av.open(str(self.tmp), mode="w", format="mp4")
+            self.container = av.open(str(self.tmp), mode="w", format="mp4",
+                                     options={"movflags": "+faststart"})  # index first: browsers play it while it loads
             self.video = self.container.add_stream("libx264", rate=self.fps)
             self.video.width = self.width + self.width % 2  # yuv420p subsamples chroma 2x2: sizes must be even
             self.video.height = self.height + self.height % 2

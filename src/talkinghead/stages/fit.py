@@ -4,7 +4,7 @@
 
 Reads landmarks.parquet and frames.npy of the presenter, writes flame.parquet (schemas.PARAMETERS: one shape for
 all rows, per-frame expression + jaw, pose, camera and lighting, one texture), and under the report folder
-metrics.json (landmark NME overall / lips, jitter, speed), fit_error.csv (per-frame plot data) and overlays/*.png
+metrics.json (landmark NME overall / lips in % of the inter-ocular distance, jitter, speed), fit_error.csv (per-frame plot data) and overlays/*.png
 (the fitted mesh wireframe and landmarks drawn over real frames, open-mouth frames included).
 The optimisation itself lives in talkinghead.fitting.
 """
@@ -169,6 +169,13 @@ def draw_overlay(frame: np.ndarray, vertices_px: np.ndarray, faces: np.ndarray, 
     return image
 
 
+def readable_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """The fit summary with the NMEs (fractions of the inter-ocular distance) as percentages, the unit in the name
+    (nme_pct, lip_nme_pct): metrics.json, MLflow and the report show 0.19, not 0.0019."""
+    renamed = {"nme": "nme_pct", "lip_nme": "lip_nme_pct"}
+    return {renamed.get(k, k): (v * 100.0 if k in renamed else v) for k, v in metrics.items()}
+
+
 def write_reports(report_dir: Path, result: FitResult, frames: np.ndarray, lmk_crop: np.ndarray,
                   detected: np.ndarray, faces: np.ndarray, landmark_mp_ids: np.ndarray, count: int) -> list[Path]:
     """metrics.json, fit_error.csv and overlays/overlay_<frame>.png under ``report_dir``; returns the overlay paths."""
@@ -176,10 +183,11 @@ def write_reports(report_dir: Path, result: FitResult, frames: np.ndarray, lmk_c
 
     report_dir.mkdir(parents=True, exist_ok=True)
     # NaN (e.g. no lip landmarks in a user model) is not JSON: write null.
-    summary = {k: round(float(v), 6) if np.isfinite(v) else None for k, v in result.metrics.items()}
+    summary = {k: round(float(v), 6) if np.isfinite(v) else None
+               for k, v in readable_metrics(result.metrics).items()}
     write_json(report_dir / "metrics.json", summary)
-    per_frame = pd.DataFrame({"frame": np.arange(len(detected)), "nme": result.nme_per_frame,
-                              "lip_nme": result.lip_nme_per_frame, "jaw_open": result.expression[:, 50],
+    per_frame = pd.DataFrame({"frame": np.arange(len(detected)), "nme_pct": result.nme_per_frame * 100.0,
+                              "lip_nme_pct": result.lip_nme_per_frame * 100.0, "jaw_open": result.expression[:, 50],
                               "detected": detected.astype(int)})
     with atomic_path(report_dir / "fit_error.csv") as tmp:
         per_frame.to_csv(tmp, index=False, float_format="%.6f")
@@ -212,11 +220,12 @@ def main(argv: list[str] | None = None) -> None:
                             metadata={"head_model": getattr(model, "name", "unknown")})
         overlays = write_reports(report_dir, result, frames, lmk, detected, model.faces.cpu().numpy(),
                                  model.landmark_mp_ids.cpu().numpy(), cfg.overlay_frames)
-        mlflow.log_metrics({k: float(v) for k, v in result.metrics.items() if np.isfinite(v)}, step=0)
+        mlflow.log_metrics({k: float(v) for k, v in readable_metrics(result.metrics).items() if np.isfinite(v)},
+                           step=0)
         mlflow.log_artifact(str(report_dir / "fit_error.csv"))
         for path in overlays:
             mlflow.log_artifact(str(path), artifact_path="overlays")
-    print_summary(f"fit {name}", {k: round(float(v), 4) for k, v in result.metrics.items()})
+    print_summary(f"fit {name}", {k: round(float(v), 4) for k, v in readable_metrics(result.metrics).items()})
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from ..errors import InputError, exits_on_input_error
 from ..lip import load_lip_model, predict_with
 from ..parallel import torch_threads
 from ..lip.ridge import ridge_baseline
-from ..lipmetrics import av_offset, delayed, lve, pearson_r
+from ..lipmetrics import M2_TO_MM2, av_offset, delayed, lve, pearson_r
 from ..headmodel import HeadModelParams
 from ..lip.trainer import LipParams
 from ..params import load_config
@@ -60,7 +60,7 @@ def sync_metrics(head_model, shape: np.ndarray, predicted: np.ndarray, fitted: n
     true_v = head_vertices(head_model, shape, fitted)
     pred_open = mouth_opening(torch.from_numpy(pred_v), head_model).numpy()
     true_open = mouth_opening(torch.from_numpy(true_v), head_model).numpy()
-    return {"lve": lve(pred_v, true_v, head_model.lip_vertex_ids.numpy()),
+    return {"lve_mm2": lve(pred_v, true_v, head_model.lip_vertex_ids.numpy()) * M2_TO_MM2,
             "mouth_opening_r": pearson_r(pred_open, true_open),
             "av_offset": av_offset(true_open, pred_open, max_lag=5)}
 
@@ -92,8 +92,8 @@ def evaluate_presenter(head_model, shape: np.ndarray, predicted: np.ndarray, fit
         if ridge is not None:
             metrics["baseline_ridge"] = {**sync_metrics(head_model, shape, ridge.prediction[tail], fitted[tail]),
                                          "strength": ridge.strength, "validation_ratio": ridge.validation_ratio}
-    static_lve = metrics["baseline_static_mean"]["lve"]
-    metrics["lve_reduction_vs_static"] = 1.0 - metrics["model"]["lve"] / static_lve if static_lve > 0 else 0.0
+    static_lve = metrics["baseline_static_mean"]["lve_mm2"]
+    metrics["lve_reduction_vs_static"] = 1.0 - metrics["model"]["lve_mm2"] / static_lve if static_lve > 0 else 0.0
     return metrics
 
 

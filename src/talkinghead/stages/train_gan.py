@@ -5,7 +5,8 @@
 Inputs: data/processed/NAME/composites.npy uint8 [N, S, S, 3] and composites.parquet (schemas.COMPOSITES),
 data/interim/NAME/frames.npy (the real crops). Outputs: models/gan/NAME/gan.pt (generator for inference) and train_state.pt
 (resumable training state; the folder is DVC `persist: true`, so re-running after a kill resumes),
-reports/gan/NAME/metrics.json (+ sample grids). Under ``torchrun`` it trains with DDP (gloo on CPU, nccl on GPU).
+reports/gan/NAME/metrics.json (+ sample grids, losses.csv); gan.pt is registered in MLflow as a new version of
+``talkinghead-gan-NAME`` (registry.py). Under ``torchrun`` it trains with DDP (gloo on CPU, nccl on GPU).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import torch
 
 from ..atomic import atomic_path, write_json
@@ -76,6 +78,14 @@ def write_png(path: Path, image: np.ndarray) -> None:
         tmp.write_bytes(encoded.tobytes())
 
 
+def write_losses(path: Path, curve: list[dict[str, float]]) -> None:
+    """The losses logged during this training session (a run resumed after a kill: from where it resumed), one row
+    per ``gan.log_every`` steps."""
+    columns = list(curve[0]) if curve else ["step"]
+    with atomic_path(path) as tmp:
+        pd.DataFrame(curve, columns=columns).to_csv(tmp, index=False, float_format="%.6g")
+
+
 @dataclass
 class Evaluation:
     metrics: dict[str, float]
@@ -127,6 +137,7 @@ def train_gan(paths: PresenterPaths, params: GanParams, split: SplitParams, prog
 
     Returns the held-out metrics (also written to ``paths.report("gan")``/metrics.json).
     """
+    from ..registry import register_gan
     from ..tracking import stage_run
 
     name = paths.name
@@ -145,9 +156,12 @@ def train_gan(paths: PresenterPaths, params: GanParams, split: SplitParams, prog
     rank0 = trainer.rank == 0
     samples_dir = out / "samples"
 
+    curve: list[dict[str, float]] = []  # this session's logged losses -> losses.csv (DVC plot, report)
+
     with (stage_run("train_gan", name, {"gan": params, "split": split}) if rank0 else _null()) as mlflow:
         def on_log(losses: dict[str, float], step: int) -> None:
             mlflow.log_metrics(losses, step=step)
+            curve.append({"step": step, **losses})
 
         def on_sample(batch: Batch, fake: torch.Tensor, step: int) -> None:
             k = min(4, batch.real.shape[0])
@@ -165,12 +179,14 @@ def train_gan(paths: PresenterPaths, params: GanParams, split: SplitParams, prog
         if not rank0:
             return {}
         trainer.export(paths.gan_checkpoint)
-        mlflow.log_artifact(str(paths.gan_checkpoint), artifact_path="checkpoint")
+        # a new version of the registered talkinghead-gan-NAME (registry.py), a held-out composite as its example
+        register_gan(mlflow, paths.gan_checkpoint, name, np.asarray(data.composites[data.heldout_index[:1]]))
         generator = load_generator(paths.gan_checkpoint, device)
         evaluation = evaluate(generator, data, mouth_size=params.mouth_crop)
         metrics = dict(evaluation.metrics, steps=float(trainer.step), train_seconds=trainer.elapsed_s,
                        final_g_loss_ema=float(trainer.loss_ema or 0.0))
         report_dir.mkdir(parents=True, exist_ok=True)
+        write_losses(report_dir / "losses.csv", curve)
         write_png(report_dir / "heldout_samples.png", evaluation.grid)
         write_png(report_dir / "heldout_mouths.png", evaluation.mouth_grid)
         write_json(report_dir / "metrics.json", dict(metrics, stop_reason=reason))

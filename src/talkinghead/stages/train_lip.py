@@ -4,7 +4,8 @@
 (default presenter list: ``presenters`` in params.yaml). Reads data/interim/NAME/features.npy and flame.parquet of
 each presenter, trains on the frames before the validation slice (the held-out tail is never read for training or
 model selection), writes the checkpoint (rank 0), reports/lip/val_loss.csv (DVC plot) and
-reports/lip/train_metrics.json (DVC metrics). Runs alone or under torchrun (DDP):
+reports/lip/train_metrics.json (DVC metrics), and registers the checkpoint in MLflow as a new version of
+``talkinghead-lip`` (registry.py). Runs alone or under torchrun (DDP):
 ``python -m torch.distributed.run --nproc_per_node 2 -m talkinghead.stages.train_lip ...``.
 """
 
@@ -99,14 +100,18 @@ def run(presenter_names: list[str], out: Path, root: Path, track: bool = True, r
                                 "steps": result.steps,
                                 **{f"best_val_rel_{k}": v for k, v in result.best_val_per_presenter.items()}})
             mlflow.set_tag("stop_reason", result.stop_reason)
-    if dist_info.is_main:
-        payload = checkpoint_payload(result.model, result.target_mean, result.target_std, align,
-                                     extra={"train": {"steps": result.steps, "best_val_loss": result.best_val_loss,
-                                                      "stop_reason": result.stop_reason}})
-        with atomic_path(out) as tmp:
-            torch.save(payload, tmp)
-        if reports:
-            write_reports(result, root)
+        if dist_info.is_main:
+            payload = checkpoint_payload(result.model, result.target_mean, result.target_std, align,
+                                         extra={"train": {"steps": result.steps, "best_val_loss": result.best_val_loss,
+                                                          "stop_reason": result.stop_reason}})
+            with atomic_path(out) as tmp:
+                torch.save(payload, tmp)
+            if reports:
+                write_reports(result, root)
+        if mlflow is not None:  # a new version of the registered lip model, in this run (registry.py)
+            from ..registry import register_lip
+
+            register_lip(mlflow, out, presenters[0].features[:8], presenters[0].name, root)
     return result
 
 
