@@ -3,6 +3,7 @@
 #   make test   set up, run the test suite
 #   make bench  set up, time every stage on this machine (JSON in reports/bench.json)
 #   make ui     MLflow UI on http://127.0.0.1:5000
+#   make app    the local web app (speak from text or audio, onboard, reports) on http://127.0.0.1:8000
 #   make real-clips  set up, run the pipeline on every video in ../shared/media/video in a scratch clone, print a table
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -12,10 +13,10 @@ PY := $(VENV)/bin/python
 STAMPS := .stamps
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help setup system venv demo test bench ui repro real-clips head-model
+.PHONY: help setup system venv demo test bench ui app repro real-clips head-model
 
 help:
-	@sed -n '1,6p' Makefile
+	@sed -n '1,7p' Makefile
 
 setup: system venv
 
@@ -50,6 +51,9 @@ real-clips: setup
 
 ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}" --host 127.0.0.1 --port 5000
+
+app: setup
+	$(VENV)/bin/talkinghead app
 
 # Rebuild the shipped open head model asset (needs ../shared/media for the expression PCA; the result is committed).
 head-model: setup

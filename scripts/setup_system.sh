@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install the Debian packages talkinghead needs, only those missing. Idempotent; safe to run on every `make`.
 #   Mesa EGL (headless OpenGL rendering on CPU): libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 libgl1
-#   espeak-ng, flite: offline TTS voices for the embedded demo presenter and generated test data
+#   espeak-ng, flite: offline TTS voices for the embedded demo presenter, speak --text and generated test data
+#   chromium, chromium-driver: the headless browser the app's page is tested in (tests/test_app.py)
 set -euo pipefail
-packages=(libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 libgl1 espeak-ng flite)
+packages=(libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1 libgl1 espeak-ng flite chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -16,6 +16,7 @@ from talkinghead.headmodel import HeadModelParams
 from talkinghead.lip.trainer import LipParams
 from talkinghead.params import load_config, load_params
 from talkinghead.render import RenderParams
+from talkinghead.app import AppParams
 from talkinghead.synthesis import SpeakParams
 from talkinghead.speech.features import AlignParams
 from talkinghead.split import SplitParams
@@ -24,6 +25,7 @@ from talkinghead.stages.demo import DemoParams
 from talkinghead.stages.evaluate import EvaluateParams
 from talkinghead.stages.landmarks import LandmarksParams
 from talkinghead.stream import StreamParams
+from talkinghead.tts import TtsParams
 from talkinghead.video import ExtractParams
 
 from configs import PARAMS_YAML
@@ -31,7 +33,7 @@ from configs import PARAMS_YAML
 GROUPS = {"demo": DemoParams, "extract": ExtractParams, "landmarks": LandmarksParams, "head_model": HeadModelParams, "fit": FitConfig,
           "render": RenderParams, "split": SplitParams, "align": AlignParams, "lip": LipParams,
           "crossdrive": CrossdriveParams, "composites": CompositesParams, "gan": GanParams, "speak": SpeakParams,
-          "evaluate": EvaluateParams, "stream": StreamParams}
+          "evaluate": EvaluateParams, "stream": StreamParams, "tts": TtsParams, "app": AppParams}
 
 
 def test_every_group_has_its_dataclass():

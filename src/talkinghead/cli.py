@@ -18,8 +18,10 @@ COMMANDS = {
     "check": "check whether a video is usable for onboarding (exit 0 usable, 2 not)",
     "repro": "run `dvc repro` (all stages, or the ones named) under one MLflow parent run",
     "demo": "run the whole pipeline on the embedded demo presenter and write reports/demo/demo.mp4",
-    "speak": "new speech -> video: talkinghead speak --presenter NAME --audio FILE --out OUT.mp4",
+    "speak": "new speech or text -> video: talkinghead speak --presenter NAME --audio FILE | --text TEXT --out OUT.mp4",
     "stream": "live speech -> live video: PCM on stdin -> MPEG-TS on stdout (talkinghead stream --presenter NAME)",
+    "voices": "list the offline voices speak --text can use",
+    "app": "local web page: speak, onboard, reports (talkinghead app [--port N] [--project DIR])",
     "bench": "time every stage on this machine and print JSON",
     "report": "write reports/index.html from the metrics and plots of every presenter",
 }
@@ -45,14 +47,27 @@ def _repro_main(argv: list[str]) -> int:
     return repro(args.targets, ["--force"] if args.force else [])
 
 
+def _voices_main(argv: list[str]) -> int:
+    argparse.ArgumentParser(prog="talkinghead voices", description=COMMANDS["voices"]).parse_args(argv)
+    from .tts import format_voices
+
+    print(format_voices())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["--version"], ["-V"]):
+        from . import __version__
+
+        print(f"talkinghead {__version__}")
+        raise SystemExit(0)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         known = argv and argv[0] not in ("-h", "--help")
         out = sys.stderr if known else sys.stdout
         if known:
             print(f"error: unknown command {argv[0]!r}", file=out)
-        print("usage: talkinghead COMMAND [ARGS]\n\ncommands:", file=out)
+        print("usage: talkinghead [--version] COMMAND [ARGS]\n\ncommands:", file=out)
         for name, text in COMMANDS.items():
             print(f"  {name:<14} {text}", file=out)
         raise SystemExit(2 if known else 0)
@@ -71,6 +86,10 @@ def main(argv: list[str] | None = None) -> None:
             from .speak import speak_main as run
         elif command == "stream":
             from .stream import stream_main as run
+        elif command == "voices":
+            run = _voices_main
+        elif command == "app":
+            from .app import app_main as run
         elif command == "bench":
             from .bench import bench_main as run
         else:

@@ -100,3 +100,36 @@ def _coerce(hint: Any, value: Any, key: str, path: str | Path) -> Any:
     if hint in (int, float, bool, str) and not isinstance(value, hint):
         raise InputError(path, f"{key} must be {hint.__name__}, not {value!r}")
     return value
+
+
+def apply_overrides(params: Mapping[str, Any], items: list[str] | tuple[str, ...],
+                    path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """A copy of ``params`` with ``key=value`` overrides for one run (``speak -S speak.crf=18``): the dotted key must
+    exist in params.yaml (so a typo is an error, never a silent new key); the value is parsed as YAML (``18``,
+    ``true``, ``[1, 2]``). Types are checked where the group is loaded (load_config)."""
+    import copy
+
+    out = copy.deepcopy(dict(params))
+    for item in items:
+        key, eq, text = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise InputError(None, f"-S {item!r}: expected KEY=VALUE, e.g. speak.crf=18")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise InputError(None, f"-S {item!r}: value is not valid YAML ({exc})") from exc
+        node: Any = out
+        parts = key.split(".")
+        for depth, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                here = ".".join(parts[:depth]) or "params.yaml"
+                known = ", ".join(sorted(map(str, node))) if isinstance(node, dict) else "no keys"
+                raise InputError(path, f"-S {key}: no key {part!r} in {here} (it has: {known})")
+            if depth == len(parts) - 1:
+                if isinstance(node[part], dict):
+                    raise InputError(path, f"-S {key}: a group; set one of its keys ({', '.join(node[part])})")
+                node[part] = value
+            else:
+                node = node[part]
+    return out

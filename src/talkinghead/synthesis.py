@@ -61,13 +61,14 @@ class SynthesisParams:
     split: SplitParams
 
     @classmethod
-    def load(cls, path: str | Path) -> "SynthesisParams":
+    def load(cls, path: str | Path, params: dict | None = None) -> "SynthesisParams":
+        """The groups from ``path``, or from its already loaded (e.g. overridden with speak -S) ``params``."""
         from .compositing import CompositesParams
         from .headmodel import HeadModelParams
         from .render import RenderParams
         from .split import SplitParams
 
-        params = load_params(path)
+        params = load_params(path) if params is None else params
         return cls(load_config(HeadModelParams, "head_model", path, params),
                    load_config(RenderParams, "render", path, params),
                    load_config(CompositesParams, "composites", path, params),

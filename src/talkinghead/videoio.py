@@ -35,12 +35,12 @@ def n_frames_for_audio(n_samples: int, rate: int, fps: float) -> int:
     return max(1, int(round(n_samples / rate * float(fps))))
 
 
-def check_writable(path: str | Path) -> None:
+def check_writable(path: str | Path, suffix: str = ".mp4") -> None:
     """Raise InputError if ``path`` cannot be created: bad suffix, parent not a directory, or not writable (checked
     by creating and removing a file there)."""
     path = Path(path)
-    if path.suffix.lower() != ".mp4":
-        raise InputError(path, "output must be an .mp4 file")
+    if path.suffix.lower() != suffix:
+        raise InputError(path, f"output must be a {suffix} file")
     if path.is_dir():
         raise InputError(path, "is a directory")
     parent = path.parent if str(path.parent) else Path(".")
@@ -67,7 +67,8 @@ class VideoWriter:
         path: target .mp4 (written only on success).
         fps: frame rate (float; stored as an exact fraction).
         width, height: frame size in pixels (yuv420p needs even sizes; odd sizes are padded by one pixel).
-        audio: optional mono float32 samples [T] in [-1, 1]; muxed as AAC at ``audio_rate``.
+        audio: optional mono float32 samples [T] in [-1, 1]; muxed as AAC at ``audio_rate``. An empty array makes
+            an audio track whose samples arrive later, chunk by chunk, through ``add_audio`` (streamed speech).
         crf, preset: libx264 quality/speed settings.
         threaded: encode in a background thread so the caller can prepare the next batch meanwhile.
     """
@@ -83,7 +84,9 @@ class VideoWriter:
         self.audio = None if audio is None else np.asarray(audio, np.float32).reshape(-1)
         self.audio_rate = int(audio_rate)
         self.frames_written = 0
-        self._audio_pos = 0
+        self._audio_pos = 0  # samples encoded so far
+        self._audio_base = 0  # sample index of self.audio[0]: add_audio drops what is already encoded
+        self._audio_lock = threading.Lock()  # add_audio (caller) and _push_audio (encoder thread) share self.audio
         self._closed = False
         self._error: BaseException | None = None
 
@@ -128,6 +131,17 @@ class VideoWriter:
             self._encode(frames)
         else:
             self._put(np.ascontiguousarray(frames))
+
+    def add_audio(self, samples: np.ndarray) -> None:
+        """Append mono float32 samples to the audio track (a writer made with ``audio=np.zeros(0)``). Add a
+        chunk's audio before its frames: the encoder pushes audio up to the time of the frames written."""
+        if self.audio is None:
+            raise ValueError("this writer has no audio track")
+        self._raise_worker_error()
+        with self._audio_lock:
+            done = self._audio_pos - self._audio_base  # encoded already: no longer kept, so memory stays flat
+            self.audio = np.concatenate([self.audio[done:], np.asarray(samples, np.float32).reshape(-1)])
+            self._audio_base = self._audio_pos
 
     def close(self) -> Path:
         """Flush the encoders, finish the file and rename it onto ``path``. Returns ``path``."""
@@ -220,10 +234,12 @@ class VideoWriter:
 
         if self.audio_stream is None:
             return
-        end = len(self.audio) if until_sample is None else min(until_sample, len(self.audio))
-        if end <= self._audio_pos:
-            return
-        chunk = self.audio[self._audio_pos:end]
+        with self._audio_lock:
+            available = self._audio_base + len(self.audio)
+            end = available if until_sample is None else min(until_sample, available)
+            if end <= self._audio_pos:
+                return
+            chunk = self.audio[self._audio_pos - self._audio_base:end - self._audio_base]
         frame = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp", layout="mono")  # [T] -> [1, T] planar
         frame.sample_rate = self.audio_rate
         frame.pts = self._audio_pos
