@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .atomic import atomic_path
 
-PARTS = ["demo", "ingest", "headmodel", "fit", "render", "lip", "gan", "speak"]
+PARTS = ["demo", "ingest", "headmodel", "fit", "render", "lip", "gan", "speak", "stream"]
 
 
 def machine() -> dict[str, object]:
