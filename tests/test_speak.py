@@ -411,11 +411,17 @@ def test_evaluate_end_to_end_on_a_tiny_presenter(tiny_presenter, monkeypatch):
 class RealCrops:
     """A perfect synthesizer for evaluate: the real crop of every source frame, whatever the expression."""
 
+    bank = None  # takes no retrieved mouths
+
     def __init__(self, presenter):
         self.presenter = presenter
 
-    def synthesize(self, expression, source):
+    def synthesize(self, expression, source, state=None):
         return np.asarray(self.presenter.crops[np.asarray(source)]), None
+
+    def synthesize_with_composites(self, expression, source, state=None):
+        crops = np.asarray(self.presenter.crops[np.asarray(source)])
+        return crops, crops, None
 
 
 @pytest.mark.slow
@@ -440,6 +446,16 @@ def test_evaluate_scores_a_perfect_synthesizer_and_its_shifted_baseline(tiny_pre
     assert shifted["av_offset"] == shift
     assert shifted["mouth_opening_r"] < 0.95 and shifted["lmd"] > 0.1 and np.isfinite(shifted["mouth_psnr"])
     assert result.real_opening.std() > 0  # the real held-out mouth moves: the lag search had something to find
+    appearance, temporal = result.metrics["appearance"], result.metrics["temporal"]
+    assert appearance["model"]["mouth_psnr"] == float("inf") and appearance["model"]["mouth_ssim"] == pytest.approx(1)
+    from talkinghead.speak import mouth_opening_from_landmarks
+
+    gap = mouth_opening_from_landmarks(pres.lmk_crop)  # open: above the whole clip's median, counted on the tail
+    start = result.metrics["heldout_start"]
+    assert appearance["open_frames"] == int((gap[start:start + result.metrics["frames"]] > np.median(gap)).sum())
+    assert temporal["generated_ratio"] == pytest.approx(1.0) and temporal["real_mouth_change"] > 0
+    assert result.metrics["retrieval"] == "off (generator without retrieval)"
+    assert (tiny_presenter / "reports" / "eval" / "tiny" / "open_mouths.png").exists()
 
 
 @pytest.mark.slow

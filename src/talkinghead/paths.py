@@ -123,6 +123,11 @@ class PresenterPaths:
         return self.gan_dir / "gan.pt"
 
     @property
+    def mouth_bank(self) -> Path:
+        """Training frames the generator retrieves mouths from (rows, mouth-shape keys, lips; gan/retrieval.py)."""
+        return self.gan_dir / "mouth_bank.npz"
+
+    @property
     def gan_train_state(self) -> Path:
         """Resumable GAN training state (networks, optimizers, RNG, step); DVC `persist: true` keeps it."""
         return self.gan_dir / "train_state.pt"

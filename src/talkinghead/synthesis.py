@@ -232,6 +232,15 @@ class CropSynthesizer:
         self.generator = load_generator(presenter.paths.gan_checkpoint, self.device, presenter.crop_size)
         self.composite_params = params.composites
         self.window_margin = window_margin  # speak.window_margin: -1 = the GAN sees the whole crop
+        self.bank = None  # retrieved mouths (gan/retrieval.py): only for a generator trained with them
+        if self.generator.config.use_retrieval:
+            from .gan.retrieval import MouthBank, RetrievalState
+
+            self.bank = MouthBank.load(presenter.paths.mouth_bank)
+            if len(self.bank.frames) and int(self.bank.frames.max()) >= presenter.n_frames:
+                raise InputError(presenter.paths.mouth_bank, f"refers to frame {int(self.bank.frames.max())} but the "
+                                                             f"presenter has {presenter.n_frames}; retrain its GAN")
+            self.state = RetrievalState()  # the default sequence (speak's one stream of frames)
 
     def masks(self, source: np.ndarray) -> np.ndarray:
         """Lower-face masks of the source frames, float32 [B, S, S]."""
@@ -240,9 +249,16 @@ class CropSynthesizer:
         return np.stack([lower_face_mask(self.presenter.lmk_crop[i], self.presenter.crop_size, self.composite_params)
                          for i in source])
 
-    def synthesize(self, expression: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def synthesize(self, expression: np.ndarray, source: np.ndarray, state=None) -> tuple[np.ndarray, np.ndarray]:
         """expression float32 [B, 53], source frame indices int [B] -> (generated crops uint8 [B, S, S, 3],
-        lower-face masks float32 [B, S, S])."""
+        lower-face masks float32 [B, S, S]). ``state``: the retrieval.RetrievalState of the frame sequence this batch
+        continues (default: the synthesizer's own, i.e. one sequence across calls)."""
+        generated, _, masks = self.synthesize_with_composites(expression, source, state)
+        return generated, masks
+
+    def synthesize_with_composites(self, expression: np.ndarray, source: np.ndarray,
+                                   state=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As ``synthesize``, also returning the composites the generator read: (generated, composites, masks)."""
         import torch
 
         from .gan import generate, mask_window
@@ -263,7 +279,20 @@ class CropSynthesizer:
         comps = composite(renders, real, blend)
         window = None if self.window_margin < 0 else mask_window(masks, self.window_margin,
                                                                   self.generator.config.multiple)
-        return generate(self.generator, comps, None, batch_size=len(source), window=window), masks
+        mouths = self.retrieved_mouths(params, state)
+        generated = generate(self.generator, comps, None, batch_size=len(source), window=window, retrieved=mouths)
+        return generated, comps, masks
+
+    def retrieved_mouths(self, params: dict, state=None) -> np.ndarray | None:
+        """The aligned retrieved mouths for a batch of render parameters (torch [B, k] tensors), or None when the
+        generator takes none."""
+        if self.bank is None:
+            return None
+        from .gan.retrieval import aligned_mouths, lip_geometry
+
+        geometry = lip_geometry(self.model, {k: v.cpu().numpy() for k, v in params.items()}, self.presenter.crop_size)
+        picks = self.bank.retrieve(geometry.keys, self.state if state is None else state)
+        return aligned_mouths(self.presenter.crops, self.bank, picks, geometry.lips)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -63,8 +63,10 @@ def mask_window(masks: np.ndarray, margin: int, multiple: int) -> tuple[int, int
 
 
 def generate(generator: Generator, composites: np.ndarray | torch.Tensor, reference: np.ndarray | None = None,
-             batch_size: int = 16, window: tuple[int, int, int, int] | None = None) -> np.ndarray:
-    """uint8 [B, S, S, 3] composites (+ optional uint8 [S, S, 3] reference, default the stored one) -> uint8 [B, S, S, 3].
+             batch_size: int = 16, window: tuple[int, int, int, int] | None = None,
+             retrieved: np.ndarray | None = None) -> np.ndarray:
+    """uint8 [B, S, S, 3] composites (+ optional uint8 [S, S, 3] reference, default the stored one; + for a generator
+    with use_retrieval the aligned retrieved mouths uint8 [B, S, S, 3], retrieval.aligned_mouths) -> uint8 [B, S, S, 3].
 
     ``window`` (y0, y1, x0, x1), e.g. from ``mask_window``: run the generator on that part only (composites and
     reference cut alike) and keep the composite elsewhere. Frames whose size is not a multiple of the network's
@@ -80,7 +82,9 @@ def generate(generator: Generator, composites: np.ndarray | torch.Tensor, refere
                 reference = to_uint8(stored[:, :, y0:y1, x0:x1])[0].cpu().numpy()  # [h, w, 3]
             elif reference is not None:
                 reference = np.asarray(reference)[y0:y1, x0:x1]
-            out[:, y0:y1, x0:x1] = generate(generator, composites[:, y0:y1, x0:x1], reference, batch_size)
+            mouths = None if retrieved is None else np.asarray(retrieved)[:, y0:y1, x0:x1]
+            out[:, y0:y1, x0:x1] = generate(generator, composites[:, y0:y1, x0:x1], reference, batch_size,
+                                            retrieved=mouths)
         return out
     device = next(generator.parameters()).device
     if isinstance(composites, torch.Tensor):
@@ -107,7 +111,11 @@ def generate(generator: Generator, composites: np.ndarray | torch.Tensor, refere
             chunk = torch.from_numpy(np.array(composites[start:start + batch_size]))  # copy: works on memmaps
             x = to_unit(chunk).to(device)  # [b, 3, S, S]
             x = F.pad(x, pad, mode="replicate").contiguous(memory_format=torch.channels_last)
-            y = generator(x, ref)[:, :, :height, :width]
+            mouths = None
+            if retrieved is not None and generator.config.use_retrieval:
+                mouths = to_unit(torch.from_numpy(np.asarray(retrieved[start:start + batch_size]))).to(device)
+                mouths = F.pad(mouths, pad, mode="replicate").contiguous(memory_format=torch.channels_last)
+            y = generator(x, ref, mouths)[:, :, :height, :width]
             out[start:start + batch_size] = to_uint8(y).cpu().numpy()
     generator.train(was_training)
     return out

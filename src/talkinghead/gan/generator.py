@@ -10,7 +10,10 @@ A small U-Net built for CPU speed (>= 10 frames/s at 256x256 on two cores):
   there (no colour drift at the mask border); inside it paints texture and teeth. (A learned blend mask
   alpha * rgb + (1 - alpha) * composite was tried first: alpha collapsed to 0 before the RGB branch was useful.)
 Optionally a reference frame of the same presenter (a closed-mouth training frame, stored in the checkpoint)
-is concatenated to the input, giving the network the presenter's true skin and lip appearance.
+is concatenated to the input, giving the network the presenter's true skin and lip appearance, and (use_retrieval)
+a retrieved mouth: the training frame whose mouth shape is nearest the rendered one, aligned to the target's lips
+(gan/retrieval.py; zeros outside the mouth, and everywhere when nothing can be retrieved) -- real teeth and mouth
+interior to copy from instead of the render's procedural teeth band.
 Images are float tensors in [-1, 1], [B, 3, H, W]; H and W must be multiples of 2 ** (levels - 1).
 """
 
@@ -27,6 +30,7 @@ import torch.nn.functional as F
 class GeneratorConfig:
     channels: tuple[int, ...] = (16, 32, 64, 128)  # width per level; level i works at 1 / 2**i resolution
     use_reference: bool = True
+    use_retrieval: bool = False  # 3 more input channels: the retrieved, aligned mouth (False in older checkpoints)
     image_size: int = 256  # the resolution it is trained for (fully convolutional: any multiple works)
 
     def to_dict(self) -> dict:
@@ -42,7 +46,7 @@ class GeneratorConfig:
 
     @property
     def in_channels(self) -> int:
-        return 6 if self.use_reference else 3
+        return 3 + 3 * int(self.use_reference) + 3 * int(self.use_retrieval)
 
     @property
     def multiple(self) -> int:
@@ -77,17 +81,21 @@ class Generator(nn.Module):
         # a reference frame of the presenter ([1, 3, S, S] in [-1, 1]); empty until training picks one
         self.register_buffer("reference", torch.zeros(0))
 
-    def forward(self, composite: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
-        """composite [B, 3, H, W] in [-1, 1]; reference [B or 1, 3, H, W] (default: the stored one) -> [B, 3, H, W]."""
+    def forward(self, composite: torch.Tensor, reference: torch.Tensor | None = None,
+                retrieved: torch.Tensor | None = None) -> torch.Tensor:
+        """composite [B, 3, H, W] in [-1, 1]; reference [B or 1, 3, H, W] (default: the stored one); retrieved
+        [B, 3, H, W] aligned mouths in [-1, 1] (None: nothing retrieved) -> [B, 3, H, W]."""
+        inputs = [composite]
         if self.config.use_reference:
             if reference is None:
                 if self.reference.numel() == 0:
                     raise ValueError("this generator needs a reference frame and none is stored")
                 reference = self.reference
-            reference = reference.to(composite.dtype).expand(composite.shape[0], -1, -1, -1)
-            x = torch.cat([composite, reference], dim=1)  # [B, 6, H, W]
-        else:
-            x = composite
+            inputs.append(reference.to(composite.dtype).expand(composite.shape[0], -1, -1, -1))
+        if self.config.use_retrieval:
+            # an empty bank gives zeros in uint8, i.e. -1 here; None stands for the same
+            inputs.append(torch.full_like(composite, -1.0) if retrieved is None else retrieved.to(composite.dtype))
+        x = torch.cat(inputs, dim=1) if len(inputs) > 1 else composite  # [B, in_channels, H, W]
         skips = [self.stem(x)]
         for block in self.down:
             skips.append(block(skips[-1]))

@@ -34,6 +34,7 @@ from ..atomic import atomic_path
 from .face_discriminator import MultiScaleDiscriminator, PatchDiscriminatorConfig
 from .generator import Generator, GeneratorConfig, to_unit
 from .mouth_discriminator import MouthDiscriminator, MouthDiscriminatorConfig
+from .retrieval import MouthBank, aligned_mouths
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,11 @@ class GanParams:
     image_size: int
     channels: tuple[int, ...]  # U-Net width per level
     use_reference: bool
+    retrieval: bool  # also feed the nearest-mouth-shape training frame, aligned (gan/retrieval.py)
+    retrieval_candidates: int  # training picks one of the k nearest at random (speak's pick is not always the nearest)
+    retrieval_exclude: int  # training never retrieves a frame within this many frames of the target
+    retrieval_stickiness: float  # sequences keep the previous pick while within this many bank tolerances of the best
+    bank_min_opening: float  # head model units: a training part that never opens wider gets no bank (render only)
     d_channels: int
     d_scales: int
     mouth_crop: int
@@ -72,6 +78,18 @@ class GanParams:
 
 
 @dataclass
+class RetrievalData:
+    """What training needs to feed retrieved mouths: the bank (training rows only), per row of the data its
+    ``candidates`` int64 [N, k] (bank indices, -1 none; the row's own neighbourhood excluded) and the projected lips
+    of what its composite renders, ``target_lips`` float32 [N, L, 2]."""
+
+    bank: MouthBank
+    candidates: np.ndarray
+    target_lips: np.ndarray
+    target_keys: np.ndarray  # float32 [N, K]: mouth-shape keys of what each composite renders
+
+
+@dataclass
 class GanData:
     """The arrays one presenter's training reads (memory-mapped is fine)."""
 
@@ -80,6 +98,7 @@ class GanData:
     boxes: np.ndarray  # float32 [N, 4] mouth boxes x0, y0, x1, y1 in crop pixels
     train_index: np.ndarray  # int64 [n_train] rows used for training (not held out)
     heldout_index: np.ndarray  # int64 [n_heldout]
+    retrieval: RetrievalData | None = None  # with gan.retrieval: the bank and each row's candidates
 
     @property
     def image_size(self) -> int:
@@ -99,6 +118,7 @@ class Batch:
     composite: torch.Tensor  # [B, 3, c, c] in [-1, 1]
     real: torch.Tensor  # [B, 3, c, c]
     reference: torch.Tensor | None  # [B, 3, c, c] or None
+    retrieved: torch.Tensor | None  # [B, 3, c, c] aligned retrieved mouths, or None (no retrieval)
     boxes: torch.Tensor  # [B, 4] mouth boxes in the crop's pixels
 
 
@@ -126,8 +146,15 @@ def sample_batch(data: GanData, rng: torch.Generator, batch_size: int, crop: int
     picks = torch.randint(len(data.train_index), (batch_size,), generator=rng).numpy()
     jitter = torch.rand((batch_size, 2), generator=rng).numpy()
     rows = data.train_index[picks]
-    comps, reals, refs, boxes = [], [], [], []
-    for row, (jx, jy) in zip(rows, jitter):
+    mouths = None
+    if data.retrieval is not None:  # drawn only then, so a run without retrieval samples as before
+        r = data.retrieval
+        which = torch.randint(r.candidates.shape[1], (batch_size,), generator=rng).numpy()
+        chosen = r.candidates[rows, which]
+        chosen = np.where(chosen >= 0, chosen, r.candidates[rows, 0])  # fewer than k candidates: the nearest
+        mouths = aligned_mouths(data.frames, r.bank, chosen, r.target_lips[rows])
+    comps, reals, refs, boxes, retrieved = [], [], [], [], []
+    for i, (row, (jx, jy)) in enumerate(zip(rows, jitter)):
         box = data.boxes[row].astype(np.float32)
         # a uniformly placed window that still contains the box centre (with a 16 px margin): mostly the mouth
         # and its surroundings, sometimes the far face and background, so the net learns to leave those alone
@@ -140,6 +167,8 @@ def sample_batch(data: GanData, rng: torch.Generator, batch_size: int, crop: int
         reals.append(data.frames[row][window])
         if reference is not None:
             refs.append(reference[window])
+        if mouths is not None:
+            retrieved.append(mouths[i][window])
         boxes.append(box - np.array([x0, y0, x0, y0], np.float32))
 
     def stack(images: list[np.ndarray]) -> torch.Tensor:
@@ -149,6 +178,7 @@ def sample_batch(data: GanData, rng: torch.Generator, batch_size: int, crop: int
         composite=stack(comps),
         real=stack(reals),
         reference=stack(refs) if refs else None,
+        retrieved=stack(retrieved) if retrieved else None,
         boxes=torch.from_numpy(np.stack(boxes)).to(device),
     )
 
@@ -182,7 +212,7 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
 
 # GanParams keys that may change between a run and its resumption (budgets, bookkeeping)
 RESUMABLE_CHANGES = ("max_steps", "max_seconds", "target_loss", "checkpoint_every", "sample_every", "log_every",
-                     "threads")
+                     "threads", "retrieval_stickiness")  # stickiness: how sequences pick at inference, not training
 
 
 def config_fingerprint(*configs) -> str:
@@ -249,7 +279,7 @@ class GanTrainer:
 
         # generator step
         with autocast:
-            fake = self.generator(batch.composite, batch.reference)
+            fake = self.generator(batch.composite, batch.reference, batch.retrieved)
             face_real, face_fake = zip(*(split_real_fake(o, n) for o in self.face_d(comp2, torch.cat([batch.real, fake]))))
             mouth_real, mouth_fake = split_real_fake(self.mouth_d(comp2, torch.cat([batch.real, fake]), boxes2), n)
             l1 = (mouth_weight * (fake.float() - batch.real).abs()).mean()
@@ -342,7 +372,8 @@ class GanTrainer:
             if self.rank == 0 and on_sample is not None and self.step % cfg.sample_every == 0:
                 with torch.inference_mode():
                     self.generator.eval()
-                    on_sample(batch, unwrap(self.generator)(batch.composite, batch.reference), self.step)
+                    fake = unwrap(self.generator)(batch.composite, batch.reference, batch.retrieved)
+                    on_sample(batch, fake, self.step)
             reason = self.stop_reason()
             if self.step % cfg.checkpoint_every == 0 or reason is not None:
                 self.save(checkpoint)

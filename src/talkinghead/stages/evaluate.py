@@ -10,6 +10,12 @@ so every generated frame lines up with a real crop. Metrics (all on S x S crops,
 - ``av_offset``: lag in [-5, 5] frames maximising their cross-correlation (positive = generated lags real).
 - ``mouth_psnr`` / ``mouth_ssim``: on the mouth box of the real frame, resampled to ``gan.mouth_crop`` square by
   roi_align: the mouth crop the GAN's mouth discriminator and train_gan's mouth metrics use.
+``appearance`` judges the image stage alone: the held-out frames rendered with their *fitted* expression (the true
+mouth shape, flame.parquet) instead of the lip model's, composited and passed through the generator; mouth PSNR /
+SSIM of the generated crops and of the composites themselves (the baseline), on all frames and on the open-mouth frames
+(real inner-lip gap above the clip's median). ``temporal``: mean absolute frame-to-frame change inside the mouth crop
+(0-255 levels), generated (whole chain and fitted expression) over the real footage's: 1 = as steady as the real
+mouth, above 1 flicker. ``retrieval`` says whether the generator took mouths from the training footage (and why not).
 The same for two baselines: ``static`` (the pipeline with the mouth held closed: the closed-mouth frame's fitted
 expression on every frame) and ``shifted`` (the generated video delayed by 3 frames; should give av_offset 3).
 
@@ -20,7 +26,8 @@ the person who spoke: r at lag 0, the best lag in [-cross_max_lag, cross_max_lag
 VAD). Generated speakers (the demo) are left out of ``cross_speaker.mean_r``.
 
 Writes reports/eval/NAME/: metrics.json, mouth_opening.csv + mouth_opening.png (real vs generated over time),
-side_by_side.mp4 (real | generated, with the tail's audio) and strip.png (a few real | generated pairs).
+side_by_side.mp4 (real | generated, with the tail's audio), strip.png (a few real | generated pairs) and
+open_mouths.png (the most open held-out mouths: real | composite | generated, fitted expression | generated, lip model).
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ class EvaluateParams:
     shift_frames: int  # the shifted baseline's delay
     max_lag: int  # av_offset search range, frames
     strip_pairs: int  # real | generated pairs in strip.png
+    open_mouth_rows: int  # rows of open_mouths.png (the most open held-out frames, spread apart)
     batch_size: int  # run time only
     max_frames: int  # evaluate at most this many tail frames (0 = all)
 
@@ -106,6 +114,41 @@ def sync_metrics(real_lmk: np.ndarray, gen_lmk: np.ndarray, lip_ids: np.ndarray,
         out["mouth_opening_r"] = float("nan")
         out["av_offset"] = float("nan")
     return out
+
+
+def mean_change(previous: np.ndarray | None, crops: np.ndarray) -> np.ndarray:
+    """Mean absolute change (0-255 levels) from each crop to the one before: uint8 [B, h, w, 3] -> float64 [B]
+    (B - 1 values when there is no ``previous`` crop)."""
+    seq = crops if previous is None else np.concatenate([previous[None], crops])
+    seq = seq.astype(np.int16)
+    return np.abs(seq[1:] - seq[:-1]).mean(axis=(1, 2, 3)).astype(np.float64)
+
+
+def open_mouth_rows(opening: np.ndarray, frames: np.ndarray, rows: int, spacing: int = 10) -> list[int]:
+    """Up to ``rows`` of ``frames`` with the widest ``opening`` (same length), at least ``spacing`` frames apart."""
+    chosen: list[int] = []
+    for i in np.argsort(-opening, kind="stable"):
+        if len(chosen) == rows:
+            break
+        if np.isfinite(opening[i]) and all(abs(int(frames[i]) - c) >= spacing for c in chosen):
+            chosen.append(int(frames[i]))
+    return sorted(chosen)
+
+
+def labelled_grid(rows: list[list[np.ndarray]], labels: list[str], row_labels: list[str], cell: int = 160) -> np.ndarray:
+    """Images (uint8 [h, w, 3]) in rows x columns, each resized to cell x cell, a header row with the column labels
+    and each row's label on its first cell. uint8 RGB."""
+    import cv2
+
+    header = np.full((24, cell * len(labels), 3), 255, np.uint8)
+    for j, label in enumerate(labels):
+        cv2.putText(header, label, (j * cell + 4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+    out = [header]
+    for cells, row_label in zip(rows, row_labels):
+        line = np.concatenate([cv2.resize(c, (cell, cell), interpolation=cv2.INTER_CUBIC) for c in cells], axis=1)
+        cv2.putText(line, row_label, (4, cell - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1, cv2.LINE_AA)
+        out.append(line)
+    return np.concatenate(out, axis=0)
 
 
 class FaceMeshTracker:
@@ -184,6 +227,21 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
     static_expression = np.repeat(pres.fitted["expression"][closed][None], n, axis=0)  # mouth held closed
 
     synth = synthesizer or CropSynthesizer(pres, synthesis, window_margin)
+    from ..gan.retrieval import RetrievalState
+
+    states = {k: RetrievalState() for k in ("generated", "static", "fitted")}  # one retrieval sequence per stream
+    # open-mouth frames: real inner-lip gap (FaceMesh, frames where it found the face) above the clip's median
+    gap = mouth_opening_from_landmarks(pres.lmk_crop)
+    seen = pres.detected & np.isfinite(gap)
+    median_gap = float(np.median(gap[seen])) if seen.any() else float("inf")
+    is_open = seen & (gap > median_gap)
+    tail = np.arange(start, stop)
+    show_open = set(open_mouth_rows(np.where(seen[tail], gap[tail], -np.inf), tail, params.open_mouth_rows))
+    open_cells: dict[int, list[np.ndarray]] = {}
+    appearance = {k: {"psnr": [], "ssim": []} for k in ("generated", "composite")}
+    open_flags: list[np.ndarray] = []
+    changes: dict[str, list[np.ndarray]] = {k: [] for k in ("real", "generated", "fitted")}
+    last: dict[str, np.ndarray | None] = {k: None for k in changes}
     composite_params = synthesis.composites
     size = pres.crop_size
     scale = METRIC_SIZE / size
@@ -205,8 +263,10 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
                 source = np.arange(start + b0, min(start + b0 + batch, stop))
                 k = len(source)
                 real = np.asarray(pres.crops[source])
-                generated, _ = synth.synthesize(expression[b0:b0 + k], source)
-                static, _ = synth.synthesize(static_expression[b0:b0 + k], source)
+                generated, _ = synth.synthesize(expression[b0:b0 + k], source, states["generated"])
+                static, _ = synth.synthesize(static_expression[b0:b0 + k], source, states["static"])
+                fitted, fitted_comp, _ = synth.synthesize_with_composites(pres.fitted["expression"][source], source,
+                                                                          states["fitted"])
                 shifted = []
                 for g in generated:
                     recent.append(g)
@@ -218,6 +278,21 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
                     mouths = mouth_crops(images, boxes, mouth_crop)
                     scores[name]["psnr"].append(psnr_per_image(mouths, real_mouth))
                     scores[name]["ssim"].append(ssim_per_image(mouths, real_mouth))
+                    if name == "generated":
+                        generated_mouth = mouths
+                fitted_mouth = mouth_crops(fitted, boxes, mouth_crop)
+                comp_mouth = mouth_crops(fitted_comp, boxes, mouth_crop)
+                for name, mouths in (("generated", fitted_mouth), ("composite", comp_mouth)):
+                    appearance[name]["psnr"].append(psnr_per_image(mouths, real_mouth))
+                    appearance[name]["ssim"].append(ssim_per_image(mouths, real_mouth))
+                open_flags.append(is_open[source])
+                for name, mouths in (("real", real_mouth), ("generated", generated_mouth), ("fitted", fitted_mouth)):
+                    changes[name].append(mean_change(last[name], mouths))
+                    last[name] = mouths[-1]
+                for j, src in enumerate(source):
+                    if int(src) in show_open:  # mouth boxes cut from the full crops, shown large
+                        open_cells[int(src)] = [mouth_crops(img[j:j + 1], boxes[j:j + 1], 128)[0]
+                                                for img in (real, fitted_comp, fitted, generated)]
                 for name, images in (("real", real), ("generated", generated), ("static", static)):
                     lmk[name].append(trackers[name](images))
                 pairs = np.concatenate([real, generated], axis=2)  # [B, S, 2S, 3]: real | generated
@@ -238,6 +313,18 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
         m["mouth_psnr"] = _finite_mean(np.concatenate(scores[name]["psnr"]))
         m["mouth_ssim"] = float(np.mean(np.concatenate(scores[name]["ssim"])))
         metrics["model" if name == "generated" else f"baseline_{name}"] = m
+    metrics["appearance"] = appearance_metrics(appearance, np.concatenate(open_flags), median_gap * scale)
+    metrics["temporal"] = temporal_metrics({k: np.concatenate(v) for k, v in changes.items()})
+    metrics["retrieval"] = ("off (generator without retrieval)" if synth.bank is None
+                            else f"off: {synth.bank.note}" if synth.bank.empty else "on")
+    if open_cells:
+        import cv2
+
+        labels = ["real", "composite (fitted)", "generated (fitted)", "generated (lip model)"]
+        grid = labelled_grid(list(open_cells.values()), labels, [f"frame {i}" for i in open_cells])
+        ok, png = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+        if ok:
+            _atomic_bytes(out_dir / "open_mouths.png", png.tobytes())
     if params.cross_speakers:
         metrics["cross_speaker"] = cross_speaker_evaluation(paths, pres, synth, root, params,
                                                             synthesis.split.heldout_fraction, progress)
@@ -302,6 +389,30 @@ def cross_speaker_evaluation(paths: PresenterPaths, pres, synth, root: Path, par
                   f"best lag {m['best_lag']:+d}, voiced r {m['r_voiced']:+.2f}")
     real = [v["r"] for v in out.values() if "r" in v and not v["generated_speaker"]]
     return {"speakers": out, "mean_r": float(np.mean(real)) if real else float("nan")}
+
+
+def appearance_metrics(scores: dict[str, dict[str, list[np.ndarray]]], is_open: np.ndarray,
+                       threshold: float) -> dict[str, Any]:
+    """Mouth PSNR / SSIM with the fitted expression: {generated, composite} x {all frames, open-mouth frames}."""
+    out: dict[str, Any] = {"open_frames": int(is_open.sum()), "open_threshold_px": threshold}
+    for name, per in scores.items():
+        psnr, ssim = np.concatenate(per["psnr"]), np.concatenate(per["ssim"])
+        out["model" if name == "generated" else name] = {
+            "mouth_psnr": _finite_mean(psnr), "mouth_ssim": float(ssim.mean()),
+            "open_mouth_psnr": _finite_mean(psnr[is_open]) if is_open.any() else float("nan"),
+            "open_mouth_ssim": float(ssim[is_open].mean()) if is_open.any() else float("nan")}
+    return out
+
+
+def temporal_metrics(changes: dict[str, np.ndarray]) -> dict[str, float]:
+    """Mean frame-to-frame mouth change of each stream and its ratio to the real footage's."""
+    real = float(changes["real"].mean()) if len(changes["real"]) else float("nan")
+    out = {"real_mouth_change": real}
+    for name in ("generated", "fitted"):
+        value = float(changes[name].mean()) if len(changes[name]) else float("nan")
+        out[f"{name}_mouth_change"] = value
+        out[f"{name}_ratio"] = value / real if real > 0 else float("nan")
+    return out
 
 
 def _finite_mean(values: np.ndarray) -> float:
@@ -377,8 +488,12 @@ def main(argv: list[str] | None = None) -> None:
             if (out_dir / name).exists():
                 mlflow.log_artifact(str(out_dir / name))
     m = result.metrics["model"]
+    a, t = result.metrics["appearance"], result.metrics["temporal"]
     print(f"evaluate {paths.name}: {result.metrics['frames']} frames; LMD {m['lmd']:.2f} px, r {m['mouth_opening_r']:.3f}, "
-          f"AV offset {m['av_offset']}, mouth PSNR {m['mouth_psnr']:.2f} dB, SSIM {m['mouth_ssim']:.3f} -> {out_dir}")
+          f"AV offset {m['av_offset']}, mouth PSNR {m['mouth_psnr']:.2f} dB, SSIM {m['mouth_ssim']:.3f}; fitted "
+          f"expression: {a['model']['mouth_psnr']:.2f} dB / {a['model']['mouth_ssim']:.3f} (composite "
+          f"{a['composite']['mouth_psnr']:.2f} dB), open mouths {a['model']['open_mouth_psnr']:.2f} dB; mouth change "
+          f"ratio {t['generated_ratio']:.2f}; retrieval {result.metrics['retrieval']} -> {out_dir}")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,11 @@
     python -m talkinghead.stages.train_gan data/interim/NAME --out models/gan/NAME
 
 Inputs: data/processed/NAME/composites.npy uint8 [N, S, S, 3] and composites.parquet (schemas.COMPOSITES),
-data/interim/NAME/frames.npy (the real crops). Outputs: models/gan/NAME/gan.pt (generator for inference) and train_state.pt
-(resumable training state; the folder is DVC `persist: true`, so re-running after a kill resumes),
-reports/gan/NAME/metrics.json (+ sample grids, losses.csv); gan.pt is registered in MLflow as a new version of
-``talkinghead-gan-NAME`` (registry.py). Under ``torchrun`` it trains with DDP (gloo on CPU, nccl on GPU).
+data/interim/NAME/frames.npy (the real crops); with gan.retrieval also flame.parquet and lip_coeffs.parquet (mouth
+shapes for retrieval, gan/retrieval.py). Outputs: models/gan/NAME/gan.pt (generator for inference), mouth_bank.npz
+(with gan.retrieval) and train_state.pt (resumable training state; the folder is DVC `persist: true`, so re-running
+after a kill resumes), reports/gan/NAME/metrics.json (+ sample grids, losses.csv); gan.pt is registered in MLflow as a
+new version of ``talkinghead-gan-NAME`` (registry.py). Under ``torchrun`` it trains with DDP (gloo on CPU, nccl on GPU).
 """
 
 from __future__ import annotations
@@ -28,13 +29,15 @@ from ..gan import generate, load_generator
 from ..gan.face_discriminator import PatchDiscriminatorConfig
 from ..gan.generator import GeneratorConfig, to_uint8
 from ..gan.mouth_discriminator import MouthDiscriminatorConfig, mouth_crops
-from ..gan.trainer import Batch, GanData, GanParams, GanTrainer
+from ..gan.retrieval import MouthBank, RetrievalState, aligned_mouths, lip_geometry
+from ..gan.trainer import Batch, GanData, GanParams, GanTrainer, RetrievalData
+from ..headmodel import HeadModelParams, load_head_model
 from ..imagemetrics import psnr_per_image, ssim_per_image
 from ..parallel import choose_threads, init_distributed
 from ..paths import PresenterPaths
 from ..params import load_config
 from ..progress import print_summary
-from ..schemas import COMPOSITES, column_array, read_table
+from ..schemas import COMPOSITES, LIP_COEFFS, PARAMETERS, column_array, read_table
 from ..split import SplitParams, heldout_start
 from ..tensorfile import load_tensor
 
@@ -62,6 +65,30 @@ def load_gan_data(paths: PresenterPaths, heldout_fraction: float) -> GanData:
         raise InputError(paths.composites_table,
                          f"need training and held-out frames, got {len(train_index)} and {len(heldout_index)}")
     return GanData(composites, frames, boxes, train_index.astype(np.int64), heldout_index.astype(np.int64))
+
+
+def _by_frame(path: Path, schema, n: int):
+    """A per-frame table sorted by frame; InputError unless it holds exactly frames 0..n-1."""
+    table = read_table(path, schema).sort_values("frame").reset_index(drop=True)
+    if not np.array_equal(table["frame"].to_numpy(), np.arange(n)):
+        raise InputError(path, f"expected one row per frame 0..{n - 1} (composites has {n}), got {len(table)} rows")
+    return table
+
+
+def load_retrieval(paths: PresenterPaths, data: GanData, params: GanParams, head_model: HeadModelParams) -> RetrievalData:
+    """The mouth bank (training rows, fitted expression) and each row's retrieval candidates for the expression its
+    composite renders (the lip model's, lip_coeffs.parquet), its own +-retrieval_exclude frames left out."""
+    n = len(data.composites)
+    fitted = _by_frame(paths.flame, PARAMETERS, n)
+    lip = _by_frame(paths.lip_coeffs, LIP_COEFFS, n)
+    model = load_head_model(head_model).eval()
+    columns = {k: column_array(fitted, k) for k in ("shape", "expression", "pose", "camera")}
+    fitted_geometry = lip_geometry(model, columns, data.image_size)
+    rendered = lip_geometry(model, dict(columns, expression=column_array(lip, "expression")), data.image_size)
+    bank = MouthBank.build(data.train_index, fitted_geometry, params.bank_min_opening, params.retrieval_stickiness,
+                           params.retrieval_exclude)
+    candidates = bank.candidates(rendered.keys, params.retrieval_candidates, np.arange(n), params.retrieval_exclude)
+    return RetrievalData(bank, candidates, rendered.lips, rendered.keys)
 
 
 def sample_grid(composite: np.ndarray, generated: np.ndarray, real: np.ndarray) -> np.ndarray:
@@ -94,16 +121,23 @@ class Evaluation:
 
 
 def evaluate(generator, data: GanData, mouth_size: int = 64, batch_size: int = 16) -> Evaluation:
-    """PSNR / SSIM on the held-out tail, GAN output vs real, and the composite itself vs real as the baseline."""
+    """PSNR / SSIM on the held-out tail, GAN output vs real, and the composite itself vs real as the baseline.
+    With ``data.retrieval`` the held-out tail retrieves its mouths as one sequence (as speak does)."""
     from ..progress import Progress
 
+    state = RetrievalState()
     scores: dict[str, list[np.ndarray]] = {}
     show = set(np.linspace(0, len(data.heldout_index) - 1, GRID_ROWS).round().astype(int).tolist())
     shown: list[tuple[np.ndarray, ...]] = []
     for start in Progress(range(0, len(data.heldout_index), batch_size), desc="gan eval", unit="batch"):
         rows = data.heldout_index[start:start + batch_size]
         comp, real = np.asarray(data.composites[rows]), np.asarray(data.frames[rows])
-        fake = generate(generator, comp)
+        retrieved = None
+        if data.retrieval is not None:
+            r = data.retrieval
+            picks = r.bank.retrieve(r.target_keys[rows], state)
+            retrieved = aligned_mouths(data.frames, r.bank, picks, r.target_lips[rows])
+        fake = generate(generator, comp, retrieved=retrieved)
         boxes = data.boxes[rows]
         crops = {k: mouth_crops(v, boxes, mouth_size) for k, v in (("comp", comp), ("fake", fake), ("real", real))}
         for name, images, mouths in (("gan", fake, crops["fake"]), ("composite", comp, crops["comp"])):
@@ -126,14 +160,16 @@ def evaluate(generator, data: GanData, mouth_size: int = 64, batch_size: int = 1
 
 def build_trainer(params: GanParams, device: torch.device) -> GanTrainer:
     gen_config = GeneratorConfig(channels=params.channels, use_reference=params.use_reference,
-                                 image_size=params.image_size)
+                                 use_retrieval=params.retrieval, image_size=params.image_size)
     face_config = PatchDiscriminatorConfig(base_channels=params.d_channels, scales=params.d_scales)
     mouth_config = MouthDiscriminatorConfig(crop_size=params.mouth_crop, base_channels=params.d_channels)
     return GanTrainer(gen_config, params, face_config, mouth_config, device)
 
 
-def train_gan(paths: PresenterPaths, params: GanParams, split: SplitParams, progress: bool = True) -> dict:
-    """Train (resuming from ``paths.gan_train_state`` when it matches the config), export gan.pt, evaluate.
+def train_gan(paths: PresenterPaths, params: GanParams, split: SplitParams, head_model: HeadModelParams,
+              progress: bool = True) -> dict:
+    """Train (resuming from ``paths.gan_train_state`` when it matches the config), export gan.pt (and with
+    gan.retrieval the mouth bank, mouth_bank.npz), evaluate.
 
     Returns the held-out metrics (also written to ``paths.report("gan")``/metrics.json).
     """
@@ -146,6 +182,10 @@ def train_gan(paths: PresenterPaths, params: GanParams, split: SplitParams, prog
     data = load_gan_data(paths, split.heldout_fraction)
     if data.image_size != params.image_size:
         raise InputError(paths.composites, f"frames are {data.image_size} px, gan.image_size is {params.image_size}")
+    if params.retrieval:
+        data.retrieval = load_retrieval(paths, data, params, head_model)
+        if data.retrieval.bank.empty:
+            print(f"train_gan {name}: {data.retrieval.bank.note}", file=sys.stderr)
     device = init_distributed().device
     torch.set_num_threads(choose_threads(params.threads))
     trainer = build_trainer(params, device)
@@ -179,17 +219,24 @@ def train_gan(paths: PresenterPaths, params: GanParams, split: SplitParams, prog
         if not rank0:
             return {}
         trainer.export(paths.gan_checkpoint)
+        if data.retrieval is not None:
+            data.retrieval.bank.save(paths.mouth_bank)
+        elif paths.mouth_bank.exists():  # a bank of an earlier retrieval run would not match this generator
+            paths.mouth_bank.unlink()
         # a new version of the registered talkinghead-gan-NAME (registry.py), a held-out composite as its example
         register_gan(mlflow, paths.gan_checkpoint, name, np.asarray(data.composites[data.heldout_index[:1]]))
         generator = load_generator(paths.gan_checkpoint, device)
         evaluation = evaluate(generator, data, mouth_size=params.mouth_crop)
         metrics = dict(evaluation.metrics, steps=float(trainer.step), train_seconds=trainer.elapsed_s,
                        final_g_loss_ema=float(trainer.loss_ema or 0.0))
+        bank = data.retrieval.bank if data.retrieval is not None else None
+        metrics["retrieval_bank_frames"] = float(len(bank.frames)) if bank is not None else 0.0
         report_dir.mkdir(parents=True, exist_ok=True)
         write_losses(report_dir / "losses.csv", curve)
         write_png(report_dir / "heldout_samples.png", evaluation.grid)
         write_png(report_dir / "heldout_mouths.png", evaluation.mouth_grid)
-        write_json(report_dir / "metrics.json", dict(metrics, stop_reason=reason))
+        retrieval = "off (gan.retrieval false)" if bank is None else (f"off: {bank.note}" if bank.empty else "on")
+        write_json(report_dir / "metrics.json", dict(metrics, stop_reason=reason, retrieval=retrieval))
         mlflow.log_metrics(metrics, step=trainer.step)
         mlflow.set_tag("gan_stop_reason", reason)
         for png in ("heldout_samples.png", "heldout_mouths.png"):
@@ -218,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         paths = dataclasses.replace(PresenterPaths.from_folder(args.interim), gan_dir=args.out)
         metrics = train_gan(paths, load_config(GanParams, "gan"), load_config(SplitParams, "split"),
-                            progress=not args.no_progress)
+                            load_config(HeadModelParams, "head_model"), progress=not args.no_progress)
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

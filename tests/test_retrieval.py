@@ -1,0 +1,176 @@
+"""Mouth retrieval: similarity alignment, the bank (fallback, exclusion, stickiness, file), aligned crops, and the
+generator / training batches that read them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from talkinghead.errors import InputError
+from talkinghead.gan.generator import Generator, GeneratorConfig
+from talkinghead.gan.retrieval import (LipGeometry, MouthBank, RetrievalState, aligned_mouths, lip_box, lip_geometry,
+                                       similarity)
+
+
+def lip_ring(n: int = 40, width: float = 30.0, height: float = 10.0, centre=(64.0, 80.0)) -> np.ndarray:
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return np.stack([centre[0] + width / 2 * np.cos(t), centre[1] + height / 2 * np.sin(t)], 1).astype(np.float32)
+
+
+def geometry(n: int, openings: np.ndarray, size: int = 128) -> LipGeometry:
+    """Frames whose key is their opening (a 1-D mouth shape) and whose lips sit at the same place."""
+    keys = np.stack([openings * 1000.0, np.zeros(n)], 1).astype(np.float32)
+    lips = np.repeat(lip_ring()[None], n, axis=0)
+    return LipGeometry(keys, lips, openings.astype(np.float32))
+
+
+def test_similarity_recovers_rotation_scale_translation():
+    src = lip_ring()
+    angle, scale, shift = 0.3, 1.7, np.array([5.0, -12.0])
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    dst = (scale * src @ rot.T + shift).astype(np.float32)
+    matrix = similarity(src, dst)
+    np.testing.assert_allclose(matrix[:, :2], scale * rot, atol=1e-4)
+    np.testing.assert_allclose(src @ matrix[:, :2].T + matrix[:, 2], dst, atol=1e-3)
+
+
+def test_bank_without_open_mouth_is_empty_and_says_why():
+    g = geometry(50, np.full(50, 0.001))
+    bank = MouthBank.build(np.arange(40), g, min_opening=0.003, stickiness=1.0, exclude=2)
+    assert bank.empty and "no training frame opens the mouth" in bank.note
+    assert (bank.retrieve(g.keys[:5], RetrievalState()) == -1).all()
+    assert (bank.candidates(g.keys[:5], 3) == -1).all()
+    frames = np.full((50, 128, 128, 3), 200, np.uint8)
+    assert not aligned_mouths(frames, bank, np.full(5, -1), g.lips[:5]).any()  # nothing retrieved: zeros
+
+
+def test_candidates_are_nearest_and_skip_the_targets_neighbourhood():
+    openings = np.linspace(0.0, 0.01, 60)
+    g = geometry(60, openings)
+    bank = MouthBank.build(np.arange(40), g, min_opening=0.003, stickiness=1.0, exclude=3)
+    assert not bank.empty and bank.note == "" and len(bank.frames) == 40
+    near = bank.candidates(g.keys[[20]], 2)
+    assert sorted(bank.frames[near[0]].tolist()) in ([19, 20], [20, 21])
+    far = bank.candidates(g.keys[[20]], 2, exclude_rows=np.array([20]), radius=3)
+    assert all(abs(int(bank.frames[j]) - 20) > 3 for j in far[0])  # the answer and its neighbours are not retrievable
+    assert set(bank.frames[far[0]].tolist()) <= {16, 24}  # ... the nearest of the rest are
+
+
+def test_stickiness_keeps_the_pick_between_near_equal_neighbours():
+    rng = np.random.default_rng(0)
+    openings = rng.uniform(0.0, 0.01, 200)
+    g = geometry(200, openings)
+    queries = g.keys[:1].repeat(40, 0) + rng.normal(0, 0.03, (40, 2)).astype(np.float32)  # one shape, jittering
+    loose = MouthBank.build(np.arange(200), g, 0.003, stickiness=0.0, exclude=0)
+    sticky = MouthBank.build(np.arange(200), g, 0.003, stickiness=50.0, exclude=0)
+    def jumps(bank):  # switches to another footage frame than the same or the next one
+        step = np.diff(bank.frames[bank.retrieve(queries, RetrievalState())])
+        return np.count_nonzero((step != 0) & (step != 1))
+
+    assert jumps(sticky) < jumps(loose) / 2
+    # without a state every query gets its nearest frame
+    np.testing.assert_array_equal(sticky.retrieve(queries), loose.retrieve(queries))
+
+
+def test_bank_file_roundtrip_and_malformed(tmp_path):
+    g = geometry(30, np.linspace(0, 0.01, 30))
+    bank = MouthBank.build(np.arange(30), g, 0.003, 1.5, 2)
+    bank.save(tmp_path / "mouth_bank.npz")
+    back = MouthBank.load(tmp_path / "mouth_bank.npz")
+    np.testing.assert_array_equal(back.frames, bank.frames)
+    np.testing.assert_array_equal(back.lips, bank.lips)
+    assert (back.stickiness, back.tolerance, back.note) == (1.5, bank.tolerance, "")
+    (tmp_path / "bad.npz").write_bytes(b"not a bank")
+    with pytest.raises(InputError, match="not a mouth bank"):
+        MouthBank.load(tmp_path / "bad.npz")
+    with pytest.raises(InputError, match="missing"):
+        MouthBank.load(tmp_path / "none.npz")
+
+
+def test_aligned_mouth_moves_the_source_lips_onto_the_target():
+    size = 128
+    g = geometry(1, np.array([0.01]))
+    bank = MouthBank.build(np.array([0]), g, 0.003, 1.0, 0)
+    frame = np.zeros((1, size, size, 3), np.uint8)
+    frame[0, 76:85, 60:69] = 255  # a bright square on the source's mouth centre (64, 80)
+    target = g.lips[0] + np.array([10.0, -6.0], np.float32)  # the target's mouth is 10 px right, 6 px up
+    out = aligned_mouths(frame, bank, np.array([0]), target[None])[0]
+    ys, xs = np.nonzero(out[..., 0] > 128)
+    assert abs(xs.mean() - 74) < 1 and abs(ys.mean() - 74) < 1
+    x0, y0, x1, y1 = lip_box(target, size)
+    outside = np.ones((size, size), bool)
+    outside[y0:y1, x0:x1] = False
+    assert not out[outside].any()  # only the target's mouth box is filled
+
+
+def test_lip_geometry_of_the_open_model():
+    from talkinghead.headmodel import load_head_model
+
+    model = load_head_model(None).eval()
+    n = 3
+    expression = np.zeros((n, 53), np.float32)
+    expression[1, 50] = 0.3  # jaw open
+    params = {"shape": np.zeros((n, 100), np.float32), "expression": expression,
+              "pose": np.tile(np.array([0, 0.2, 0, 0, 0, 0], np.float32), (n, 1)),
+              "camera": np.tile(np.array([8.0, 0.0, 0.0], np.float32), (n, 1))}
+    params["pose"][2, 1] = -0.2  # frame 2: frame 0's mouth, head turned the other way
+    g = lip_geometry(model, params, 128)
+    assert g.keys.shape == (n, 2 * len(model.lip_vertex_ids)) and g.lips.shape == (n, len(model.lip_vertex_ids), 2)
+    assert g.opening[1] > g.opening[0] + 0.003  # the jaw opens the mouth
+    np.testing.assert_allclose(g.keys[2], g.keys[0], atol=1e-4)  # the key ignores head pose ...
+    assert np.abs(g.lips[2] - g.lips[0]).max() > 1.0  # ... the projected lips do not
+
+
+def test_generator_with_retrieval_takes_nine_channels_and_old_configs_load():
+    config = GeneratorConfig(channels=(8, 16), use_retrieval=True)
+    assert config.in_channels == 9
+    g = Generator(config)
+    g.reference = torch.zeros(1, 3, 32, 32)
+    torch.nn.init.normal_(g.head.weight)  # not the identity, so the input matters
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        none = g(x)
+        zeros = g(x, None, torch.full_like(x, -1.0))
+        other = g(x, None, torch.rand_like(x))
+    torch.testing.assert_close(none, zeros)  # nothing retrieved == the all-zero (uint8) image
+    assert (none - other).abs().max() > 1e-3
+    old = {k: v for k, v in GeneratorConfig().to_dict().items() if k != "use_retrieval"}
+    assert GeneratorConfig.from_dict(old).use_retrieval is False
+
+
+def test_training_batches_carry_the_retrieved_mouths():
+    from talkinghead.gan.trainer import GanData, RetrievalData, sample_batch
+
+    n, size = 30, 64
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)
+    boxes = np.tile(np.array([20, 30, 44, 54], np.float32), (n, 1))
+    g = geometry(n, np.linspace(0, 0.01, n))
+    g.lips[:] = lip_ring(width=16, height=6, centre=(32.0, 42.0))
+    train = np.arange(24)
+    for min_opening, filled in ((0.003, True), (1.0, False)):  # 1 m: a presenter who never opens the mouth
+        bank = MouthBank.build(train, g, min_opening, 1.0, 3)
+        retrieval = RetrievalData(bank, bank.candidates(g.keys, 3, np.arange(n), 3), g.lips, g.keys)
+        data = GanData(frames, frames, boxes, train, np.arange(24, n), retrieval)
+        batch = sample_batch(data, torch.Generator().manual_seed(0), 4, 32, None, torch.device("cpu"))
+        assert batch.retrieved.shape == (4, 3, 32, 32)
+        assert (batch.retrieved > -1).any() == filled  # an empty bank feeds zeros: the render alone
+    plain = sample_batch(GanData(frames, frames, boxes, train, np.arange(24, n)), torch.Generator().manual_seed(0),
+                         4, 32, None, torch.device("cpu"))
+    assert plain.retrieved is None
+
+
+def test_evaluate_steadiness_and_open_mouth_helpers():
+    from talkinghead.stages.evaluate import mean_change, open_mouth_rows, temporal_metrics
+
+    crops = np.zeros((4, 2, 2, 3), np.uint8)
+    crops[1] = 10
+    crops[3] = 40
+    np.testing.assert_allclose(mean_change(None, crops), [10, 10, 40])
+    np.testing.assert_allclose(mean_change(np.full((2, 2, 3), 5, np.uint8), crops), [5, 10, 10, 40])
+    t = temporal_metrics({"real": np.array([10.0, 10.0]), "generated": np.array([20.0, 10.0]), "fitted": np.array([5.0])})
+    assert t["generated_ratio"] == pytest.approx(1.5) and t["fitted_ratio"] == pytest.approx(0.5)
+    opening = np.array([1.0, 9.0, 8.5, 2.0, 7.0, -np.inf])
+    frames = np.arange(100, 106)
+    assert open_mouth_rows(opening, frames, 2, spacing=2) == [101, 104]  # 102 is too near 101
