@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -14,6 +15,7 @@ from talkinghead.gan import generate, load_generator
 from talkinghead.gan.face_discriminator import MultiScaleDiscriminator, PatchDiscriminatorConfig
 from talkinghead.gan.generator import Generator, GeneratorConfig, to_unit
 from talkinghead.gan.mouth_discriminator import MouthDiscriminator, MouthDiscriminatorConfig, crop_mouths
+from talkinghead.gan.retrieval import MouthBank
 from talkinghead.gan.synthetic import make_synthetic_presenter
 from talkinghead.gan.trainer import GanParams, GanTrainer, adversarial_g_loss, box_mask, sample_batch
 from talkinghead.imagemetrics import psnr, ssim
@@ -239,6 +241,9 @@ def test_stage_registers_a_generator_that_loads_safely(tmp_path, monkeypatch):
     train_gan.main(["data/interim/synth", "--out", "models/gan/synth", "--no-progress"])
 
     losses = np.genfromtxt("reports/gan/synth/losses.csv", delimiter=",", names=True)
+    stage_metrics = json.loads(Path("reports/gan/synth/metrics.json").read_text())
+    assert stage_metrics["retrieval"] == "on" and stage_metrics["retrieval_bank_frames"] > 0  # params.yaml's default
+    assert MouthBank.load(paths.mouth_bank).frames.max() < 16  # the bank holds training frames only (20 x 0.8)
     assert list(np.atleast_1d(losses["step"])) == [1, 2] and {"g_loss", "d_face"} <= set(losses.dtype.names)
     client = mlflow.MlflowClient()
     (version,) = client.search_model_versions("name = 'talkinghead-gan-synth'")

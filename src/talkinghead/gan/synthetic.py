@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..paths import PresenterPaths
-from ..schemas import COMPOSITES, write_table
+from ..schemas import COMPOSITES, LIP_COEFFS, PARAMETERS, write_table
 from ..split import heldout_start
 from ..tensorfile import save_tensor
 
@@ -74,7 +74,9 @@ def mouth_box(size: int, opening: float, dx: float, dy: float) -> np.ndarray:
 
 def make_synthetic_presenter(paths: PresenterPaths, n_frames: int = 200, size: int = 256, seed: int = 0,
                              heldout_fraction: float = 0.2) -> None:
-    """Write the frames, composites and composites table of a synthetic presenter where ``paths`` says."""
+    """Write the frames, composites and composites table of a synthetic presenter where ``paths`` says, and head model
+    fits (flame.parquet) and lip model coefficients (lip_coeffs.parquet) whose jaw opens with the drawn mouth (for the
+    mouth retrieval; neutral otherwise)."""
     rng = np.random.default_rng(seed)
     texture = _texture(size, rng)
     opening, dx, dy = _mouth_state(n_frames, rng)
@@ -96,3 +98,14 @@ def make_synthetic_presenter(paths: PresenterPaths, n_frames: int = 200, size: i
     table = pd.DataFrame({"frame": np.arange(n_frames), "mouth_box": list(boxes),
                           "heldout": np.arange(n_frames) >= first_heldout})
     write_table(table, paths.composites_table, COMPOSITES)
+    expression = np.zeros((n_frames, 53), np.float32)
+    expression[:, 50] = opening / 18.0 * 0.3  # jaw axis-angle about x: up to 0.3 rad, as the drawn mouth opens
+    camera = np.tile(np.array([8.0, 0.0, 0.3], np.float32), (n_frames, 1))  # the head fills the crop
+    fits = pd.DataFrame({"frame": np.arange(n_frames), "shape": list(np.zeros((n_frames, 100), np.float32)),
+                         "expression": list(expression), "texture": list(np.zeros((n_frames, 50), np.float32)),
+                         "lighting": list(np.zeros((n_frames, 27), np.float32)), "camera": list(camera),
+                         "pose": list(np.zeros((n_frames, 6), np.float32)), "fit_error": np.zeros(n_frames)})
+    write_table(fits, paths.flame, PARAMETERS)
+    lip = pd.DataFrame({"frame": np.arange(n_frames), "expression": list(expression),
+                        "heldout": np.arange(n_frames) >= first_heldout})
+    write_table(lip, paths.lip_coeffs, LIP_COEFFS)
