@@ -448,7 +448,7 @@ def test_evaluate_scores_a_perfect_synthesizer_and_its_shifted_baseline(tiny_pre
     assert result.real_opening.std() > 0  # the real held-out mouth moves: the lag search had something to find
     appearance, temporal = result.metrics["appearance"], result.metrics["temporal"]
     assert appearance["model"]["mouth_psnr"] == float("inf") and appearance["model"]["mouth_ssim"] == pytest.approx(1)
-    from talkinghead.speak import mouth_opening_from_landmarks
+    from talkinghead.synthesis import mouth_opening_from_landmarks
 
     gap = mouth_opening_from_landmarks(pres.lmk_crop)  # open: above the whole clip's median, counted on the tail
     start = result.metrics["heldout_start"]
