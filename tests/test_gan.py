@@ -257,6 +257,8 @@ def test_stage_registers_a_generator_that_loads_safely(tmp_path, monkeypatch):
     local = Path(mlflow.artifacts.download_artifacts("models:/talkinghead-gan-synth/1", dst_path=str(tmp_path / "v1")))
     assert not list(local.rglob("*.pkl"))  # no pickled python model: the code file and the checkpoint only
     load_checkpoint(local / "artifacts" / "gan.pt")  # weights_only=True
+    assert MouthBank.load(local / "artifacts" / "mouth_bank.npz").frames.tolist() == \
+        MouthBank.load(paths.mouth_bank).frames.tolist()  # speak --model-version finds the bank next to gan.pt
     composites = np.array(load_gan_data(paths, 0.2).composites[:2])
     expected = generate(load_generator(paths.gan_checkpoint), composites)
     assert np.array_equal(model.predict(composites), expected)

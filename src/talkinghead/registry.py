@@ -116,13 +116,16 @@ def signature(kind: str, example: np.ndarray, checkpoint: str | Path, presenter:
 
 
 def register_checkpoint(mlflow, kind: str, checkpoint: str | Path, name: str, example: np.ndarray,
-                        stage: str, presenter: str | None = None, root: str | Path = "."):
+                        stage: str, presenter: str | None = None, root: str | Path = ".",
+                        extra: dict[str, Path] | None = None):
     """Log ``checkpoint`` as a pyfunc model in the active run and register it as a new version of ``name``.
     ``mlflow``: the module yielded by tracking.stage_run. MLflow checks while logging that the stored version loads
-    and runs on ``example``. Returns the registered ModelVersion."""
+    and runs on ``example``. ``extra``: more files stored next to the checkpoint (the GAN's mouth bank). Returns the
+    registered ModelVersion."""
     from .tracking import git_commit
 
-    info = mlflow.pyfunc.log_model(name=kind, python_model=str(WRAPPER), artifacts={kind: str(checkpoint)},
+    artifacts = {kind: str(checkpoint), **{k: str(v) for k, v in (extra or {}).items()}}
+    info = mlflow.pyfunc.log_model(name=kind, python_model=str(WRAPPER), artifacts=artifacts,
                                    signature=signature(kind, example, checkpoint, presenter), input_example=example,
                                    pip_requirements=_requirements())
     tags = {"git_commit": git_commit(), "dvc_stage": stage, "dvc_deps_md5": stage_deps_md5(stage, root)}
@@ -137,10 +140,14 @@ def register_lip(mlflow, checkpoint: str | Path, features: np.ndarray, presenter
                                presenter, root)
 
 
-def register_gan(mlflow, checkpoint: str | Path, presenter: str, composites: np.ndarray, root: str | Path = "."):
-    """Register gan.pt as a version of ``talkinghead-gan-NAME``; ``composites`` uint8 [b, S, S, 3] as the example."""
+def register_gan(mlflow, checkpoint: str | Path, presenter: str, composites: np.ndarray, root: str | Path = ".",
+                 mouth_bank: Path | None = None):
+    """Register gan.pt as a version of ``talkinghead-gan-NAME``; ``composites`` uint8 [b, S, S, 3] as the example.
+    ``mouth_bank``: a retrieval generator's mouth_bank.npz, stored next to gan.pt so speak --model-version finds it
+    (the pyfunc model itself generates from composites alone, i.e. without retrieved mouths)."""
     return register_checkpoint(mlflow, "gan", checkpoint, gan_model_name(presenter), np.asarray(composites, np.uint8),
-                               f"train_gan@{presenter}", presenter, root)
+                               f"train_gan@{presenter}", presenter, root,
+                               {"mouth_bank": mouth_bank} if mouth_bank is not None else None)
 
 
 # ---------------------------------------------------------------------------------------------------------------

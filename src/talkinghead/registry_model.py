@@ -25,7 +25,8 @@ class CheckpointModel(mlflow.pyfunc.PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context) -> None:
-        (self.kind, checkpoint), = context.artifacts.items()  # the artifact's key names the model
+        # the first artifact's key names the model; a GAN may also store its mouth bank (read by speak, not here)
+        self.kind, checkpoint = next(iter(context.artifacts.items()))
         self.checkpoint = Path(checkpoint)
         if self.kind == "gan":
             from talkinghead.gan import load_generator

@@ -224,7 +224,8 @@ def train_gan(paths: PresenterPaths, params: GanParams, split: SplitParams, head
         elif paths.mouth_bank.exists():  # a bank of an earlier retrieval run would not match this generator
             paths.mouth_bank.unlink()
         # a new version of the registered talkinghead-gan-NAME (registry.py), a held-out composite as its example
-        register_gan(mlflow, paths.gan_checkpoint, name, np.asarray(data.composites[data.heldout_index[:1]]))
+        register_gan(mlflow, paths.gan_checkpoint, name, np.asarray(data.composites[data.heldout_index[:1]]),
+                     mouth_bank=paths.mouth_bank if data.retrieval is not None else None)
         generator = load_generator(paths.gan_checkpoint, device)
         evaluation = evaluate(generator, data, mouth_size=params.mouth_crop)
         metrics = dict(evaluation.metrics, steps=float(trainer.step), train_seconds=trainer.elapsed_s,
