@@ -147,6 +147,7 @@ class StreamStats:
     seconds: float
     delay_median_ms: float
     delay_p95_ms: float
+    delay_p95_ms_per_minute: list  # of the stream's own timeline: does the delay drift?
     peak_rss_mb: float
     width: int
     height: int
@@ -284,9 +285,12 @@ def stream(presenter: str, source: BinaryIO, source_name: str, out, root: str | 
     finally:
         writer.close()  # on errors and interrupts too: what was streamed stays playable
     delay_ms = np.array(delays) * 1000 if delays else np.zeros(1)
+    minute = max(1, int(round(60 * pres.fps)))
     return StreamStats(frames=writer.frames_written, audio_samples=writer.samples_written,
                        inserted_silence_s=inserted / SAMPLE_RATE, seconds=time.monotonic() - started,
                        delay_median_ms=float(np.median(delay_ms)), delay_p95_ms=float(np.percentile(delay_ms, 95)),
+                       delay_p95_ms_per_minute=[round(float(np.percentile(delay_ms[i:i + minute], 95)), 1)
+                                                for i in range(0, len(delay_ms), minute)],
                        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
                        width=width, height=height)
 

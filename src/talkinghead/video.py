@@ -174,6 +174,10 @@ class VideoReader:
         unique, inverse = np.unique(indices, return_inverse=True)
         try:
             batch = self._reader.get_batch(unique.tolist()).asnumpy()  # [U, H, W, 3]
+            # decord keeps decoding ahead of the last frame asked for and holds those frames: read in a loop (speak's
+            # ping-pong paste-back, stream) its memory grew by ~1 GB for a 75 s 512x512 video, and with the
+            # footage's length. Seeking back to the start after each batch stops that (decord issues #197, #208).
+            self._reader.seek(0)
         except Exception as exc:
             raise InputError(self.path, f"video is corrupt or truncated ({_decoder_error(exc)})") from exc
         if self._extra_k:
