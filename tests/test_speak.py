@@ -497,8 +497,11 @@ def test_speak_stopped_by_a_signal_mid_stream_leaves_nothing(tiny_presenter, nam
     env = {**os.environ, "PYTHONPATH": str(Path(talkinghead.__file__).parents[1])}  # these sources, not the installed
     command = [sys.executable, "-m", "talkinghead.cli", "speak", "--presenter", "tiny", "--audio", "stop.wav",
                "--out", str(out_dir / "clip.mp4"), "--quiet"]
+    # a terminal's default SIGINT handling: a job started in the background (`make test &`) inherits SIGINT ignored,
+    # and Python then never turns Ctrl-C into KeyboardInterrupt
+    restore_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
     with subprocess.Popen(command, cwd=tiny_presenter, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True) as running:
+                          text=True, preexec_fn=restore_sigint) as running:
         deadline = time.monotonic() + 300
         while not list(out_dir.glob(".clip.mp4.*")) and running.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
