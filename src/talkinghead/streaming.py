@@ -69,8 +69,8 @@ class StreamingLip:
         device: torch device for the lip model.
     """
 
-    def __init__(self, checkpoint: str | Path, presenter: str, fps: float, history_s: float = 6.0,
-                 lookahead_frames: int = 3, device: str | None = "cpu"):
+    def __init__(self, checkpoint: str | Path, presenter: str, fps: float, history_s: float, lookahead_frames: int,
+                 device: str | None = "cpu"):
         self.lip = load_lip_model(checkpoint, device)
         self.align: AlignParams = checkpoint_align_params(self.lip.align)
         config = self.lip.model.config

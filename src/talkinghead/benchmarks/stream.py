@@ -3,8 +3,8 @@
 A child `talkinghead stream` process gets 16 kHz PCM on stdin in 20 ms pieces at the pace of a live microphone
 (the speech file looped to ``$TALKINGHEAD_BENCH_STREAM_S`` seconds, default 30) and writes MPEG-TS; its own summary
 gives the delay per frame (median, 95th percentile). Checked here: the file decodes to exactly one frame per frame
-of audio sent (none dropped or repeated), and the child's anonymous memory (RssAnon, sampled every second) stays flat after its
-first quarter. Also: how far the streaming lip model's mouth opening strays from offline speak's on the same speech
+of audio sent (none dropped or repeated), and the child's anonymous memory (RssAnon, sampled every second) stays
+flat after its first quarter. Also: how far the streaming lip model's mouth opening strays from offline speak's on the same speech
 (Pearson r of the two head-model mouth openings), the price of its limited look-ahead.
 """
 
