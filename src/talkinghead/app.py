@@ -280,33 +280,29 @@ def create_app(state: App):
             return refused(InputError(filename, "empty upload"))
         return {"upload": upload_id, "name": path.name, "bytes": size}
 
-    @api.post("/api/speak")
-    async def speak(request: Request):
-        body = await request.json()
+    def queued(make_job) -> dict | JSONResponse:
+        """Queue the job ``make_job()`` builds and return its status; a bad request is refused with the CLI's line."""
         try:
-            job = state.speak_job(str(body.get("presenter") or ""), body.get("text"), body.get("voice") or None,
-                                  body.get("upload") or None)
+            job = make_job()
         except InputError as exc:
             return refused(exc)
         return state.worker.status(job.id)
+
+    @api.post("/api/speak")
+    async def speak(request: Request):
+        body = await request.json()
+        return queued(lambda: state.speak_job(str(body.get("presenter") or ""), body.get("text"),
+                                              body.get("voice") or None, body.get("upload") or None))
 
     @api.post("/api/check")
     async def check(request: Request):
         body = await request.json()
-        try:
-            job = state.check_job(str(body.get("upload") or ""))
-        except InputError as exc:
-            return refused(exc)
-        return state.worker.status(job.id)
+        return queued(lambda: state.check_job(str(body.get("upload") or "")))
 
     @api.post("/api/add-presenter")
     async def add(request: Request):
         body = await request.json()
-        try:
-            job = state.add_job(str(body.get("upload") or ""), str(body.get("name") or ""))
-        except InputError as exc:
-            return refused(exc)
-        return state.worker.status(job.id)
+        return queued(lambda: state.add_job(str(body.get("upload") or ""), str(body.get("name") or "")))
 
     @api.get("/api/jobs/{job_id}")
     def job(job_id: str):

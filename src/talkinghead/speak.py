@@ -144,7 +144,6 @@ def speak(presenter: str, audio: "str | Path | TextSpeech", out: str | Path, par
     paths, checkpoint = registered_checkpoints(paths, Path(root) / LIP_CHECKPOINT, model_version)
 
     from .lip import predict, speech_features
-    from .paste import paste_back
     from .progress import Progress
 
     parts: dict[str, float] = {}
@@ -162,7 +161,6 @@ def speak(presenter: str, audio: "str | Path | TextSpeech", out: str | Path, par
     raw = None if crop_only else RawFrames(pres)
     width, height = (pres.crop_size, pres.crop_size) if crop_only else pres.orig_size
     out_width, out_height = output_size(width, height, size)
-    boxes = pres.table[["crop_x0", "crop_y0", "crop_side"]].to_numpy(np.float64)
     batch = max(1, p.batch_size)
     first_frame = float("nan")
 
@@ -213,8 +211,7 @@ def speak(presenter: str, audio: "str | Path | TextSpeech", out: str | Path, par
                     lap("decode_wait")
                     nxt = i0 + batch  # decode the next batch's originals while this one is pasted and encoded
                     pending = pool.submit(raw.get, schedule[nxt:nxt + batch]) if nxt < n else None
-                    for j, src in enumerate(source):
-                        paste_back(frames[j], crops[j], tuple(boxes[src]), masks[j], p.paste, out=frames[j])
+                    raw.paste(frames, source, crops, masks, p.paste)
                     lap("paste")
                     writer.write(resized(frames))
                 lap("encode_wait")

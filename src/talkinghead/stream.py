@@ -187,7 +187,6 @@ def stream(presenter: str, source: BinaryIO, source_name: str, out, root: str | 
     paths = check_presenter(presenter, root, need_raw=not crop_only)
     reader = PcmReader(source, source_name).start()  # reads while the models load
 
-    from .paste import paste_back
     from .streaming import StreamingLip
     from .videoio import LiveWriter
 
@@ -196,7 +195,6 @@ def stream(presenter: str, source: BinaryIO, source_name: str, out, root: str | 
     synth = CropSynthesizer(pres, synthesis, speak_params.window_margin)
     raw = None if crop_only else RawFrames(pres)
     width, height = (pres.crop_size, pres.crop_size) if crop_only else pres.orig_size
-    boxes = pres.table[["crop_x0", "crop_y0", "crop_side"]].to_numpy(np.float64)
     first_source = closed_mouth_frame(pres.lmk_crop, max(pres.heldout_start, 1), pres.detected)
     # a WAV header in the wrong format is refused before the output exists (a source that is silent at first is
     # not waited for: the stream starts with idle frames)
@@ -261,10 +259,7 @@ def stream(presenter: str, source: BinaryIO, source_name: str, out, root: str | 
                 if raw is None:
                     frames = crops
                 else:
-                    frames = raw.get(source_frames)
-                    for j, src in enumerate(source_frames):
-                        paste_back(frames[j], crops[j], tuple(boxes[src]), masks[j], speak_params.paste,
-                                   out=frames[j])
+                    frames = raw.paste(raw.get(source_frames), source_frames, crops, masks, speak_params.paste)
                 # the audio of exactly these frames (the last frame of a stream takes what is left)
                 stop_sample = lip.received if ended and lip.frames_ready(final=True) == 0 \
                     else int(round((first + k) * frame_samples))

@@ -166,12 +166,10 @@ class StreamingLip:
         """Encoder states [H, D] of a window starting on a hop boundary (not normalised)."""
         if self.encoder is None:
             return log_mel(samples, self.align)[: max(1, -(-len(samples) // self.hop))]
-        n = max(self.hop, len(samples) // self.hop * self.hop)
-        chunk = np.zeros(n, np.float32)
-        chunk[:min(n, len(samples))] = samples[:n]
-        with torch.no_grad():
-            mel = self.encoder.log_mel(torch.from_numpy(chunk))[None]  # [1, n_mels, 2H]
-            return self.encoder(mel, self.align.whisper_layer)[0].numpy()  # [H, D]
+        from .speech.whisper import encode_window
+
+        n = max(self.hop, len(samples) // self.hop * self.hop)  # whole states (a window shorter than one: padded)
+        return encode_window(self.encoder, np.pad(samples[:n], (0, n - min(n, len(samples)))), self.align.whisper_layer)
 
     def _frame_features(self, frame: int, states: np.ndarray, lo_hop: int) -> np.ndarray:
         """[C, D] feature stack of absolute ``frame`` from window states (first = absolute hop ``lo_hop``)."""

@@ -312,6 +312,8 @@ class RawFrames:
         pos = np.clip(np.searchsorted(stamps, source_t), 1, max(len(stamps) - 1, 1))
         nearer_left = np.abs(source_t - stamps[pos - 1]) <= np.abs(stamps[np.minimum(pos, len(stamps) - 1)] - source_t)
         self.raw_index = np.where(nearer_left, pos - 1, pos)  # [N] raw frame index of each timeline frame
+        # [N, 3] crop box (x0, y0, side) of each timeline frame in original pixels: where its crop goes back
+        self.boxes = presenter.table[["crop_x0", "crop_y0", "crop_side"]].to_numpy(np.float64)
 
     def get(self, frames: np.ndarray) -> np.ndarray:
         """Timeline frame indices [B] -> uint8 [B, H, W, 3] upright original frames (writable)."""
@@ -322,3 +324,13 @@ class RawFrames:
 
             batch = np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA) for f in batch])
         return batch
+
+    def paste(self, frames: np.ndarray, source: np.ndarray, crops: np.ndarray, masks: np.ndarray,
+              config: PasteConfig) -> np.ndarray:
+        """Blend generated crops uint8 [B, S, S, 3] under their lower-face masks float32 [B, S, S] into ``frames``
+        (``get(source)``: uint8 [B, H, W, 3]), in place; returns ``frames``."""
+        from .paste import paste_back
+
+        for frame, crop, mask, src in zip(frames, crops, masks, source):
+            paste_back(frame, crop, tuple(self.boxes[src]), mask, config, out=frame)
+        return frames

@@ -178,6 +178,15 @@ def load_whisper_encoder(model_dir: str | None) -> WhisperEncoder:
 
 
 @torch.no_grad()
+def encode_window(encoder: WhisperEncoder, samples: np.ndarray, layer: int) -> np.ndarray:
+    """Hidden states after ``layer`` blocks for one window of 16 kHz ``samples`` as it is, without Whisper's padding to
+    30 s (the streaming lip model encodes short windows this way; ``encode_audio`` pads): float32 [T // 320, n_state],
+    state j centred at j * 20 ms."""
+    mel = encoder.log_mel(torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)))[None]  # [1, n_mels, T/160]
+    return encoder(mel, layer)[0].numpy()  # [T // 320, D]
+
+
+@torch.no_grad()
 def encode_audio(encoder: WhisperEncoder, samples: np.ndarray, layer: int, overlap_s: float = 5.0) -> np.ndarray:
     """Hidden states after ``layer`` blocks for 16 kHz ``samples`` [T] -> float32 [S, n_state], S = ceil(T / 320);
     state j is centred at j * 20 ms."""
@@ -192,8 +201,7 @@ def encode_audio(encoder: WhisperEncoder, samples: np.ndarray, layer: int, overl
         chunk = np.zeros(WINDOW_SAMPLES, np.float32)
         piece = samples[start * STATE_HOP:start * STATE_HOP + WINDOW_SAMPLES]
         chunk[:len(piece)] = piece
-        mel = encoder.log_mel(torch.from_numpy(chunk))[None]  # [1, n_mels, 3000]
-        states = encoder(mel, layer)[0].numpy()  # [1500, D]
+        states = encode_window(encoder, chunk, layer)  # [1500, D]
         last = start + window_states >= n_states
         keep_from = 0 if start == 0 else overlap  # state indices within this window that it owns
         keep_to = window_states if last else overlap + stride
