@@ -127,3 +127,15 @@ def test_stream_refuses_a_wrong_sample_rate_before_writing(tiny_presenter, tmp_p
     assert proc.returncode == 2 and len(lines) == 1, err.decode()[-2000:]
     assert "44100 Hz, 2 channel(s)" in lines[0] and "16 kHz mono" in lines[0] and str(wav) in lines[0]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("out, reason", [("live.mp4", "output must be a .ts file"),
+                                         ("/sys/live.ts", "output folder /sys is not writable")])
+def test_stream_refuses_an_output_it_cannot_write(tiny_presenter, tmp_path, out, reason):
+    samples, _, _ = synthetic_speech(1.0, seed=8)
+    wav = write_wav16(tmp_path / "speech.wav", samples)
+    proc = run_stream(tiny_presenter, ["--input", str(wav), "--out", out])
+    _, err = proc.communicate(timeout=300)
+    lines = [line for line in err.decode().splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(lines) == 1 and reason in lines[0], err.decode()[-2000:]
+    assert "Traceback" not in err.decode()

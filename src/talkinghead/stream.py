@@ -302,8 +302,11 @@ def stream_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stats", type=Path, default=None, help="also write the final numbers here as JSON")
     parser.add_argument("--quiet", action="store_true", help="no status lines on stderr")
     args = parser.parse_args(argv)
-    if args.out != "-" and Path(args.out).suffix.lower() != ".ts":
-        raise InputError(args.out, "stream output must be - (stdout) or a .ts file (MPEG-TS)")
+    if args.out != "-":
+        from .videoio import check_writable
+
+        # speak's output check: a .ts path whose folder can be written to (before any model loads)
+        check_writable(args.out, suffix=".ts")
     if args.input == "-":
         source, name = sys.stdin.buffer, "stdin"
     else:
