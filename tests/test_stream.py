@@ -118,6 +118,21 @@ def test_stream_goes_on_through_a_stall_and_closes_at_the_end(tiny_presenter, tm
     assert abs(audio_s - (2.0 + numbers["inserted_silence_s"])) <= AAC_SLACK_S
 
 
+@pytest.mark.slow
+def test_stream_ends_quietly_when_its_reader_goes_away(tiny_presenter, tmp_path):
+    """`talkinghead stream | head -c N`: the reader leaves mid-stream; one line says so, no traceback, exit 0."""
+    samples, _, _ = synthetic_speech(4.0, seed=9)
+    wav = write_wav16(tmp_path / "speech.wav", samples)
+    proc = run_stream(tiny_presenter, ["--input", str(wav)])  # MPEG-TS on stdout
+    head = proc.stdout.read(20000)  # far less than 4 s of video (and than a pipe buffer: the writer must block)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=300)
+    assert len(head) == 20000 and head[0] == 0x47  # MPEG-TS sync byte: it was streaming
+    assert proc.returncode == 0 and "Traceback" not in err and "Exception" not in err, err[-2000:]
+    assert "the reader closed stdout after" in err and "reader_closed True" in err
+
+
 def test_stream_refuses_a_wrong_sample_rate_before_writing(tiny_presenter, tmp_path):
     wav = write_wav16(tmp_path / "cd.wav", np.zeros(44100, np.float32), rate=44100, channels=2)
     out = tmp_path / "live.ts"

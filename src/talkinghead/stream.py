@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import queue
 import resource
 import signal
@@ -151,6 +152,7 @@ class StreamStats:
     peak_rss_mb: float
     width: int
     height: int
+    reader_closed: bool  # the stream ended because its reader went away (a closed pipe), not the audio
 
     def as_dict(self) -> dict:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
@@ -188,7 +190,7 @@ def stream(presenter: str, source: BinaryIO, source_name: str, out, root: str | 
     reader = PcmReader(source, source_name).start()  # reads while the models load
 
     from .streaming import StreamingLip
-    from .videoio import LiveWriter
+    from .videoio import LiveWriter, OutputClosed
 
     pres = load_presenter(paths, synthesis.split.heldout_fraction)
     lip = StreamingLip(Path(root) / LIP_CHECKPOINT, presenter, pres.fps, p.history_s, p.lookahead_frames)
@@ -264,7 +266,11 @@ def stream(presenter: str, source: BinaryIO, source_name: str, out, root: str | 
                 stop_sample = lip.received if ended and lip.frames_ready(final=True) == 0 \
                     else int(round((first + k) * frame_samples))
                 cut = max(0, stop_sample - audio_tail_start)
-                writer.write(frames, audio_tail[:cut])
+                try:
+                    writer.write(frames, audio_tail[:cut])
+                except OutputClosed:
+                    ended = True
+                    break
                 audio_tail, audio_tail_start = audio_tail[cut:], audio_tail_start + cut
                 emitted = time.monotonic()
                 for j in range(k):
@@ -275,7 +281,7 @@ def stream(presenter: str, source: BinaryIO, source_name: str, out, root: str | 
                 recent = np.array(delays[-250:]) * 1000 if delays else np.zeros(1)
                 print(f"stream {presenter}: {writer.frames_written} frames, delay median {np.median(recent):.0f} ms",
                       file=sys.stderr, flush=True)
-            if ended and lip.frames_ready(final=True) == 0:
+            if writer.reader_gone or (ended and lip.frames_ready(final=True) == 0):
                 break
     finally:
         writer.close()  # on errors and interrupts too: what was streamed stays playable
@@ -287,7 +293,7 @@ def stream(presenter: str, source: BinaryIO, source_name: str, out, root: str | 
                        delay_p95_ms_per_minute=[round(float(np.percentile(delay_ms[i:i + minute], 95)), 1)
                                                 for i in range(0, len(delay_ms), minute)],
                        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-                       width=width, height=height)
+                       width=width, height=height, reader_closed=writer.reader_gone)
 
 
 @exits_on_input_error
@@ -323,6 +329,11 @@ def stream_main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: stream closed", file=sys.stderr)
         return 130
+    if stats.reader_closed:
+        print(f"stream: the reader closed {'stdout' if args.out == '-' else args.out} after {stats.frames} frames",
+              file=sys.stderr)
+        if args.out == "-":  # so that Python's own flush of stdout at exit does not report the broken pipe again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     summary = stats.as_dict()
     if args.stats is not None:
         from .atomic import atomic_path

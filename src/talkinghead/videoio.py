@@ -278,6 +278,10 @@ def probe(path: str | Path) -> dict:
     return info
 
 
+class OutputClosed(Exception):
+    """The reader of a live stream went away (a closed pipe): nothing more can be written, which ends the stream."""
+
+
 class LiveWriter:
     """H.264 + AAC in MPEG-TS, written as frames and audio arrive (``talkinghead stream``): to a file or to a
     binary file object such as stdout. Not atomic, by design: a player reads it while it grows, and a stream that
@@ -309,6 +313,14 @@ class LiveWriter:
         self.audio = self.container.add_stream("aac", rate=self.audio_rate, layout="mono")
         self.audio.bit_rate = audio_bitrate
         self._closed = False
+        self.reader_gone = False
+
+    def _mux(self, packet) -> None:
+        try:
+            self.container.mux(packet)
+        except BrokenPipeError as exc:  # `| head`, a player that quit: the end of the stream, not a crash
+            self.reader_gone = True
+            raise OutputClosed(f"the reader closed the stream after {self.frames_written} frames") from exc
 
     def write(self, frames: np.ndarray, samples: np.ndarray) -> None:
         """Append RGB frames uint8 [B, H, W, 3] and the mono float32 audio samples [T] that go with them."""
@@ -322,7 +334,7 @@ class LiveWriter:
             frame.pts = self.frames_written
             frame.time_base = 1 / self.fps
             for packet in self.video.encode(frame):
-                self.container.mux(packet)
+                self._mux(packet)
             self.frames_written += 1
         samples = np.asarray(samples, np.float32).reshape(-1)
         if len(samples):
@@ -331,15 +343,28 @@ class LiveWriter:
             chunk.pts = self.samples_written
             chunk.time_base = Fraction(1, self.audio_rate)
             for packet in self.audio.encode(chunk):
-                self.container.mux(packet)
+                self._mux(packet)
             self.samples_written += len(samples)
 
     def close(self) -> None:
-        """Flush both encoders and finish the stream. Safe to call more than once."""
+        """Flush both encoders and finish the stream. Safe to call more than once. After OutputClosed (also when the
+        reader leaves during the flush) there is no one left to flush to: the container is only released."""
         if self._closed:
             return
         self._closed = True
-        for stream in (self.video, self.audio):
-            for packet in stream.encode(None):
-                self.container.mux(packet)
-        self.container.close()
+        if not self.reader_gone:
+            try:
+                for stream in (self.video, self.audio):
+                    for packet in stream.encode(None):
+                        self._mux(packet)
+            except OutputClosed:
+                pass
+        try:
+            self.container.close()
+        except Exception as exc:
+            # the reader may leave while the last bytes go out (or PyAV reports the broken pipe again while releasing
+            # the container): nothing is left to save then
+            if not (self.reader_gone or isinstance(exc, BrokenPipeError)
+                    or isinstance(exc.__cause__ or exc.__context__, BrokenPipeError)):
+                raise
+            self.reader_gone = True
