@@ -13,6 +13,10 @@ boundary nearest ``share`` of its bytes, as an interrupted download or copy leav
 its first part, while its header still declares the whole length.
 
 ``media_dir`` is ../shared/media (skips the test when absent).
+
+``tiny_presenter`` is the project folder of a ~3 s generated presenter through extract, landmarks and fit with tiny
+checkpoints (tests/tiny_project.py), built once per test run: speak, evaluate, stream and the app tests share it, so
+they must only add files to it, never change or remove what it was built with.
 """
 
 from __future__ import annotations
@@ -90,3 +94,10 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def tiny_presenter(tmp_path_factory) -> Path:
+    from tiny_project import build_tiny_presenter
+
+    return build_tiny_presenter(tmp_path_factory.mktemp("tiny_project"))

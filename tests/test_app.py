@@ -23,7 +23,7 @@ from talkinghead.tts import TextSpeech, TtsParams, check_voice, chunks
 from talkinghead.videoio import VideoWriter, probe
 
 from configs import PARAMS_YAML, project_config
-from test_speak import make_trained, project, tiny_presenter  # noqa: F401  (fixtures)
+from test_speak import make_trained, project  # noqa: F401  (a fixture)
 from webdriver import Browser, find_browser, free_port
 
 TEXT = ("Hello there. This short text is spoken by an offline voice, "

@@ -1,4 +1,4 @@
-"""`talkinghead stream` and the streaming lip model, on the tiny generated presenter of test_speak."""
+"""`talkinghead stream` and the streaming lip model, on the tiny generated presenter (conftest's tiny_presenter)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from talkinghead.lipmetrics import pearson_r
 from talkinghead.paths import LIP_CHECKPOINT
 
 from test_lip import synthetic_speech
-from test_speak import tiny_presenter  # noqa: F401  (the module-scoped fixture)
 
 RATE = 16000
 FPS = 25.0
