@@ -13,6 +13,7 @@ from talkinghead.schemas import VISEMES, read_table
 FPS = 25
 SIZE = 192
 TEXT = "Peter bought a map of the moon. Would you like some cheese?"
+LEAD_FRAMES = 2  # the tiny demo's face runs this many frames ahead of its sound (demo.face_lead_s)
 
 
 def test_phoneme_timings_are_monotonic_and_inside_the_audio(tmp_path):
@@ -60,7 +61,7 @@ def tiny_demo(tmp_path_factory):
     from talkinghead.stages.demo import generate_demo
 
     out = tmp_path_factory.mktemp("demo") / "demo"
-    video = generate_demo(out, seconds=3, size=SIZE, fps=FPS, seed=1, text=TEXT)
+    video = generate_demo(out, seconds=3, size=SIZE, fps=FPS, seed=1, text=TEXT, face_lead_s=LEAD_FRAMES / FPS)
     return video, read_table(out / "visemes.parquet", VISEMES)
 
 
@@ -96,6 +97,23 @@ def test_generate_demo_writes_a_playable_video_with_audio_and_a_viseme_row_per_f
     assert pause.any() and (~pause).any()
     assert np.median(rms[~pause]) > 10 * np.median(rms[pause]) + 1e-4
     assert table["jaw_open"].max() > 0.4 and table["closure"].max() > 0.6
+
+
+def test_the_face_closes_the_lips_ahead_of_the_sound(tiny_demo):
+    """demo.face_lead_s: the lips close for p, b and m LEAD_FRAMES before the sound of them (the table's phoneme
+    column is the sound's), as a real mouth moves before it is heard."""
+    _, table = tiny_demo
+    bilabial = table["phoneme"].isin(["p", "b", "m"]).to_numpy(float)  # [n] what is heard
+    closure = table["closure"].to_numpy()  # [n] what the face shows
+    assert bilabial.sum() >= 4
+
+    def r_at(lag: int) -> float:  # closure at frame i against the sound at frame i + lag
+        n = len(closure)
+        a, b = (closure[:n - lag], bilabial[lag:]) if lag >= 0 else (closure[-lag:], bilabial[:n + lag])
+        return float(np.corrcoef(a, b)[0, 1])
+
+    lags = range(-4, 5)
+    assert max(lags, key=r_at) == LEAD_FRAMES
 
 
 def test_mouth_is_more_open_in_frames_with_high_jaw_open(tiny_demo):

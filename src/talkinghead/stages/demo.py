@@ -101,6 +101,7 @@ class DemoParams:
     voices: tuple[str, ...]
     heldout_voices: tuple[str, ...]
     words_per_minute: int
+    face_lead_s: float
     seed: int
 
 
@@ -173,7 +174,8 @@ def _prefetch(render: Callable[[int], np.ndarray], n: int, ahead: int = 4) -> It
 
 def generate_demo(out_dir: str | Path, seconds: float = 75.0, size: int = 512, fps: int = 25, seed: int = 0,
                   text: str | None = None, voices: str | tuple[str, ...] = "en-us", wpm: int = 155,
-                  heldout_voices: tuple[str, ...] = (), heldout_from_s: float | None = None) -> Path:
+                  heldout_voices: tuple[str, ...] = (), heldout_from_s: float | None = None,
+                  face_lead_s: float = 0.0) -> Path:
     """Generate the demo presenter into ``out_dir`` (video.mp4 + visemes.parquet, replaced atomically as a
     folder); returns the video path. ``text`` overrides the training sentences (tests use a short one); the
     voices are used as ``speech_script`` says."""
@@ -190,7 +192,8 @@ def generate_demo(out_dir: str | Path, seconds: float = 75.0, size: int = 512, f
     if phonemes[-1].end_s < total / SAMPLE_RATE:  # the padding is silence too
         phonemes.append(Phoneme("_", phonemes[-1].end_s, total / SAMPLE_RATE))
     times = np.arange(n_frames) / fps
-    visemes = viseme_curves(phonemes, times)  # [N, 4]
+    # the face shows at time t the mouth shape of the sound at t + face_lead_s: real mouths move before the sound
+    visemes = viseme_curves(phonemes, times + face_lead_s)  # [N, 4]
     blink = blinks(times, seed)
     heads = head_motion(times, seed)
     rig: FaceRig = build_face_rig(size)
@@ -226,7 +229,8 @@ def main(argv: list[str] | None = None) -> None:
         video = generate_demo(args.out_dir, seconds=params.seconds, size=params.size, fps=params.fps,
                               seed=params.seed, voices=params.voices, wpm=params.words_per_minute,
                               heldout_voices=params.heldout_voices,
-                              heldout_from_s=heldout_voice_start(params.seconds, heldout_fraction))
+                              heldout_from_s=heldout_voice_start(params.seconds, heldout_fraction),
+                              face_lead_s=params.face_lead_s)
         mlflow.log_metrics({"generate_seconds": time.perf_counter() - start}, step=0)
     print(f"wrote {video}")
 
