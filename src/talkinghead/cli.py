@@ -17,6 +17,7 @@ COMMANDS = {
     "add-presenter": "add a presenter from a raw video: talkinghead add-presenter NAME VIDEO [--force]",
     "check": "check whether a video is usable for onboarding (exit 0 usable, 2 not)",
     "repro": "run `dvc repro` (all stages, or the ones named) under one MLflow parent run",
+    "preset": "apply a quality preset to a run: talkinghead preset cuda (= dvc exp run -S ... from presets/cuda.yaml)",
     "demo": "run the whole pipeline on the embedded demo presenter and write reports/demo/demo.mp4",
     "speak": "new speech or text -> video: talkinghead speak --presenter NAME --audio FILE | --text TEXT --out OUT.mp4",
     "stream": "live speech -> live video: PCM on stdin -> MPEG-TS on stdout (talkinghead stream --presenter NAME)",
@@ -80,6 +81,8 @@ def main(argv: list[str] | None = None) -> None:
             from .onboard import check_main as run
         elif command == "repro":
             run = _repro_main
+        elif command == "preset":
+            from .presets import preset_main as run
         elif command == "demo":
             from .demo_run import demo_main as run
         elif command == "speak":

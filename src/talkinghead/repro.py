@@ -22,8 +22,10 @@ def check_presenters() -> None:
                                       "VIDEO`, or list `- demo` and run `make demo`")
 
 
-def repro(targets: list[str] | None = None, extra: list[str] | None = None) -> int:
-    """`dvc repro [targets]` with one MLflow parent run that every stage's child run attaches to."""
+def repro(targets: list[str] | None = None, extra: list[str] | None = None,
+          command: tuple[str, ...] = ("repro",)) -> int:
+    """`dvc repro [targets]` (or another dvc ``command``, e.g. ``("exp", "run")``) with one MLflow parent run that
+    every stage's child run attaches to."""
     from .tracking import PARENT_ENV, end_parent_run, start_parent_run
 
     check_presenters()
@@ -32,8 +34,8 @@ def repro(targets: list[str] | None = None, extra: list[str] | None = None) -> i
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
     own_parent = PARENT_ENV not in env
     if own_parent:
-        env[PARENT_ENV] = start_parent_run("repro " + " ".join(targets or ["(all)"]))
-    cmd = [sys.executable, "-m", "dvc", "repro", *(extra or []), *(targets or [])]
+        env[PARENT_ENV] = start_parent_run(" ".join(command) + " " + " ".join(targets or ["(all)"]))
+    cmd = [sys.executable, "-m", "dvc", *command, *(extra or []), *(targets or [])]
     code = subprocess.call(cmd, env=env)
     if own_parent:
         end_parent_run(env[PARENT_ENV], ok=code == 0)
