@@ -10,7 +10,7 @@ import torch
 from talkinghead.errors import InputError
 from talkinghead.gan.generator import Generator, GeneratorConfig
 from talkinghead.gan.retrieval import (LipGeometry, MouthBank, RetrievalState, aligned_mouths, lip_box, lip_geometry,
-                                       similarity)
+                                       opening_masks, paint_mouths, similarity)
 
 
 def lip_ring(n: int = 40, width: float = 30.0, height: float = 10.0, centre=(64.0, 80.0)) -> np.ndarray:
@@ -22,7 +22,8 @@ def geometry(n: int, openings: np.ndarray, size: int = 128) -> LipGeometry:
     """Frames whose key is their opening (a 1-D mouth shape) and whose lips sit at the same place."""
     keys = np.stack([openings * 1000.0, np.zeros(n)], 1).astype(np.float32)
     lips = np.repeat(lip_ring()[None], n, axis=0)
-    return LipGeometry(keys, lips, openings.astype(np.float32))
+    inner = np.repeat(lip_ring(20, 20.0, 6.0)[None], n, axis=0)  # the opening: a smaller ring inside the lips
+    return LipGeometry(keys, lips, openings.astype(np.float32), inner)
 
 
 def test_similarity_recovers_rotation_scale_translation():
@@ -120,6 +121,25 @@ def test_lip_geometry_of_the_open_model():
     assert g.opening[1] > g.opening[0] + 0.003  # the jaw opens the mouth
     np.testing.assert_allclose(g.keys[2], g.keys[0], atol=1e-4)  # the key ignores head pose ...
     assert np.abs(g.lips[2] - g.lips[0]).max() > 1.0  # ... the projected lips do not
+    # the inner-lip polygon: a simple ring around the opening, inside the lips, enclosing more when the jaw opens
+    area = opening_masks(g.inner, 128).sum(axis=(1, 2))
+    assert area[1] > 3 * area[0] + 20 and area[1] > 50
+    lo, hi = g.lips[1].min(0), g.lips[1].max(0)
+    assert (g.inner[1] >= lo - 0.5).all() and (g.inner[1] <= hi + 0.5).all()
+
+
+def test_paint_mouths_fills_the_opening_only():
+    size = 128
+    g = geometry(3, np.full(3, 0.01))
+    comps = np.full((3, size, size, 3), 40, np.uint8)
+    mouths = np.full((3, size, size, 3), 220, np.uint8)
+    out = paint_mouths(comps, mouths, np.array([0, -1, 0]), g.inner)
+    assert out[0, 80, 64].tolist() == [220] * 3  # the opening's centre shows the retrieved mouth
+    assert (out[0, 80, 64 + 13] == 40).all() and (out[0, 80 + 7, 64] == 40).all()  # 4 px outside the 20 x 6 px ring: not
+    painted = (out[0, ..., 0].astype(float) - 40).sum() / 180  # the feather moves weight, it does not add any
+    assert abs(painted - np.pi * 10 * 3) < 5  # the ellipse's area
+    np.testing.assert_array_equal(out[1], comps[1])  # nothing retrieved (empty bank): the render stays
+    assert (comps == 40).all()  # the input is not changed in place
 
 
 def test_generator_with_retrieval_takes_nine_channels_and_old_configs_load():
@@ -156,6 +176,12 @@ def test_training_batches_carry_the_retrieved_mouths():
         batch = sample_batch(data, torch.Generator().manual_seed(0), 4, 32, None, torch.device("cpu"))
         assert batch.retrieved.shape == (4, 3, 32, 32)
         assert (batch.retrieved > -1).any() == filled  # an empty bank feeds zeros: the render alone
+        # gan.paint_mouth: the same draw, with the composites' opening taken from the retrieved mouths
+        retrieval.target_inner = np.repeat(lip_ring(20, 10.0, 4.0, (32.0, 42.0))[None], n, axis=0)
+        painted = sample_batch(data, torch.Generator().manual_seed(0), 4, 32, None, torch.device("cpu"))
+        torch.testing.assert_close(painted.retrieved, batch.retrieved)
+        changed = (painted.composite - batch.composite).abs().amax(dim=1) > 0  # [4, 32, 32]
+        assert changed.any() == filled and changed.float().mean() < 0.2  # the opening (and its feathered edge) only
     plain = sample_batch(GanData(frames, frames, boxes, train, np.arange(24, n)), torch.Generator().manual_seed(0),
                          4, 32, None, torch.device("cpu"))
     assert plain.retrieved is None

@@ -31,6 +31,7 @@ class GeneratorConfig:
     channels: tuple[int, ...] = (16, 32, 64, 128)  # width per level; level i works at 1 / 2**i resolution
     use_reference: bool = True
     use_retrieval: bool = False  # 3 more input channels: the retrieved, aligned mouth (False in older checkpoints)
+    paint_mouth: bool = False  # its composites' mouth opening is painted from the retrieved mouth (retrieval.paint_mouths)
     image_size: int = 256  # the resolution it is trained for (fully convolutional: any multiple works)
 
     def to_dict(self) -> dict:

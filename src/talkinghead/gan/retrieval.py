@@ -11,6 +11,9 @@ training frames. For every frame to generate:
 3. align: a similarity transform (Umeyama) from the retrieved frame's projected lip vertices (fitted head model and
    camera) to the target's (the expression being rendered, on the source frame's pose and camera), warp the retrieved
    crop with it and keep a padded box around the target's lips. The generator reads this as 3 extra channels.
+4. paint (``gan.paint_mouth``): inside the target's inner-lip polygon (the opening the render draws its procedural
+   teeth band in) the composite takes the aligned retrieved mouth instead, feathered over a pixel, so the generator's
+   main input already shows the presenter's own teeth and cavity where the lips part (not a band it must repaint).
 
 During training the frames within ``exclude`` frames of the target are not retrievable, so the network cannot copy
 the answer. A presenter whose training footage never opens the mouth (fitted inner-lip gap below ``min_opening``)
@@ -35,12 +38,14 @@ BOX_PAD = 0.35  # the aligned mouth is kept inside the target lips' box grown by
 
 @dataclass
 class LipGeometry:
-    """Per frame: mouth-shape key float32 [N, K], projected lip vertices float32 [N, L, 2] (crop px), and the inner-lip
-    gap float32 [N] (head model units)."""
+    """Per frame: mouth-shape key float32 [N, K], projected lip vertices float32 [N, L, 2] (crop px), the inner-lip
+    gap float32 [N] (head model units) and the projected inner-lip polygon float32 [N, P, 2] (crop px: the upper inner
+    lip from left to right, then the lower from right to left)."""
 
     keys: np.ndarray
     lips: np.ndarray
     opening: np.ndarray
+    inner: np.ndarray
 
 
 def lip_geometry(model, params: dict[str, np.ndarray], image_size: int, batch_size: int = 512) -> LipGeometry:
@@ -53,7 +58,8 @@ def lip_geometry(model, params: dict[str, np.ndarray], image_size: int, batch_si
 
     n = len(params["expression"])
     device = model.faces.device
-    keys, lips, opening = [], [], []
+    keys, lips, opening, inner = [], [], [], []
+    upper_ids, lower_ids = model.inner_lip_upper_ids, model.inner_lip_lower_ids
     with torch.no_grad():
         for start in range(0, n, batch_size):
             p = {k: torch.as_tensor(np.asarray(params[k][start:start + batch_size], np.float32), device=device)
@@ -62,13 +68,21 @@ def lip_geometry(model, params: dict[str, np.ndarray], image_size: int, batch_si
             lip = rest[:, model.lip_vertex_ids, :2]  # [b, L, 2]
             keys.append(((lip - lip.mean(dim=1, keepdim=True)) * KEY_SCALE).flatten(1).cpu().numpy())  # [b, 2L]
             opening.append(mouth_opening(rest, model).cpu().numpy())
-            posed = model(p["shape"], p["expression"], p["pose"]).vertices[:, model.lip_vertex_ids]  # [b, L, 3]
+            vertices = model(p["shape"], p["expression"], p["pose"]).vertices  # [b, V, 3]
+            posed = vertices[:, model.lip_vertex_ids]  # [b, L, 3]
             lips.append(camera.project(posed, p["camera"], image_size).cpu().numpy())
+            # polygon order from the unposed mouth's x (the same for every frame of one model): upper left -> right,
+            # lower right -> left
+            ring = torch.cat([upper_ids[torch.argsort(rest[0, upper_ids, 0])],
+                              lower_ids[torch.argsort(rest[0, lower_ids, 0], descending=True)]])
+            inner.append(camera.project(vertices[:, ring], p["camera"], image_size).cpu().numpy())
     if not keys:
+        ring_size = len(upper_ids) + len(lower_ids)
         return LipGeometry(np.zeros((0, 2 * len(model.lip_vertex_ids)), np.float32),
-                           np.zeros((0, len(model.lip_vertex_ids), 2), np.float32), np.zeros(0, np.float32))
+                           np.zeros((0, len(model.lip_vertex_ids), 2), np.float32), np.zeros(0, np.float32),
+                           np.zeros((0, ring_size, 2), np.float32))
     return LipGeometry(np.concatenate(keys).astype(np.float32), np.concatenate(lips).astype(np.float32),
-                       np.concatenate(opening).astype(np.float32))
+                       np.concatenate(opening).astype(np.float32), np.concatenate(inner).astype(np.float32))
 
 
 @dataclass
@@ -233,4 +247,44 @@ def aligned_mouths(frames: np.ndarray, bank: MouthBank, picks: np.ndarray, targe
         source = np.asarray(frames[int(bank.frames[pick])])
         out[b, y0:y1, x0:x1] = cv2.warpAffine(source, matrix, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                                               borderMode=cv2.BORDER_REPLICATE)
+    return out
+
+
+PAINT_FEATHER = 0.8  # px: Gaussian sigma of the painted opening's edge (the render's lip edge is not anti-aliased)
+
+
+def opening_masks(inner: np.ndarray, image_size: int) -> np.ndarray:
+    """Soft masks float32 [B, S, S] in [0, 1] of inner-lip polygons [B, P, 2] (crop px, pixel centres at i + 0.5): the
+    fraction of each pixel inside the opening (OpenCV's fill, 4x supersampled: it also fills pixels its edges touch),
+    then feathered by PAINT_FEATHER."""
+    import cv2
+
+    out = np.zeros((len(inner), image_size, image_size), np.float32)
+    sub, shift = 4, 4  # supersampling factor; sub-pixel polygon vertices (1/16 of a fine pixel)
+    for b, ring in enumerate(inner):
+        if not np.isfinite(ring).all():
+            continue
+        x0, y0 = (int(np.clip(np.floor(v) - 3, 0, image_size)) for v in ring.min(0))
+        x1, y1 = (int(np.clip(np.ceil(v) + 3, 0, image_size)) for v in ring.max(0))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        fine = np.zeros(((y1 - y0) * sub, (x1 - x0) * sub), np.uint8)
+        points = np.round(((ring - (x0, y0)) * sub - 0.5) * (1 << shift)).astype(np.int32)  # fine pixel centres
+        cv2.fillPoly(fine, [points], 255, lineType=cv2.LINE_8, shift=shift)
+        cover = fine.reshape(y1 - y0, sub, x1 - x0, sub).astype(np.float32).mean(axis=(1, 3)) / 255.0  # [h, w]
+        out[b, y0:y1, x0:x1] = cv2.GaussianBlur(cover, (0, 0), PAINT_FEATHER)
+    return out
+
+
+def paint_mouths(composites: np.ndarray, mouths: np.ndarray, picks: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """The composites uint8 [B, S, S, 3] with their mouth opening (inner-lip polygons [B, P, 2]) taken from the aligned
+    retrieved mouths uint8 [B, S, S, 3]; frames with nothing retrieved (pick -1: empty bank) keep the render."""
+    composites = np.asarray(composites)
+    out = np.array(composites)
+    use = np.flatnonzero(np.asarray(picks) >= 0)
+    if len(use) == 0:
+        return out
+    alpha = opening_masks(np.asarray(inner)[use], composites.shape[1])[..., None]  # [b, S, S, 1]
+    blend = alpha * np.asarray(mouths)[use].astype(np.float32) + (1 - alpha) * composites[use].astype(np.float32)
+    out[use] = np.clip(np.round(blend), 0, 255).astype(np.uint8)
     return out

@@ -34,7 +34,7 @@ from ..atomic import atomic_path
 from .face_discriminator import MultiScaleDiscriminator, PatchDiscriminatorConfig
 from .generator import Generator, GeneratorConfig, to_unit
 from .mouth_discriminator import MouthDiscriminator, MouthDiscriminatorConfig
-from .retrieval import MouthBank, aligned_mouths
+from .retrieval import MouthBank, aligned_mouths, paint_mouths
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class GanParams:
     retrieval_exclude: int  # training never retrieves a frame within this many frames of the target
     retrieval_stickiness: float  # sequences keep the previous pick while within this many bank tolerances of the best
     bank_min_opening: float  # head model units: a training part that never opens wider gets no bank (render only)
+    paint_mouth: bool  # with retrieval: the composite's mouth opening shows the retrieved mouth, not the teeth band
     d_channels: int
     d_scales: int
     mouth_crop: int
@@ -87,6 +88,8 @@ class RetrievalData:
     candidates: np.ndarray
     target_lips: np.ndarray
     target_keys: np.ndarray  # float32 [N, K]: mouth-shape keys of what each composite renders
+    # float32 [N, P, 2]: inner-lip polygons of what each composite renders, with gan.paint_mouth (None: no painting)
+    target_inner: np.ndarray | None = None
 
 
 @dataclass
@@ -147,12 +150,16 @@ def sample_batch(data: GanData, rng: torch.Generator, batch_size: int, crop: int
     jitter = torch.rand((batch_size, 2), generator=rng).numpy()
     rows = data.train_index[picks]
     mouths = None
+    painted: np.ndarray | None = None  # the batch's composites with the retrieved mouths painted in (gan.paint_mouth)
     if data.retrieval is not None:  # drawn only then, so a run without retrieval samples as before
         r = data.retrieval
         which = torch.randint(r.candidates.shape[1], (batch_size,), generator=rng).numpy()
         chosen = r.candidates[rows, which]
         chosen = np.where(chosen >= 0, chosen, r.candidates[rows, 0])  # fewer than k candidates: the nearest
         mouths = aligned_mouths(data.frames, r.bank, chosen, r.target_lips[rows])
+        if r.target_inner is not None:
+            painted = paint_mouths(np.stack([data.composites[row] for row in rows]), mouths, chosen,
+                                   r.target_inner[rows])
     comps, reals, refs, boxes, retrieved = [], [], [], [], []
     for i, (row, (jx, jy)) in enumerate(zip(rows, jitter)):
         box = data.boxes[row].astype(np.float32)
@@ -163,7 +170,7 @@ def sample_batch(data: GanData, rng: torch.Generator, batch_size: int, crop: int
         x0 = int(np.clip(round(cx - crop + margin + jx * (crop - 2 * margin)), 0, size - crop))
         y0 = int(np.clip(round(cy - crop + margin + jy * (crop - 2 * margin)), 0, size - crop))
         window = (slice(y0, y0 + crop), slice(x0, x0 + crop))
-        comps.append(data.composites[row][window])
+        comps.append((data.composites[row] if painted is None else painted[i])[window])
         reals.append(data.frames[row][window])
         if reference is not None:
             refs.append(reference[window])

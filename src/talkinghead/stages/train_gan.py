@@ -29,7 +29,7 @@ from ..gan import generate, load_generator
 from ..gan.face_discriminator import PatchDiscriminatorConfig
 from ..gan.generator import GeneratorConfig, to_uint8
 from ..gan.mouth_discriminator import MouthDiscriminatorConfig, mouth_crops
-from ..gan.retrieval import MouthBank, RetrievalState, aligned_mouths, lip_geometry
+from ..gan.retrieval import MouthBank, RetrievalState, aligned_mouths, lip_geometry, paint_mouths
 from ..gan.trainer import Batch, GanData, GanParams, GanTrainer, RetrievalData
 from ..headmodel import HeadModelParams, load_head_model
 from ..imagemetrics import psnr_per_image, ssim_per_image
@@ -88,7 +88,8 @@ def load_retrieval(paths: PresenterPaths, data: GanData, params: GanParams, head
     bank = MouthBank.build(data.train_index, fitted_geometry, params.bank_min_opening, params.retrieval_stickiness,
                            params.retrieval_exclude)
     candidates = bank.candidates(rendered.keys, params.retrieval_candidates, np.arange(n), params.retrieval_exclude)
-    return RetrievalData(bank, candidates, rendered.lips, rendered.keys)
+    return RetrievalData(bank, candidates, rendered.lips, rendered.keys,
+                         rendered.inner if params.paint_mouth else None)
 
 
 def sample_grid(composite: np.ndarray, generated: np.ndarray, real: np.ndarray) -> np.ndarray:
@@ -137,6 +138,8 @@ def evaluate(generator, data: GanData, mouth_size: int = 64, batch_size: int = 1
             r = data.retrieval
             picks = r.bank.retrieve(r.target_keys[rows], state)
             retrieved = aligned_mouths(data.frames, r.bank, picks, r.target_lips[rows])
+            if r.target_inner is not None:
+                comp = paint_mouths(comp, retrieved, picks, r.target_inner[rows])  # what the generator reads
         fake = generate(generator, comp, retrieved=retrieved)
         boxes = data.boxes[rows]
         crops = {k: mouth_crops(v, boxes, mouth_size) for k, v in (("comp", comp), ("fake", fake), ("real", real))}
@@ -160,7 +163,8 @@ def evaluate(generator, data: GanData, mouth_size: int = 64, batch_size: int = 1
 
 def build_trainer(params: GanParams, device: torch.device) -> GanTrainer:
     gen_config = GeneratorConfig(channels=params.channels, use_reference=params.use_reference,
-                                 use_retrieval=params.retrieval, image_size=params.image_size)
+                                 use_retrieval=params.retrieval, paint_mouth=params.retrieval and params.paint_mouth,
+                                 image_size=params.image_size)
     face_config = PatchDiscriminatorConfig(base_channels=params.d_channels, scales=params.d_scales)
     mouth_config = MouthDiscriminatorConfig(crop_size=params.mouth_crop, base_channels=params.d_channels)
     return GanTrainer(gen_config, params, face_config, mouth_config, device)
