@@ -253,38 +253,51 @@ def aligned_mouths(frames: np.ndarray, bank: MouthBank, picks: np.ndarray, targe
 PAINT_FEATHER = 0.8  # px: Gaussian sigma of the painted opening's edge (the render's lip edge is not anti-aliased)
 
 
-def opening_masks(inner: np.ndarray, image_size: int) -> np.ndarray:
-    """Soft masks float32 [B, S, S] in [0, 1] of inner-lip polygons [B, P, 2] (crop px, pixel centres at i + 0.5): the
-    fraction of each pixel inside the opening (OpenCV's fill, 4x supersampled: it also fills pixels its edges touch),
-    then feathered by PAINT_FEATHER."""
+def _opening_box(ring: np.ndarray, image_size: int) -> tuple[int, int, int, int] | None:
+    """Integer box (x0, y0, x1, y1) around an inner-lip polygon [P, 2] with room for the feather; None if empty."""
+    if not np.isfinite(ring).all():
+        return None
+    x0, y0 = (int(np.clip(np.floor(v) - 3, 0, image_size)) for v in ring.min(0))
+    x1, y1 = (int(np.clip(np.ceil(v) + 3, 0, image_size)) for v in ring.max(0))
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def _opening_cover(ring: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Soft mask float32 [h, w] of the polygon ``ring`` inside ``box``: the fraction of each pixel inside (OpenCV's fill,
+    4x supersampled: it also fills the pixels its edges touch), feathered by PAINT_FEATHER."""
     import cv2
 
-    out = np.zeros((len(inner), image_size, image_size), np.float32)
+    x0, y0, x1, y1 = box
     sub, shift = 4, 4  # supersampling factor; sub-pixel polygon vertices (1/16 of a fine pixel)
+    fine = np.zeros(((y1 - y0) * sub, (x1 - x0) * sub), np.uint8)
+    points = np.round(((ring - (x0, y0)) * sub - 0.5) * (1 << shift)).astype(np.int32)  # crop px -> fine pixel index
+    cv2.fillPoly(fine, [points], 255, lineType=cv2.LINE_8, shift=shift)
+    cover = fine.reshape(y1 - y0, sub, x1 - x0, sub).astype(np.float32).mean(axis=(1, 3)) / 255.0  # [h, w]
+    return cv2.GaussianBlur(cover, (0, 0), PAINT_FEATHER)
+
+
+def opening_masks(inner: np.ndarray, image_size: int) -> np.ndarray:
+    """Soft masks float32 [B, S, S] in [0, 1] of inner-lip polygons [B, P, 2] (crop px, pixel centres at i + 0.5)."""
+    out = np.zeros((len(inner), image_size, image_size), np.float32)
     for b, ring in enumerate(inner):
-        if not np.isfinite(ring).all():
-            continue
-        x0, y0 = (int(np.clip(np.floor(v) - 3, 0, image_size)) for v in ring.min(0))
-        x1, y1 = (int(np.clip(np.ceil(v) + 3, 0, image_size)) for v in ring.max(0))
-        if x1 <= x0 or y1 <= y0:
-            continue
-        fine = np.zeros(((y1 - y0) * sub, (x1 - x0) * sub), np.uint8)
-        points = np.round(((ring - (x0, y0)) * sub - 0.5) * (1 << shift)).astype(np.int32)  # fine pixel centres
-        cv2.fillPoly(fine, [points], 255, lineType=cv2.LINE_8, shift=shift)
-        cover = fine.reshape(y1 - y0, sub, x1 - x0, sub).astype(np.float32).mean(axis=(1, 3)) / 255.0  # [h, w]
-        out[b, y0:y1, x0:x1] = cv2.GaussianBlur(cover, (0, 0), PAINT_FEATHER)
+        box = _opening_box(ring, image_size)
+        if box is not None:
+            x0, y0, x1, y1 = box
+            out[b, y0:y1, x0:x1] = _opening_cover(ring, box)
     return out
 
 
 def paint_mouths(composites: np.ndarray, mouths: np.ndarray, picks: np.ndarray, inner: np.ndarray) -> np.ndarray:
     """The composites uint8 [B, S, S, 3] with their mouth opening (inner-lip polygons [B, P, 2]) taken from the aligned
     retrieved mouths uint8 [B, S, S, 3]; frames with nothing retrieved (pick -1: empty bank) keep the render."""
-    composites = np.asarray(composites)
     out = np.array(composites)
-    use = np.flatnonzero(np.asarray(picks) >= 0)
-    if len(use) == 0:
-        return out
-    alpha = opening_masks(np.asarray(inner)[use], composites.shape[1])[..., None]  # [b, S, S, 1]
-    blend = alpha * np.asarray(mouths)[use].astype(np.float32) + (1 - alpha) * composites[use].astype(np.float32)
-    out[use] = np.clip(np.round(blend), 0, 255).astype(np.uint8)
+    for b in np.flatnonzero(np.asarray(picks) >= 0):
+        box = _opening_box(np.asarray(inner[b]), out.shape[1])
+        if box is None:
+            continue
+        x0, y0, x1, y1 = box
+        alpha = _opening_cover(np.asarray(inner[b]), box)[..., None]  # [h, w, 1]
+        here = out[b, y0:y1, x0:x1].astype(np.float32)
+        mouth = np.asarray(mouths[b, y0:y1, x0:x1], np.float32)
+        out[b, y0:y1, x0:x1] = np.clip(np.round(here + alpha * (mouth - here)), 0, 255).astype(np.uint8)
     return out
