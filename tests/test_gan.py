@@ -244,6 +244,7 @@ def test_stage_registers_a_generator_that_loads_safely(tmp_path, monkeypatch):
     stage_metrics = json.loads(Path("reports/gan/synth/metrics.json").read_text())
     assert stage_metrics["retrieval"] == "on" and stage_metrics["retrieval_bank_frames"] > 0  # params.yaml's default
     assert MouthBank.load(paths.mouth_bank).frames.max() < 16  # the bank holds training frames only (20 x 0.8)
+    assert load_generator(paths.gan_checkpoint, "cpu").config.paint_mouth  # speak paints its composites as in training
     assert list(np.atleast_1d(losses["step"])) == [1, 2] and {"g_loss", "d_face"} <= set(losses.dtype.names)
     client = mlflow.MlflowClient()
     (version,) = client.search_model_versions("name = 'talkinghead-gan-synth'")
