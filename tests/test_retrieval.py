@@ -10,7 +10,7 @@ import torch
 from talkinghead.errors import InputError
 from talkinghead.gan.generator import Generator, GeneratorConfig
 from talkinghead.gan.retrieval import (LipGeometry, MouthBank, RetrievalState, aligned_mouths, lip_box, lip_geometry,
-                                       opening_masks, paint_mouths, similarity)
+                                       PAINT_GROW, opening_masks, paint_mouths, similarity)
 
 
 def lip_ring(n: int = 40, width: float = 30.0, height: float = 10.0, centre=(64.0, 80.0)) -> np.ndarray:
@@ -135,9 +135,11 @@ def test_paint_mouths_fills_the_opening_only():
     mouths = np.full((3, size, size, 3), 220, np.uint8)
     out = paint_mouths(comps, mouths, np.array([0, -1, 0]), g.inner)
     assert out[0, 80, 64].tolist() == [220] * 3  # the opening's centre shows the retrieved mouth
-    assert (out[0, 80, 64 + 13] == 40).all() and (out[0, 80 + 7, 64] == 40).all()  # 4 px outside the 20 x 6 px ring: not
+    grow = PAINT_GROW  # the opening is grown a little, so its feathered edge falls on the retrieved lips
+    assert (out[0, 80, 64 + 15] == 40).all() and (out[0, 80 + 9, 64] == 40).all()  # 6 px outside the 20 x 6 px ring: not
     painted = (out[0, ..., 0].astype(float) - 40).sum() / 180  # the feather moves weight, it does not add any
-    assert abs(painted - np.pi * 10 * 3) < 5  # the ellipse's area
+    perimeter = np.pi * (3 * (10 + 3) - np.sqrt((3 * 10 + 3) * (10 + 3 * 3)))  # Ramanujan
+    assert abs(painted - (np.pi * 10 * 3 + perimeter * grow + np.pi * grow ** 2)) < 8  # the grown ellipse's area (Steiner)
     np.testing.assert_array_equal(out[1], comps[1])  # nothing retrieved (empty bank): the render stays
     assert (comps == 40).all()  # the input is not changed in place
 

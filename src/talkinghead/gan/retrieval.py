@@ -251,20 +251,24 @@ def aligned_mouths(frames: np.ndarray, bank: MouthBank, picks: np.ndarray, targe
 
 
 PAINT_FEATHER = 0.8  # px: Gaussian sigma of the painted opening's edge (the render's lip edge is not anti-aliased)
+# px the painted opening is grown by, so that the feather's half-transparent edge lies on the retrieved lips, not on
+# the render's teeth band: at 0 its bright edge showed through as a dotted outline along the inner lips
+PAINT_GROW = 1.5
 
 
 def _opening_box(ring: np.ndarray, image_size: int) -> tuple[int, int, int, int] | None:
     """Integer box (x0, y0, x1, y1) around an inner-lip polygon [P, 2] with room for the feather; None if empty."""
     if not np.isfinite(ring).all():
         return None
-    x0, y0 = (int(np.clip(np.floor(v) - 3, 0, image_size)) for v in ring.min(0))
-    x1, y1 = (int(np.clip(np.ceil(v) + 3, 0, image_size)) for v in ring.max(0))
+    margin = 3 + int(np.ceil(PAINT_GROW))
+    x0, y0 = (int(np.clip(np.floor(v) - margin, 0, image_size)) for v in ring.min(0))
+    x1, y1 = (int(np.clip(np.ceil(v) + margin, 0, image_size)) for v in ring.max(0))
     return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
 def _opening_cover(ring: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """Soft mask float32 [h, w] of the polygon ``ring`` inside ``box``: the fraction of each pixel inside (OpenCV's fill,
-    4x supersampled: it also fills the pixels its edges touch), feathered by PAINT_FEATHER."""
+    """Soft mask float32 [h, w] of the polygon ``ring`` grown by PAINT_GROW inside ``box``: the fraction of each pixel
+    inside (OpenCV's fill, 4x supersampled: it also fills the pixels its edges touch), feathered by PAINT_FEATHER."""
     import cv2
 
     x0, y0, x1, y1 = box
@@ -272,6 +276,9 @@ def _opening_cover(ring: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarr
     fine = np.zeros(((y1 - y0) * sub, (x1 - x0) * sub), np.uint8)
     points = np.round(((ring - (x0, y0)) * sub - 0.5) * (1 << shift)).astype(np.int32)  # crop px -> fine pixel index
     cv2.fillPoly(fine, [points], 255, lineType=cv2.LINE_8, shift=shift)
+    radius = int(round(PAINT_GROW * sub))
+    if radius:
+        fine = cv2.dilate(fine, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
     cover = fine.reshape(y1 - y0, sub, x1 - x0, sub).astype(np.float32).mean(axis=(1, 3)) / 255.0  # [h, w]
     return cv2.GaussianBlur(cover, (0, 0), PAINT_FEATHER)
 
