@@ -54,6 +54,7 @@ class LipParams:
     dropout: float
     window: int  # frames per training / inference sequence
     infer_stride: int
+    smooth_sigma: float  # Gaussian smoothing of the predictions over time, frames (0 = off); inference only
     # optimisation
     batch_size: int
     lr: float
