@@ -11,7 +11,6 @@ import pytest
 from talkinghead import schemas
 from talkinghead.paths import PresenterPaths
 from talkinghead.errors import InputError
-from talkinghead.speech.features import speed_perturbed_features
 from talkinghead.stages.align import (AlignParams, align_presenter, features_for_audio, fit_length,
                                       frame_center_hops)
 
@@ -43,20 +42,6 @@ def test_click_lands_on_its_frame(fps, position):
     click_hop = (k + position) / fps * 100 + 32 / RATE * 100 / 2
     expected_slot = int(round(click_hop - frame_center_hops(n, fps, PARAMS)[k])) + PARAMS.context_hops
     assert abs(int(np.argmax(feats[k].mean(axis=1))) - expected_slot) <= 1
-
-
-@pytest.mark.parametrize("speed", [0.9, 0.95, 1.05, 1.1])
-@pytest.mark.parametrize("k", [12, 37, 70])
-def test_speed_perturbed_copy_keeps_length_and_timing(speed, k):
-    """A faster or slower copy of the audio, re-timed onto the frame grid: as many frames, the click still on its
-    frame (without the re-timing it would move by (1 / speed - 1) * k frames: 4-8 frames at k = 70)."""
-    fps, n = 25, 75
-    samples = click_audio(n, fps, (k + 0.5) / fps)
-    feats = speed_perturbed_features(samples, n, fps, PARAMS, speed)
-    assert feats.shape == (n, PARAMS.context, 80) and feats.dtype == np.float32
-    assert int(np.argmax(feats[:, PARAMS.context_hops].mean(axis=1))) == k
-    with pytest.raises(ValueError, match="speed"):
-        speed_perturbed_features(samples, n, fps, PARAMS, 3.0)
 
 
 def test_features_are_normalised_per_utterance():

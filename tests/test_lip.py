@@ -23,8 +23,8 @@ from talkinghead import schemas
 from talkinghead.audio import write_wav
 from talkinghead.lip import LoadedLipModel, predict_with, window_starts
 from talkinghead.lip.model import LipConfig, LipTransformer, sinusoidal_encoding, smooth_frames
-from talkinghead.lip.trainer import (LipParams, PresenterData, augment_variants, draw_rows, evaluate,
-                                     presenter_probabilities, target_statistics, train, validation_segments)
+from talkinghead.lip.trainer import (LipParams, PresenterData, draw_rows, evaluate, presenter_probabilities,
+                                     target_statistics, train, validation_segments)
 from talkinghead.lipmetrics import av_offset, lagged_correlations, lve, pearson_r
 from talkinghead.parallel import Distributed
 from talkinghead.split import heldout_start, time_split
@@ -272,25 +272,6 @@ def test_presenter_balance_draws_each_presenter_about_equally():
         presenter_probabilities(rows, 4, 1.5)
 
 
-def test_augmented_windows_come_from_the_copies_at_the_asked_rate():
-    plain, copied = tiny_presenter(), tiny_presenter(name="copied")
-    copied.augmented = np.stack([copied.features + 1.0, copied.features + 2.0])  # [2, N, C, M]
-    rows = np.array([[i % 2, 10 * i] for i in range(4000)], dtype=np.int64)
-    never = augment_variants([plain, copied], rows, 0.0, torch.Generator().manual_seed(0))
-    assert not never.any()
-    half = augment_variants([plain, copied], rows, 0.5, torch.Generator().manual_seed(0))
-    assert not half[rows[:, 0] == 0].any()  # a presenter without copies always hears its own audio
-    share = np.bincount(half[rows[:, 0] == 1], minlength=3) / 2000
-    np.testing.assert_allclose(share, [0.5, 0.25, 0.25], atol=0.04)
-    from talkinghead.lip.trainer import _batch
-
-    mean, std = np.zeros((2, 53), np.float32), np.ones((2, 53), np.float32)
-    feats, target, _ = _batch([plain, copied], np.array([[1, 0], [1, 0]]), 16, mean, std, torch.device("cpu"),
-                              np.array([0, 2]))
-    np.testing.assert_allclose(feats[1] - feats[0], 2.0, atol=1e-5)  # the copy's features, the same targets
-    assert torch.equal(target[0], target[1])
-
-
 def test_relative_validation_loss_of_static_prediction_is_one():
     """The validation loss is relative to the still face: a network that outputs the mean scores 1."""
 
@@ -450,20 +431,6 @@ def test_stage_smoke_align_train_predict(tmp_path, monkeypatch):
         predict_lip.main(["data/interim/other", "--checkpoint", "models/lip/lip.pt"])
     assert exit_info.value.code == 2
     assert not PresenterPaths.of("other", Path(".")).lip_coeffs.exists()
-    # voice augmentation: asked for by the trainer without copies from align -> one clear error, no checkpoint
-    lip = {"d_model": 32, "n_heads": 2, "ff_dim": 64, "n_layers": 6, "window": 16, "infer_stride": 8,
-           "batch_size": 8, "max_steps": 10, "eval_every": 10, "lip_vertex_frames": 32, "augment_probability": 0.5}
-    write_project_params(tmp_path, lip=lip)
-    assert np.load(paths.features_augmented).shape == (0, 300, *np.load(paths.features).shape[1:])
-    with pytest.raises(SystemExit) as exit_info:
-        train_lip.main(["--presenters", "synth", "--out", "models/lip/aug.pt", "--no-track", "--no-reports"])
-    assert exit_info.value.code == 2 and not Path("models/lip/aug.pt").exists()
-    # with align.augment_speeds align writes one re-timed copy per speed and the trainer reads them
-    write_project_params(tmp_path, lip=lip, align={"augment_speeds": [0.9, 1.1]})
-    align.main(["data/interim/synth"])
-    assert np.load(paths.features_augmented).shape == (2, 300, *np.load(paths.features).shape[1:])
-    train_lip.main(["--presenters", "synth", "--out", "models/lip/aug.pt", "--no-track", "--no-reports"])
-    assert Path("models/lip/aug.pt").is_file()
 
 
 def _ddp_worker(data: str, out: str, two_presenters: bool) -> None:

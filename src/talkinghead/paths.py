@@ -100,11 +100,6 @@ class PresenterPaths:
         return self.interim / "features.npy"
 
     @property
-    def features_augmented(self) -> Path:
-        """float32 tensor file (.npy) [A, N, context, n_mels]: features of align.augment_speeds' copies (A may be 0)."""
-        return self.interim / "features_augmented.npy"
-
-    @property
     def features_table(self) -> Path:
         return self.interim / "features.parquet"
 

@@ -41,16 +41,12 @@ class AlignParams:
     context_hops: int  # mel hops (10 ms) on each side of the frame centre
     log_floor: float  # added to mel power before the log, so digital silence stays finite
     max_mismatch_s: float  # audio/video length mismatch beyond this is an InputError
-    augment_speeds: list[float]  # speed factors of the perturbed copies align also encodes (training only)
 
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:
             raise InputError("params.yaml", f"align.encoder is {self.encoder!r}; choose one of {', '.join(ENCODERS)}")
         if self.whisper_layer < 0 or self.whisper_context < 0 or self.context_hops < 0:
             raise InputError("params.yaml", "align.whisper_layer, whisper_context and context_hops must be >= 0")
-        if not all(0.5 <= float(s) <= 2.0 for s in self.augment_speeds):
-            raise InputError("params.yaml", f"align.augment_speeds {list(self.augment_speeds)}: each must be in "
-                                            "[0.5, 2]")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "AlignParams":

@@ -27,7 +27,7 @@ from ..audio import read_wav
 from ..errors import InputError, exits_on_input_error
 from ..params import load_config
 from ..paths import PresenterPaths
-from ..speech.features import SAMPLE_RATE, AlignParams, features_for_audio, frame_center_hops, speed_perturbed_features
+from ..speech.features import SAMPLE_RATE, AlignParams, features_for_audio, frame_center_hops
 from ..tracking import stage_run
 from ..tensorfile import save_tensor
 
@@ -84,18 +84,6 @@ def align_presenter(paths: PresenterPaths, params: AlignParams) -> tuple[np.ndar
     return features, table, metrics
 
 
-def augmented_features(paths: PresenterPaths, params: AlignParams, n_frames: int, fps: float) -> np.ndarray:
-    """float32 [A, N, C, D]: the features of the presenter's audio sped up by each of ``params.augment_speeds``,
-    re-timed onto its frames (``speed_perturbed_features``); [0, N, C, D] without speeds. The lip trainer reads
-    them for training windows only, so the held-out tail's copies are never learnt from."""
-    samples, _ = read_wav(paths.audio)
-    samples = fit_length(samples, n_frames, fps, params.max_mismatch_s, paths.audio)
-    copies = [speed_perturbed_features(samples, n_frames, fps, params, float(s)) for s in params.augment_speeds]
-    if not copies:
-        return np.zeros((0, n_frames, params.context, params.feature_dim), np.float32)
-    return np.stack(copies).astype(np.float32)
-
-
 @exits_on_input_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -105,7 +93,6 @@ def main(argv: list[str] | None = None) -> None:
     paths = PresenterPaths.from_folder(args.interim)
     features, table, metrics = align_presenter(paths, params)
     save_tensor(paths.features, features)
-    save_tensor(paths.features_augmented, augmented_features(paths, params, len(features), metrics["fps"]))
     schemas.write_table(table, paths.features_table, schemas.FEATURES,
                         metadata={"context": features.shape[1], "n_mels": features.shape[2],
                                   "encoder": params.encoder})

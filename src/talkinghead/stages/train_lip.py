@@ -34,17 +34,9 @@ from ..split import SplitParams, time_split
 from ..tensorfile import load_tensor
 
 
-def load_presenter(paths: PresenterPaths, heldout_fraction: float, validation_fraction: float,
-                   augmented: bool = False) -> PresenterData:
-    """Features [N, C, M], fitted expression [N, 53], mean shape [100] and time split of one presenter; with
-    ``augmented`` also the features of its speed-perturbed copies [A, N, C, M] (align.augment_speeds)."""
+def load_presenter(paths: PresenterPaths, heldout_fraction: float, validation_fraction: float) -> PresenterData:
+    """Features [N, C, M], fitted expression [N, 53], mean shape [100] and time split of one presenter."""
     features = np.asarray(load_tensor(paths.features, np.float32, (None, None)))
-    copies = None
-    if augmented:
-        copies = load_tensor(paths.features_augmented, np.float32, (len(features), *features.shape[1:]))
-        if len(copies) == 0:
-            raise InputError(paths.features_augmented, "holds no speed-perturbed copies, but lip.augment_probability "
-                                                       "is above 0: set align.augment_speeds and rerun align")
     flame = schemas.read_table(paths.flame, schemas.PARAMETERS)
     if len(flame) != len(features):
         raise InputError(paths.flame, f"{len(flame)} frames but {paths.features} has {len(features)}; rerun align/fit")
@@ -57,7 +49,7 @@ def load_presenter(paths: PresenterPaths, heldout_fraction: float, validation_fr
     if not np.isfinite(features).all():
         raise InputError(paths.features, "holds NaN/inf")
     return PresenterData(paths.name, features, expression, shape.astype(np.float32),
-                         time_split(len(features), heldout_fraction, validation_fraction), copies)
+                         time_split(len(features), heldout_fraction, validation_fraction))
 
 
 def write_reports(result: TrainResult, root: Path) -> None:
@@ -83,8 +75,8 @@ def run(presenter_names: list[str], out: Path, root: Path, track: bool = True, r
     # Threads per process, split between the DDP ranks. On a shared, loaded CPU one thread per process is several
     # times faster than two (OpenMP barriers stall when cores are oversubscribed), hence lip.threads.
     torch.set_num_threads(max(1, lip.threads // dist_info.world))
-    presenters = [load_presenter(PresenterPaths.of(n, root), split.heldout_fraction, lip.validation_fraction,
-                                 augmented=lip.augment_probability > 0) for n in presenter_names]
+    presenters = [load_presenter(PresenterPaths.of(n, root), split.heldout_fraction, lip.validation_fraction)
+                  for n in presenter_names]
     shapes = {p.features.shape[1:] for p in presenters}
     if len(shapes) != 1:
         raise InputError(root / "data" / "interim", f"presenters' features differ in shape {shapes}; rerun align")
