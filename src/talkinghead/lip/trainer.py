@@ -69,7 +69,6 @@ class LipParams:
     min_validation_frames: int  # shorter validation slices are not used
     train_stride: int  # frames between consecutive training windows
     presenter_balance: float  # 0: every training window equally likely; 1: every presenter equally likely
-    augment_probability: float  # chance a training window's features come from a speed-perturbed copy of its audio
     expression_weight: float
     velocity_weight: float
     lip_vertex_weight: float
@@ -87,7 +86,6 @@ class PresenterData:
     expression: np.ndarray
     shape: np.ndarray
     split: TimeSplit
-    augmented: np.ndarray | None = None  # [A, N, C, M]: features of speed-perturbed copies (training windows only)
 
 
 @dataclass
@@ -229,21 +227,6 @@ def draw_rows(train_rows: np.ndarray, probabilities: np.ndarray, batch_size: int
     return out
 
 
-def augment_variants(presenters: list[PresenterData], rows: np.ndarray, probability: float,
-                     generator: torch.Generator) -> np.ndarray:
-    """int64 [B]: for each window of a global batch, 0 (its recorded audio) or which perturbed copy a (1..A) of its
-    presenter's audio it is read from; a copy with ``probability``, each copy equally likely. Presenters without
-    copies always give 0. Drawn from ``generator`` alone, so every DDP rank agrees."""
-    u = torch.rand(len(rows), generator=generator, dtype=torch.float64).numpy()
-    pick = torch.rand(len(rows), generator=generator, dtype=torch.float64).numpy()
-    out = np.zeros(len(rows), np.int64)
-    for i, (p, _) in enumerate(rows):
-        copies = presenters[p].augmented
-        if copies is not None and len(copies) and u[i] < probability:
-            out[i] = 1 + min(int(pick[i] * len(copies)), len(copies) - 1)
-    return out
-
-
 def _lr_factor(step: int, warmup: int, total: int) -> float:
     """Linear warm-up, then cosine decay to 10% of the base rate at ``total`` steps."""
     if step < warmup:
@@ -253,13 +236,9 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
 
 
 def _batch(presenters: list[PresenterData], rows: np.ndarray, window: int, mean: np.ndarray, std: np.ndarray,
-           device: torch.device, variants: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """features [B, W, C, M], targets [B, W, 53] standardised with each row's presenter statistics, presenter ids [B].
-    ``variants`` [B]: 0 = the recorded audio's features, a > 0 = those of the presenter's a-th perturbed copy."""
-    if variants is None:
-        variants = np.zeros(len(rows), np.int64)
-    feats = np.stack([(presenters[p].features if a == 0 else presenters[p].augmented[a - 1])[s:s + window]
-                      for (p, s), a in zip(rows, variants)])
+           device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """features [B, W, C, M], targets [B, W, 53] standardised with each row's presenter statistics, presenter ids [B]."""
+    feats = np.stack([presenters[p].features[s:s + window] for p, s in rows])
     raw = np.stack([presenters[p].expression[s:s + window] for p, s in rows]).astype(np.float32)
     pid = rows[:, 0]
     to = lambda a: torch.as_tensor(np.ascontiguousarray(a), device=device)  # noqa: E731
@@ -385,11 +364,9 @@ def train(config: LipConfig, settings: LipParams, presenters: list[PresenterData
         else:
             generator = torch.Generator().manual_seed(settings.seed * 100003 + step)
             global_rows = draw_rows(train_rows, probabilities, settings.batch_size, generator)
-        variants = augment_variants(presenters, global_rows, settings.augment_probability,
-                                    torch.Generator().manual_seed(settings.seed * 100019 + step))
-        local_rows, local_variants = global_rows[d.rank::d.world], variants[d.rank::d.world]
+        local_rows = global_rows[d.rank::d.world]
         assert len(local_rows) == per_rank
-        feats, target, pid = _batch(presenters, local_rows, window, mean, std, d.device, local_variants)
+        feats, target, pid = _batch(presenters, local_rows, window, mean, std, d.device)
         pred = net(feats, pid)  # [b, W, 53] standardised
         total, losses = batch_losses(pred, target, pid, settings, vertex_loss,
                                      _lip_batch(lip_targets, local_rows, window, d.device), mean, std)

@@ -148,19 +148,3 @@ def features_for_audio(samples: np.ndarray, n_frames: int, fps: float,
     offsets = np.arange(-params.half_context, params.half_context + 1)  # [C]
     idx = np.clip(centres[:, None] + offsets[None, :], 0, len(states) - 1)  # [N, C]
     return states[idx]  # [N, C, D]
-
-
-def speed_perturbed_features(samples: np.ndarray, n_frames: int, fps: float, params: AlignParams,
-                             speed: float) -> np.ndarray:
-    """Features [N, C, D] of ``samples`` played ``speed`` times as fast (resampled: tempo, pitch and formants all
-    scaled by ``speed``, a voice the recording never had), re-timed onto the original frame grid: frame i's audio at
-    (i + 0.5) / fps is at (i + 0.5) / (fps * speed) in the faster copy, so frame i gets the same sounds either way and
-    the fitted expression of frame i stays its target (training augmentation for speaker independence)."""
-    from scipy.signal import resample_poly
-
-    if not 0.5 <= speed <= 2.0:
-        raise ValueError(f"speed {speed} is outside [0.5, 2]")
-    up = 100
-    down = int(round(speed * up))  # speed in steps of 0.01
-    faster = resample_poly(np.asarray(samples, np.float32), up, down).astype(np.float32)  # [T * up / down]
-    return features_for_audio(faster, n_frames, fps * down / up, params)
