@@ -23,8 +23,7 @@ from talkinghead import schemas
 from talkinghead.audio import write_wav
 from talkinghead.lip import LoadedLipModel, predict_with, window_starts
 from talkinghead.lip.model import LipConfig, LipTransformer, sinusoidal_encoding, smooth_frames
-from talkinghead.lip.trainer import (LipParams, PresenterData, draw_rows, evaluate, presenter_probabilities,
-                                     target_statistics, train, validation_segments)
+from talkinghead.lip.trainer import LipParams, PresenterData, evaluate, target_statistics, train, validation_segments
 from talkinghead.lipmetrics import av_offset, lagged_correlations, lve, pearson_r
 from talkinghead.parallel import Distributed
 from talkinghead.split import heldout_start, time_split
@@ -252,24 +251,6 @@ def test_statistics_and_validation_per_presenter():
     assert {(p, s, n) for p, s, n in segments if p == 1} == {(1, 84, 12)}  # 120 frames: validation = [84, 96)
     assert [seg for seg in segments if seg[0] == 0] == [(0, 210, 16), (0, 226, 14)]  # 300 frames: [210, 240)
     assert validation_segments([short], window=16, min_frames=13) == []
-
-
-def test_presenter_balance_draws_each_presenter_about_equally():
-    # 900 windows of a long presenter, 30 and 70 of two short ones, none of a fourth
-    rows = np.concatenate([np.stack([np.full(n, p), np.arange(n)], axis=1) for p, n in ((0, 900), (1, 30), (2, 70))])
-    np.testing.assert_allclose(presenter_probabilities(rows, 4, 0.0), [0.9, 0.03, 0.07, 0.0])
-    np.testing.assert_allclose(presenter_probabilities(rows, 4, 1.0), [1 / 3, 1 / 3, 1 / 3, 0.0])
-    drawn = np.concatenate([draw_rows(rows, presenter_probabilities(rows, 4, 1.0), 16,
-                                      torch.Generator().manual_seed(step)) for step in range(300)])
-    share = np.bincount(drawn[:, 0], minlength=4) / len(drawn)
-    np.testing.assert_allclose(share, [1 / 3, 1 / 3, 1 / 3, 0.0], atol=0.04)
-    assert {tuple(r) for r in drawn} <= {tuple(r) for r in rows}  # only real windows
-    assert len({tuple(r) for r in drawn if r[0] == 1}) == 30  # and every window of a short presenter comes up
-    again = draw_rows(rows, presenter_probabilities(rows, 4, 1.0), 16, torch.Generator().manual_seed(7))
-    np.testing.assert_array_equal(again, draw_rows(rows, presenter_probabilities(rows, 4, 1.0), 16,
-                                                   torch.Generator().manual_seed(7)))  # same on every DDP rank
-    with pytest.raises(ValueError, match="presenter_balance"):
-        presenter_probabilities(rows, 4, 1.5)
 
 
 def test_relative_validation_loss_of_static_prediction_is_one():

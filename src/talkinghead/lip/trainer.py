@@ -68,7 +68,6 @@ class LipParams:
     validation_fraction: float
     min_validation_frames: int  # shorter validation slices are not used
     train_stride: int  # frames between consecutive training windows
-    presenter_balance: float  # 0: every training window equally likely; 1: every presenter equally likely
     expression_weight: float
     velocity_weight: float
     lip_vertex_weight: float
@@ -202,31 +201,6 @@ def lip_vertex_scale(lip_targets: list[np.ndarray], presenters: list[PresenterDa
     return max(float(np.mean(values)), 1e-12)
 
 
-def presenter_probabilities(train_rows: np.ndarray, n_presenters: int, balance: float) -> np.ndarray:
-    """float64 [P]: how likely a training window is drawn from each presenter, proportional to its number of windows
-    to the power 1 - ``balance`` (0: as many as it has, so minutes of one voice swamp seconds of another; 1: every
-    presenter with a window equally often). Presenters without a training window get 0."""
-    if not 0.0 <= balance <= 1.0:
-        raise ValueError(f"presenter_balance {balance} is outside [0, 1]")
-    counts = np.bincount(train_rows[:, 0], minlength=n_presenters).astype(np.float64)
-    weights = np.where(counts > 0, counts ** (1.0 - balance), 0.0)
-    return weights / weights.sum()
-
-
-def draw_rows(train_rows: np.ndarray, probabilities: np.ndarray, batch_size: int, generator: torch.Generator
-              ) -> np.ndarray:
-    """One global batch [batch_size, 2] of ``train_rows``: a presenter drawn by ``probabilities``, then one of its
-    windows uniformly (with replacement; the same rows on every DDP rank, which share the generator's seed)."""
-    presenters = torch.multinomial(torch.as_tensor(probabilities), batch_size, replacement=True,
-                                   generator=generator).numpy()
-    picks = torch.rand(batch_size, generator=generator, dtype=torch.float64).numpy()
-    out = np.empty((batch_size, 2), dtype=np.int64)
-    for i, (p, u) in enumerate(zip(presenters, picks)):
-        own = np.flatnonzero(train_rows[:, 0] == p)
-        out[i] = train_rows[own[min(int(u * len(own)), len(own) - 1)]]
-    return out
-
-
 def _lr_factor(step: int, warmup: int, total: int) -> float:
     """Linear warm-up, then cosine decay to 10% of the base rate at ``total`` steps."""
     if step < warmup:
@@ -353,17 +327,11 @@ def train(config: LipConfig, settings: LipParams, presenters: list[PresenterData
 
         bar = Progress(total=settings.max_steps, desc="train_lip", unit="step")
     net.train()
-    probabilities = presenter_probabilities(train_rows, len(presenters), settings.presenter_balance)
-    proportional = np.allclose(probabilities, presenter_probabilities(train_rows, len(presenters), 0.0))
     while step < settings.max_steps:
-        if proportional:  # one presenter, or no balancing: epochs of a shuffled list of every window
-            epoch, within = divmod(step, steps_per_epoch)
-            generator = torch.Generator().manual_seed(settings.seed * 100003 + epoch)
-            perm = torch.randperm(len(train_rows), generator=generator).numpy()
-            global_rows = train_rows[perm[within * settings.batch_size:(within + 1) * settings.batch_size]]
-        else:
-            generator = torch.Generator().manual_seed(settings.seed * 100003 + step)
-            global_rows = draw_rows(train_rows, probabilities, settings.batch_size, generator)
+        epoch, within = divmod(step, steps_per_epoch)
+        generator = torch.Generator().manual_seed(settings.seed * 100003 + epoch)
+        perm = torch.randperm(len(train_rows), generator=generator).numpy()
+        global_rows = train_rows[perm[within * settings.batch_size:(within + 1) * settings.batch_size]]
         local_rows = global_rows[d.rank::d.world]
         assert len(local_rows) == per_rank
         feats, target, pid = _batch(presenters, local_rows, window, mean, std, d.device)
