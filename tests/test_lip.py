@@ -355,6 +355,27 @@ def test_presenter_metrics_with_head_model():
     assert metrics["baseline_static_mean"]["lve_mm2"] > 0 and metrics["lve_reduction_vs_static"] == pytest.approx(1.0)
 
 
+def test_mouth_opening_loss_measures_the_inner_lip_gap():
+    from talkinghead.headmodel import load_head_model, mouth_opening
+    from talkinghead.lip.trainer import LipVertexLoss, inner_lip_positions, lip_gap
+
+    head = load_head_model()
+    expr = torch.zeros(4, 53)
+    expr[1:, 50] = torch.tensor([0.1, 0.2, 0.3])  # the jaw opens more and more
+    shape = torch.zeros(4, 100)
+    vertices = head(shape, expr, torch.zeros(4, 6)).vertices
+    upper, lower = inner_lip_positions(head)
+    gaps = lip_gap(vertices[:, head.lip_vertex_ids], upper, lower)
+    torch.testing.assert_close(gaps, mouth_opening(vertices, head))  # the gap crossdrive and evaluate correlate
+    assert (gaps[1:] > gaps[:-1]).all()
+    loss = LipVertexLoss(head, np.zeros((1, 100), np.float32), scale=1.0, max_frames=8, opening_scale=1.0)
+    true_lips = vertices[:, head.lip_vertex_ids][None]  # [1, 4, L, 3]
+    pid = torch.zeros(1, dtype=torch.long)
+    _, same = loss(expr[None], true_lips, pid)
+    _, closed = loss(torch.zeros(1, 4, 53), true_lips, pid)
+    assert float(same) < 1e-12 < float(closed)
+
+
 def test_ridge_baseline_finds_an_audio_cue_only_where_there_is_one():
     from talkinghead.lip.ridge import ridge_baseline
 
