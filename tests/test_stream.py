@@ -85,9 +85,9 @@ def test_streaming_lip_smooths_as_the_checkpoint_says(tiny_presenter, tmp_path):
     from talkinghead.tensorfile import load_checkpoint
 
     payload = load_checkpoint(tiny_presenter / LIP_CHECKPOINT)
-    payload["config"] = {**payload["config"], "smooth_sigma": 1.0}
-    smoothed_ckpt = tmp_path / "smooth.pt"
-    torch.save(payload, smoothed_ckpt)
+    plain_ckpt, smoothed_ckpt = tmp_path / "plain.pt", tmp_path / "smooth.pt"
+    torch.save({**payload, "config": {**payload["config"], "smooth_sigma": 0.0}}, plain_ckpt)
+    torch.save({**payload, "config": {**payload["config"], "smooth_sigma": 1.0}}, smoothed_ckpt)
     samples, _, _ = synthetic_speech(4.0, seed=5)
     n = int(round(len(samples) / RATE * FPS))
 
@@ -99,7 +99,7 @@ def test_streaming_lip_smooths_as_the_checkpoint_says(tiny_presenter, tmp_path):
             rows.append(live.drain())
         return np.concatenate(rows + [live.drain(final=True)])
 
-    plain, smooth = streamed(tiny_presenter / LIP_CHECKPOINT), streamed(smoothed_ckpt)
+    plain, smooth = streamed(plain_ckpt), streamed(smoothed_ckpt)
     jitter = lambda a: np.abs(np.diff(a, axis=0)).mean()  # noqa: E731
     assert jitter(smooth) < 0.8 * jitter(plain)
     offline = predict(smoothed_ckpt, speech_features(smoothed_ckpt, samples, n, FPS), "tiny")
