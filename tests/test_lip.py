@@ -22,7 +22,7 @@ import torch
 from talkinghead import schemas
 from talkinghead.audio import write_wav
 from talkinghead.lip import LoadedLipModel, predict_with, window_starts
-from talkinghead.lip.model import LipConfig, LipTransformer, sinusoidal_encoding
+from talkinghead.lip.model import LipConfig, LipTransformer, sinusoidal_encoding, smooth_frames
 from talkinghead.lip.trainer import LipParams, PresenterData, evaluate, target_statistics, train, validation_segments
 from talkinghead.lipmetrics import av_offset, lagged_correlations, lve, pearson_r
 from talkinghead.parallel import Distributed
@@ -288,6 +288,33 @@ def test_windowed_inference_matches_length():
     np.testing.assert_allclose(predict_with(lip, feats, "synth"), direct, atol=1e-5)
 
 
+def test_smoothing_removes_jitter_and_keeps_a_steps_timing():
+    rng = np.random.default_rng(0)
+    step = np.where(np.arange(120) >= 60, 1.0, 0.0)[:, None].repeat(3, axis=1)  # [120, 3]: opens at frame 60
+    noisy = torch.as_tensor(step + rng.normal(scale=0.2, size=step.shape), dtype=torch.float32)
+    smooth = smooth_frames(noisy, 1.5).numpy()
+    jitter = lambda a: np.abs(np.diff(a, axis=0)).mean()  # noqa: E731
+    assert jitter(smooth) < 0.5 * jitter(noisy.numpy())
+    assert np.abs(smooth - step).mean() < np.abs(noisy.numpy() - step).mean()  # closer to the clean signal
+    clean = smooth_frames(torch.as_tensor(step, dtype=torch.float32), 1.5).numpy()[:, 0]
+    assert clean[59] < 0.5 < clean[60] and clean[59] + clean[60] == pytest.approx(1.0, abs=1e-5)  # no delay
+    np.testing.assert_allclose(clean[:50], 0.0, atol=1e-6)  # ends renormalised, not pulled towards a padding value
+    np.testing.assert_allclose(clean[-50:], 1.0, atol=1e-6)
+    assert torch.equal(smooth_frames(noisy, 0.0), noisy)  # 0 = off
+
+
+def test_checkpoint_smoothing_applies_in_predict():
+    config = LipConfig(presenters=["synth"], **{**TINY, "smooth_sigma": 1.0})
+    model = LipTransformer(config).eval()
+    lip = LoadedLipModel(model, torch.zeros(1, 53), torch.ones(1, 53), {}, torch.device("cpu"))
+    feats = np.random.default_rng(1).normal(size=(16, 3, 80)).astype(np.float32)
+    with torch.no_grad():
+        direct = model(torch.from_numpy(feats)[None], torch.tensor([0]))[0]
+    np.testing.assert_allclose(predict_with(lip, feats, "synth"), smooth_frames(direct, 1.0).numpy(), atol=1e-5)
+    assert np.abs(np.diff(predict_with(lip, feats, "synth"), axis=0)).mean() < np.abs(np.diff(direct.numpy(),
+                                                                                               axis=0)).mean()
+
+
 def test_checkpoint_round_trip_and_unknown_presenter(tmp_path):
     from talkinghead.errors import InputError
     from talkinghead.lip import checkpoint_payload, load_lip_model, predict
@@ -326,6 +353,27 @@ def test_presenter_metrics_with_head_model():
     assert metrics["model"]["av_offset"] == 0
     assert metrics[f"baseline_shifted_{SHIFT_FRAMES}"]["av_offset"] == SHIFT_FRAMES
     assert metrics["baseline_static_mean"]["lve_mm2"] > 0 and metrics["lve_reduction_vs_static"] == pytest.approx(1.0)
+
+
+def test_mouth_opening_loss_measures_the_inner_lip_gap():
+    from talkinghead.headmodel import load_head_model, mouth_opening
+    from talkinghead.lip.trainer import LipVertexLoss, inner_lip_positions, lip_gap
+
+    head = load_head_model()
+    expr = torch.zeros(4, 53)
+    expr[1:, 50] = torch.tensor([0.1, 0.2, 0.3])  # the jaw opens more and more
+    shape = torch.zeros(4, 100)
+    vertices = head(shape, expr, torch.zeros(4, 6)).vertices
+    upper, lower = inner_lip_positions(head)
+    gaps = lip_gap(vertices[:, head.lip_vertex_ids], upper, lower)
+    torch.testing.assert_close(gaps, mouth_opening(vertices, head))  # the gap crossdrive and evaluate correlate
+    assert (gaps[1:] > gaps[:-1]).all()
+    loss = LipVertexLoss(head, np.zeros((1, 100), np.float32), scale=1.0, max_frames=8, opening_scale=1.0)
+    true_lips = vertices[:, head.lip_vertex_ids][None]  # [1, 4, L, 3]
+    pid = torch.zeros(1, dtype=torch.long)
+    _, same = loss(expr[None], true_lips, pid)
+    _, closed = loss(torch.zeros(1, 4, 53), true_lips, pid)
+    assert float(same) < 1e-12 < float(closed)
 
 
 def test_ridge_baseline_finds_an_audio_cue_only_where_there_is_one():

@@ -75,6 +75,38 @@ def test_streaming_lip_follows_the_offline_lip_model(tiny_presenter):
     assert len(live.audio) <= 3.0 * RATE  # only the history (+1 s) is kept
 
 
+def test_streaming_lip_smooths_as_the_checkpoint_says(tiny_presenter, tmp_path):
+    """A checkpoint with smooth_sigma 1 (kernel radius 3 <= look-ahead 3): the stream's rows are steadier than
+    without smoothing and still follow the offline (smoothed) prediction."""
+    import torch
+
+    from talkinghead.lip import predict, speech_features
+    from talkinghead.streaming import StreamingLip
+    from talkinghead.tensorfile import load_checkpoint
+
+    payload = load_checkpoint(tiny_presenter / LIP_CHECKPOINT)
+    plain_ckpt, smoothed_ckpt = tmp_path / "plain.pt", tmp_path / "smooth.pt"
+    torch.save({**payload, "config": {**payload["config"], "smooth_sigma": 0.0}}, plain_ckpt)
+    torch.save({**payload, "config": {**payload["config"], "smooth_sigma": 1.0}}, smoothed_ckpt)
+    samples, _, _ = synthetic_speech(4.0, seed=5)
+    n = int(round(len(samples) / RATE * FPS))
+
+    def streamed(checkpoint: Path) -> np.ndarray:
+        live = StreamingLip(checkpoint, "tiny", FPS, history_s=2.0, lookahead_frames=3)
+        rows = []
+        for i in range(0, len(samples), 640 * 4):
+            live.push(samples[i:i + 640 * 4])
+            rows.append(live.drain())
+        return np.concatenate(rows + [live.drain(final=True)])
+
+    plain, smooth = streamed(plain_ckpt), streamed(smoothed_ckpt)
+    jitter = lambda a: np.abs(np.diff(a, axis=0)).mean()  # noqa: E731
+    assert jitter(smooth) < 0.8 * jitter(plain)
+    offline = predict(smoothed_ckpt, speech_features(smoothed_ckpt, samples, n, FPS), "tiny")
+    jaw = slice(50, 53)
+    assert pearson_r(smooth[:, jaw].ravel(), offline[:, jaw].ravel()) > 0.8
+
+
 @pytest.mark.slow
 def test_stream_writes_every_frame_with_its_audio(tiny_presenter, tmp_path):
     samples, _, _ = synthetic_speech(3.0, seed=6)

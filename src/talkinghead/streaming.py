@@ -10,7 +10,9 @@ it. Live, neither the future nor the whole utterance exists, so ``StreamingLip``
   second of a stream is normalised by its own window and a long stream by all of it, as an utterance is offline;
 - builds each frame's feature stack exactly as ``features_for_audio`` does (the hops around the frame's centre,
   clamped to the audio so far) and runs the lip Transformer on the last ``window`` frames of features, which end
-  ``lookahead_frames`` after the newest frame it emits: those frames' mouths may use that much future audio.
+  ``lookahead_frames`` after the newest frame it emits: those frames' mouths may use that much future audio. The
+  checkpoint's temporal smoothing (``smooth_sigma``) runs over that window's outputs, so it matches offline
+  smoothing when its kernel (3 sigma each side) fits in the look-ahead, and is cut short at the newest frame if not.
 
 Look-ahead trades delay for sync: each frame is emitted ``lookahead_frames / fps`` seconds after its audio plus one
 step of computation; `talkinghead bench --parts stream` measures both the delay and how far the mouth opening
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .lip import checkpoint_align_params, load_lip_model
+from .lip import checkpoint_align_params, load_lip_model, smooth_frames
 from .speech.features import SAMPLE_RATE, AlignParams, log_mel
 
 # the audio kept beyond the history window, so hop indices near the window's start are always computable
@@ -149,6 +151,9 @@ class StreamingLip:
             x = torch.from_numpy(feats)[None].to(self.lip.device)  # [1, W', C, D]
             pid = torch.full((1,), self.presenter_index, dtype=torch.long, device=self.lip.device)
             out = self.lip.model(x, pid)[0]  # [W', 53]
+            # the checkpoint's smoothing, over the window's outputs: past frames on one side, the look-ahead frames
+            # on the other (a kernel wider than the look-ahead is cut there and renormalised, as at a clip's end)
+            out = smooth_frames(out, self.lip.model.config.smooth_sigma)
             out = out * self.lip.target_std[self.presenter_index] + self.lip.target_mean[self.presenter_index]
         rows = out[len(older):len(older) + k]  # frames first .. stop - 1
         self.features.extend(fresh[:k])

@@ -5,7 +5,8 @@
 >>> expression = predict("models/lip/lip.pt", features, "demo")   # -> [N, 53]
 
 Long inputs are cut into overlapping windows of ``config.window`` frames (the length the model was trained on) and
-cross-faded, so inference costs the same per second of audio whatever the clip length.
+cross-faded, so inference costs the same per second of audio whatever the clip length. The result is smoothed over
+time with the checkpoint's ``smooth_sigma`` (lip.smooth_sigma when it was trained; ``smooth_frames``).
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from ..errors import InputError, describe
 from ..parallel import torch_threads
 from ..speech.features import AlignParams, features_for_audio
 from ..tensorfile import load_checkpoint
-from .model import LipConfig, LipTransformer
+from .model import LipConfig, LipTransformer, smooth_frames
 
 __all__ = ["LipConfig", "LipTransformer", "LoadedLipModel", "checkpoint_align_params", "checkpoint_payload",
-           "load_lip_model", "predict", "predict_with", "speech_features"]
+           "load_lip_model", "predict", "predict_with", "smooth_frames", "speech_features"]
 
 
 @dataclass
@@ -147,7 +148,7 @@ def predict_with(lip: LoadedLipModel, features: np.ndarray, presenter: str, batc
         for s, o in zip(chunk, out):
             total[s:s + window] += o * ramp[:, None]
             weight[s:s + window] += ramp[:, None]
-    standardised = total / weight
+    standardised = smooth_frames(total / weight, config.smooth_sigma)  # real mouths are smooth; the net jitters
     return (standardised * lip.target_std[pid] + lip.target_mean[pid]).float().cpu().numpy()
 
 

@@ -19,7 +19,8 @@ from ..schemas import N_EXPR_JAW
 
 
 # The keys of params.yaml's lip group that shape the network.
-ARCHITECTURE_KEYS = ("d_model", "n_heads", "ff_dim", "n_layers", "dropout", "window", "infer_stride")
+# (smooth_sigma is not architecture but inference behaviour the checkpoint must carry, as infer_stride is.)
+ARCHITECTURE_KEYS = ("d_model", "n_heads", "ff_dim", "n_layers", "dropout", "window", "infer_stride", "smooth_sigma")
 
 
 @dataclass
@@ -38,6 +39,7 @@ class LipConfig:
     max_len: int = 1024  # longest sequence the positional encoding covers
     window: int = 48  # training / inference sequence length (frames)
     infer_stride: int = 24
+    smooth_sigma: float = 0.0  # Gaussian smoothing of the output over time, frames (0: off; older checkpoints)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,6 +54,29 @@ class LipConfig:
         """From the ``lip`` params group (a LipParams) and what the data decides: presenters and feature shape."""
         arch = {name: getattr(params, name) for name in ARCHITECTURE_KEYS}
         return cls(presenters=list(presenters), n_context=n_context, n_mels=n_mels, **arch)
+
+
+def smoothing_radius(sigma: float) -> int:
+    """Half-width in frames of the truncated Gaussian kernel of ``smooth_frames`` (0 when smoothing is off)."""
+    return int(math.ceil(3.0 * sigma)) if sigma > 0 else 0
+
+
+def smooth_frames(values: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian smoothing over time of ``values`` [N, D] (sigma in frames, kernel truncated at 3 sigma; 0 = a copy).
+
+    Symmetric, so a step keeps its timing (no delay). Near the ends the kernel is cut and renormalised (normalised
+    convolution) rather than padded, so the first and last frames are not pulled towards a made-up value.
+    """
+    radius = smoothing_radius(sigma)
+    if radius == 0 or values.shape[0] < 2:
+        return values.clone()
+    offsets = torch.arange(-radius, radius + 1, dtype=values.dtype, device=values.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)  # [K]
+    x = values.T[:, None, :]  # [N, D] -> [D, 1, N]: one channel per dimension
+    smoothed = torch.nn.functional.conv1d(x, kernel[None, None], padding=radius)[:, 0].T  # [D, N] -> [N, D]
+    ones = torch.ones(1, 1, values.shape[0], dtype=values.dtype, device=values.device)
+    weight = torch.nn.functional.conv1d(ones, kernel[None, None], padding=radius)[0, 0]  # [N]
+    return smoothed / weight[:, None]
 
 
 def sinusoidal_encoding(length: int, d_model: int) -> torch.Tensor:

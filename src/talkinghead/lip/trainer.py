@@ -54,6 +54,7 @@ class LipParams:
     dropout: float
     window: int  # frames per training / inference sequence
     infer_stride: int
+    smooth_sigma: float  # Gaussian smoothing of the predictions over time, frames (0 = off); inference only
     # optimisation
     batch_size: int
     lr: float
@@ -70,6 +71,7 @@ class LipParams:
     expression_weight: float
     velocity_weight: float
     lip_vertex_weight: float
+    mouth_opening_weight: float  # weight of the inner-lip gap's error (what crossdrive and evaluate correlate)
     lip_vertex_frames: int  # frames per step that go through the head model for the lip-vertex loss
     seed: int
     threads: int  # run time only: torch threads per process
@@ -158,27 +160,47 @@ class LipVertexLoss(nn.Module):
     as much as the Transformer per frame, and neighbouring frames carry nearly the same information.
     """
 
-    def __init__(self, head_model: nn.Module, shapes: np.ndarray, scale: float, max_frames: int = 128):
+    def __init__(self, head_model: nn.Module, shapes: np.ndarray, scale: float, max_frames: int = 128,
+                 opening_scale: float = 1.0):
         super().__init__()
         self.head = head_model
         self.register_buffer("shapes", torch.as_tensor(shapes, dtype=torch.float32))  # [P, 100]
         self.scale = scale
+        self.opening_scale = opening_scale
         self.max_frames = max_frames
+        self.upper, self.lower = inner_lip_positions(head_model)  # [K], [K] into the lip vertices
 
     def lip_vertices(self, expression: torch.Tensor, presenter: torch.Tensor) -> torch.Tensor:
         """expression [F, 53] (raw units), presenter [F] -> lip vertices [F, L, 3]."""
         pose = expression.new_zeros(expression.shape[0], 6)
         return self.head(self.shapes[presenter], expression, pose).vertices[:, self.head.lip_vertex_ids]
 
-    def forward(self, pred: torch.Tensor, true_lips: torch.Tensor, presenter: torch.Tensor) -> torch.Tensor:
-        """pred [B, T, 53] raw units, true_lips [B, T, L, 3] (precomputed fitted lip vertices), presenter [B]."""
+    def forward(self, pred: torch.Tensor, true_lips: torch.Tensor, presenter: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """pred [B, T, 53] raw units, true_lips [B, T, L, 3] (precomputed fitted lip vertices), presenter [B] ->
+        (lip-vertex MSE over the fitted variance, inner-lip gap MSE over the fitted gap's variance)."""
         b, t, _ = pred.shape
         stride = max(1, math.ceil(b * t / self.max_frames))
         pick = torch.arange(0, b * t, stride, device=pred.device)  # deterministic: DDP ranks stay comparable
         flat_pred = pred.reshape(b * t, -1)[pick]  # [B, T, 53] -> [B*T, 53] -> [F, 53]
         flat_true = true_lips.reshape(b * t, *true_lips.shape[2:])[pick]  # [B, T, L, 3] -> [F, L, 3]
         flat_presenter = presenter[:, None].expand(b, t).reshape(b * t)[pick]  # [B] -> [B*T] -> [F]
-        return ((self.lip_vertices(flat_pred, flat_presenter) - flat_true) ** 2).mean() / self.scale
+        pred_lips = self.lip_vertices(flat_pred, flat_presenter)  # [F, L, 3]
+        gap_error = lip_gap(pred_lips, self.upper, self.lower) - lip_gap(flat_true, self.upper, self.lower)  # [F]
+        return ((pred_lips - flat_true) ** 2).mean() / self.scale, (gap_error ** 2).mean() / self.opening_scale
+
+
+def inner_lip_positions(head_model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the head model's inner-lip pairs (upper [K], lower [K]) sit among its lip vertices."""
+    where = {int(v): i for i, v in enumerate(head_model.lip_vertex_ids.tolist())}
+    return (torch.tensor([where[int(v)] for v in head_model.inner_lip_upper_ids.tolist()]),
+            torch.tensor([where[int(v)] for v in head_model.inner_lip_lower_ids.tolist()]))
+
+
+def lip_gap(lips, upper, lower):
+    """Inner-lip gap [F] of lip vertices [F, L, 3] (numpy or torch): mean |y(upper) - y(lower)| over the pairs, as
+    headmodel.mouth_opening measures it on whole meshes."""
+    return abs(lips[:, upper, 1] - lips[:, lower, 1]).mean(1)
 
 
 def fitted_lip_vertices(head_model: nn.Module, presenter: PresenterData, batch: int = 512) -> np.ndarray:
@@ -192,6 +214,15 @@ def fitted_lip_vertices(head_model: nn.Module, presenter: PresenterData, batch: 
             verts = head_model(shape[None].expand(n, -1), expr, torch.zeros(n, 6)).vertices
             out.append(verts[:, head_model.lip_vertex_ids].numpy())
     return np.concatenate(out).astype(np.float32)
+
+
+def mouth_opening_scale(lip_targets: list[np.ndarray], presenters: list[PresenterData], head_model: nn.Module
+                        ) -> float:
+    """Mean over presenters of the fitted inner-lip gap's variance over their training frames."""
+    upper, lower = (i.numpy() for i in inner_lip_positions(head_model))
+    values = [lip_gap(t[p.split.train.start:p.split.train.stop], upper, lower).var()
+              for t, p in zip(lip_targets, presenters)]
+    return max(float(np.mean(values)), 1e-12)
 
 
 def lip_vertex_scale(lip_targets: list[np.ndarray], presenters: list[PresenterData]) -> float:
@@ -229,8 +260,9 @@ def batch_losses(pred: torch.Tensor, target: torch.Tensor, pid: torch.Tensor, se
     if vertex_loss is not None:
         std_t, mean_t = torch.as_tensor(std, device=pred.device), torch.as_tensor(mean, device=pred.device)
         pred_raw = pred * std_t[pid][:, None] + mean_t[pid][:, None]  # [P, 53] -> [B, 53] -> [B, 1, 53]
-        losses["loss_lip_vertex"] = vertex_loss(pred_raw, true_lips, pid)
-        total = total + settings.lip_vertex_weight * losses["loss_lip_vertex"]
+        losses["loss_lip_vertex"], losses["loss_mouth_opening"] = vertex_loss(pred_raw, true_lips, pid)
+        total = total + settings.lip_vertex_weight * losses["loss_lip_vertex"] \
+            + settings.mouth_opening_weight * losses["loss_mouth_opening"]
     return total, losses
 
 
@@ -303,13 +335,14 @@ def train(config: LipConfig, settings: LipParams, presenters: list[PresenterData
     if d.world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
     vertex_loss, lip_targets = None, []
-    if settings.lip_vertex_weight > 0:
+    if settings.lip_vertex_weight > 0 or settings.mouth_opening_weight > 0:
         if head_model is None:
-            raise ValueError("lip_vertex_weight > 0 needs a head model")
+            raise ValueError("lip_vertex_weight or mouth_opening_weight > 0 needs a head model")
         head_model = head_model.cpu()
         lip_targets = [fitted_lip_vertices(head_model, p) for p in presenters]
         vertex_loss = LipVertexLoss(head_model, np.stack([p.shape for p in presenters]),
-                                    lip_vertex_scale(lip_targets, presenters), settings.lip_vertex_frames).to(d.device)
+                                    lip_vertex_scale(lip_targets, presenters), settings.lip_vertex_frames,
+                                    mouth_opening_scale(lip_targets, presenters, head_model)).to(d.device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda s: _lr_factor(s, settings.warmup_steps, settings.max_steps))

@@ -83,7 +83,7 @@ def run(presenter_names: list[str], out: Path, root: Path, track: bool = True, r
     n_context, n_mels = shapes.pop()
     config = LipConfig.from_params(lip, presenter_names, int(n_context), int(n_mels))
     head_model = None
-    if lip.lip_vertex_weight > 0:
+    if lip.lip_vertex_weight > 0 or lip.mouth_opening_weight > 0:
         from ..headmodel import HeadModelParams, load_head_model
 
         head_model = load_head_model(load_config(HeadModelParams, "head_model")).to(dist_info.device)
