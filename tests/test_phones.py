@@ -106,3 +106,19 @@ def test_transcript_tokens_and_loops():
     assert tokens_to_text(["Ġcaf", "Ã©"]) == "café"  # byte-level BPE: é is two byte tokens
     assert is_loop("I'm not going to do that. " * 7)
     assert not is_loop("Pretty soon a woman came along, carrying a folded umbrella as a walking stick.")
+
+
+def test_streaming_refuses_a_phones_lip_model(tiny_presenter, tmp_path):
+    """Phone timings need a transcript of the whole utterance: the streaming lip model says so instead of failing
+    somewhere inside."""
+    import torch
+
+    from talkinghead.paths import LIP_CHECKPOINT
+    from talkinghead.streaming import StreamingLip
+    from talkinghead.tensorfile import load_checkpoint
+
+    payload = load_checkpoint(tiny_presenter / LIP_CHECKPOINT)
+    payload["align"] = {**payload["align"], "encoder": "phones"}
+    torch.save(payload, tmp_path / "lip.pt")
+    with pytest.raises(InputError, match="align.encoder 'phones', which needs whole utterances"):
+        StreamingLip(tmp_path / "lip.pt", "tiny", 25, history_s=2.0, lookahead_frames=3)
