@@ -38,11 +38,12 @@ MAX_COMPRESSION = 2.4  # gzip ratio of a transcript above which Whisper is loopi
 ALIGN_FPS = 100  # pocketsphinx frames per second
 PHONE_FEATURES = (*VISEME_NAMES, "mouth_open", "speaking")  # columns of phone_features
 SILENCE = "_"
+MARGIN_S = 0.2  # audio on each side of a Whisper segment given to the aligner
 
 
 @dataclass(frozen=True)
-class Window:
-    """One transcribed window of the input: its text ('' = silence, a loop, or nothing Whisper could read)."""
+class Segment:
+    """One transcribed segment of the input (Whisper's timestamps, seconds from the input's start) and its text."""
 
     start_s: float
     end_s: float
@@ -102,29 +103,71 @@ class Transcriber:
                                                                  f"({exc.__class__.__name__}: {exc})") from exc
         self.multilingual = bool(getattr(self.model, "is_multilingual", False))
 
-    def __call__(self, samples: np.ndarray) -> list[Window]:
+    def __call__(self, samples: np.ndarray) -> list[Segment]:
+        """Timestamped segments of 16 kHz ``samples`` [T], decoded as Whisper's own transcribe does: a 30 s window
+        from ``seek``, then the next window from the end of its last complete segment (tiny.en often stops a few
+        sentences into a window; untimestamped decoding then drops the rest)."""
         import torch
 
         window = int(WINDOW_S * SAMPLE_RATE)
-        out = []
-        for lo in range(0, max(1, len(samples)), window):
+        out: list[Segment] = []
+        seek = 0
+        while seek < len(samples):
             piece = np.zeros(window, np.float32)
-            chunk = samples[lo:lo + window]
+            chunk = samples[seek:seek + window]
             piece[:len(chunk)] = chunk
             with torch.no_grad():
                 mel = self.mel.log_mel(torch.from_numpy(piece)).numpy()[None]  # [1, n_mels, 3000]
             features = self._storage.from_array(np.ascontiguousarray(mel, np.float32))
-            prompt = ["<|startoftranscript|>", "<|notimestamps|>"]
+            offset, length = seek / SAMPLE_RATE, len(chunk) / SAMPLE_RATE
+            prompt = ["<|startoftranscript|>"]
             if self.multilingual:  # the aligner knows English only: other languages are silence
                 language = self.model.detect_language(features)[0][0][0]  # most likely language token
                 if language != "<|en|>":
-                    out.append(Window(lo / SAMPLE_RATE, (lo + len(chunk)) / SAMPLE_RATE, ""))
+                    seek += window
                     continue
-                prompt = ["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"]
-            result = self.model.generate(features, [prompt], beam_size=1, max_length=224)
-            text = tokens_to_text(result[0].sequences[0])
-            out.append(Window(lo / SAMPLE_RATE, (lo + len(chunk)) / SAMPLE_RATE, "" if is_loop(text) else text))
+                prompt = ["<|startoftranscript|>", "<|en|>", "<|transcribe|>"]
+            tokens = self.model.generate(features, [prompt], beam_size=1, max_length=224)[0].sequences[0]
+            segments, resume_s = timed_segments(tokens, length)
+            if is_loop(" ".join(text for _, _, text in segments)):
+                segments = []
+            out += [Segment(offset + a, offset + min(b, length), text) for a, b, text in segments if a < length]
+            seek += window if resume_s is None else max(int(round(resume_s * SAMPLE_RATE)), SAMPLE_RATE)
         return out
+
+
+TIMESTAMP = re.compile(r"<\|(\d+(?:\.\d+)?)\|>")
+
+
+def timed_segments(tokens: list[str], length_s: float) -> tuple[list[tuple[float, float, str]], float | None]:
+    """Whisper's timestamped output for one window (``<|0.00|> Hello there.<|1.40|><|1.60|> More<|2.2|>``) ->
+    ([(start_s, end_s, text)], resume_s): complete segments, and where to decode the next window from -- the end
+    of the last complete segment when the model stopped before the window's last 2 s, or an unfinished segment's
+    start; None: the window is done."""
+    segments: list[tuple[float, float, str]] = []
+    start: float | None = None
+    pending: list[str] = []
+    for token in tokens:
+        stamp = TIMESTAMP.fullmatch(token)
+        if stamp is None:
+            if not token.startswith("<|"):
+                pending.append(token)
+            continue
+        t = float(stamp.group(1))
+        if start is not None and pending:
+            text = tokens_to_text(pending)
+            if text:
+                segments.append((start, t, text))
+            start, pending = None, []
+        else:
+            start, pending = t, []
+    if start is not None and pending and start > 1.0:  # cut off mid-segment: decode again from its start
+        return segments, start
+    if start is not None and pending:  # one unfinished segment from the window's start: take it to the end
+        segments.append((start, length_s, tokens_to_text(pending)))
+        return segments, None
+    last_end = segments[-1][1] if segments else 0.0
+    return segments, (last_end if 1.0 < last_end < length_s - 2.0 else None)
 
 
 class Aligner:
@@ -182,12 +225,15 @@ def speech_phones(samples: np.ndarray, model_dir: str | None) -> list[Phoneme]:
     samples = np.asarray(samples, dtype=np.float32).reshape(-1)
     transcriber, aligner = _models(model_dir)
     phones: list[Phoneme] = []
-    for window in transcriber(samples):
-        if not window.text:
-            continue
-        lo, hi = int(round(window.start_s * SAMPLE_RATE)), int(round(window.end_s * SAMPLE_RATE))
-        phones += [Phoneme(p.symbol, p.start_s + window.start_s, p.end_s + window.start_s)
-                   for p in aligner(samples[lo:hi], window.text)]
+    segments = transcriber(samples)
+    for k, segment in enumerate(segments):
+        # each segment's audio with a margin (Whisper's segment times are coarse), not reaching into its neighbours
+        lo_s = max(segment.start_s - MARGIN_S, segments[k - 1].end_s if k else 0.0)
+        hi_s = min(segment.end_s + MARGIN_S, segments[k + 1].start_s if k + 1 < len(segments) else np.inf)
+        lo, hi = int(round(lo_s * SAMPLE_RATE)), min(len(samples), int(round(hi_s * SAMPLE_RATE)))
+        done = phones[-1].end_s if phones else 0.0
+        phones += [q for p in aligner(samples[lo:hi], segment.text)
+                   if (q := Phoneme(p.symbol, p.start_s + lo_s, p.end_s + lo_s)).start_s >= done]
     return phones
 
 
