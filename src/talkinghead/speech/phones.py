@@ -35,6 +35,7 @@ from ..errors import InputError
 SAMPLE_RATE = 16000
 WINDOW_S = 30.0  # Whisper's input length; longer audio is transcribed and aligned window by window
 MAX_COMPRESSION = 2.4  # gzip ratio of a transcript above which Whisper is looping (Whisper's own threshold)
+NO_SPEECH, MIN_LOGPROB = 0.6, -1.0  # no-speech probability and mean token log-prob of a silent window (Whisper's)
 ALIGN_FPS = 100  # pocketsphinx frames per second
 PHONE_FEATURES = (*VISEME_NAMES, "mouth_open", "speaking")  # columns of phone_features
 SILENCE = "_"
@@ -127,9 +128,12 @@ class Transcriber:
                     seek += window
                     continue
                 prompt = ["<|startoftranscript|>", "<|en|>", "<|transcribe|>"]
-            tokens = self.model.generate(features, [prompt], beam_size=1, max_length=224)[0].sequences[0]
-            segments, resume_s = timed_segments(tokens, length)
-            if is_loop(" ".join(text for _, _, text in segments)):
+            result = self.model.generate(features, [prompt], beam_size=1, max_length=224, return_scores=True,
+                                         return_no_speech_prob=True)[0]
+            segments, resume_s = timed_segments(result.sequences[0], length)
+            # Whisper's own tests: a loop is a hallucination; so is text in a window it thinks silent and is unsure of
+            silent = result.no_speech_prob > NO_SPEECH and result.scores[0] < MIN_LOGPROB
+            if silent or is_loop(" ".join(text for _, _, text in segments)):
                 segments = []
             out += [Segment(offset + a, offset + min(b, length), text) for a, b, text in segments if a < length]
             seek += window if resume_s is None else max(int(round(resume_s * SAMPLE_RATE)), SAMPLE_RATE)
@@ -142,7 +146,7 @@ TIMESTAMP = re.compile(r"<\|(\d+(?:\.\d+)?)\|>")
 def timed_segments(tokens: list[str], length_s: float) -> tuple[list[tuple[float, float, str]], float | None]:
     """Whisper's timestamped output for one window (``<|0.00|> Hello there.<|1.40|><|1.60|> More<|2.2|>``) ->
     ([(start_s, end_s, text)], resume_s): complete segments, and where to decode the next window from -- the end
-    of the last complete segment when the model stopped before the window's last 2 s, or an unfinished segment's
+    of the last complete segment when the model stopped before the window's last 0.5 s, or an unfinished segment's
     start; None: the window is done."""
     segments: list[tuple[float, float, str]] = []
     start: float | None = None
@@ -167,7 +171,7 @@ def timed_segments(tokens: list[str], length_s: float) -> tuple[list[tuple[float
         segments.append((start, length_s, tokens_to_text(pending)))
         return segments, None
     last_end = segments[-1][1] if segments else 0.0
-    return segments, (last_end if 1.0 < last_end < length_s - 2.0 else None)
+    return segments, (last_end if 1.0 < last_end < length_s - 0.5 else None)
 
 
 class Aligner:
