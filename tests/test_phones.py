@@ -75,8 +75,13 @@ def test_missing_model_folder_names_the_parameter(tmp_path):
         features_for_audio(np.zeros(RATE, np.float32), 25, 25, params)
 
 
-def test_whisper_plus_phones_is_both_side_by_side():
-    samples, _ = speak("Good morning, my friend.", "en-us", 155)
+def test_whisper_plus_phones_is_both_side_by_side(monkeypatch):
+    """The Whisper columns, then the phone columns. The phones are fixed here: tiny.en's greedy timestamps can move
+    by a step when earlier work in the process leaves different float rounding behind, and that is not this test."""
+    from talkinghead.speech import phones as phones_module
+
+    samples, truth = speak("Good morning, my friend.", "en-us", 155)
+    monkeypatch.setattr(phones_module, "speech_phones", lambda s, model: truth)
     n = int(len(samples) / RATE * 25)
     both = features_for_audio(samples, n, 25, project_config(AlignParams, "align", encoder="whisper+phones"))
     whisper = features_for_audio(samples, n, 25, project_config(AlignParams, "align", encoder="whisper"))

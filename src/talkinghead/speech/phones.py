@@ -181,7 +181,8 @@ class Aligner:
     def __init__(self):
         import pocketsphinx
 
-        self.decoder = pocketsphinx.Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
+        # batch CMN: each utterance normalised on its own (live CMN carries over from the previous one)
+        self.decoder = pocketsphinx.Decoder(samprate=SAMPLE_RATE, loglevel="FATAL", cmn="batch")
 
     def words(self, text: str) -> list[str]:
         """The words of ``text`` that the pronunciation dictionary knows (lower case, punctuation removed)."""
