@@ -26,7 +26,8 @@ TARGET=${TARGET:-evaluate}
 if [ ! -d "$WORK/.git" ]; then
   git clone -q "$ROOT" "$WORK"
 fi
-ln -sfn "$ROOT/.venv" "$WORK/.venv"
+# the checkout's venv (not when the script runs from inside the scratch clone itself: that would link .venv to itself)
+[ "$(cd "$WORK" && pwd -P)" = "$(cd "$ROOT" && pwd -P)" ] || ln -sfn "$ROOT/.venv" "$WORK/.venv"
 cd "$WORK"
 if [ -n "${ENCODER:-}" ]; then  # align.encoder of the scratch clone (whisper | mel | phones | whisper+phones)
   sed -i "s/^  encoder: [a-z+]*/  encoder: $ENCODER/" params.yaml
