@@ -268,8 +268,7 @@ def stream(presenter: str, source: BinaryIO, source_name: str, out, root: str | 
                 cut = max(0, stop_sample - audio_tail_start)
                 try:
                     writer.write(frames, audio_tail[:cut])
-                except OutputClosed:
-                    ended = True
+                except OutputClosed:  # the reader left: the check below ends the stream
                     break
                 audio_tail, audio_tail_start = audio_tail[cut:], audio_tail_start + cut
                 emitted = time.monotonic()
