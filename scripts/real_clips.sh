@@ -47,6 +47,7 @@ done
 
 "$TH" repro "$TARGET"
 "$TH" repro crossdrive >/dev/null
+"$TH" repro predict_lip >/dev/null  # each presenter's own held-out tail (r, AV offset): the table's lip columns
 
 # Leave-one-out: for every real presenter S a lip model trained on all the others; S's whole recording drives them.
 PY="$WORK/.venv/bin/python"

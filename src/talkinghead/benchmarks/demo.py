@@ -1,6 +1,6 @@
 """Demo presenter speed: seconds of CPU and wall time to generate one second of the demo (TTS, warp, encoding).
 
-The stage's budget is the default 75 s demo in under 60 s on a 2-core CPU, i.e. a wall time per video second
+The stage's budget is the default 300 s demo in under 4 min on a 2-core CPU, i.e. a wall time per video second
 below 0.8. Both wall and CPU time are reported because the machine may be shared.
 """
 

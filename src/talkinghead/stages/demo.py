@@ -151,7 +151,7 @@ def encode_video(path: Path, frames, n_frames: int, size: int, fps: int, samples
     from ..progress import Progress
     from ..videoio import VideoWriter
 
-    # crf 18: the demo footage is the pipeline's input, so it is stored close to lossless (~3.5 MB for 75 s)
+    # crf 18: the demo footage is the pipeline's input, so it is stored close to lossless (~3.5 MB per 75 s)
     with VideoWriter(path, fps, size, size, audio=np.asarray(samples, np.float32), audio_rate=rate, crf=18,
                      audio_bitrate=64000) as writer, \
             Progress(total=n_frames, desc="demo frames", unit="frame", disable=n_frames < 100) as bar:
