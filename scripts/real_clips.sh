@@ -3,8 +3,8 @@
 # presenter next to the demo presenter in a scratch clone, `dvc repro` runs up to $TARGET (default: evaluate), and
 # one table of the held-out metrics per presenter is printed (also written to $WORK/real_clips.md).
 #
-#   make real-clips                          # everything, ~45 min on 2 CPU cores (the GAN trains per presenter)
-#   TARGET=predict_lip make real-clips       # up to the lip model only, ~8 min
+#   make real-clips                          # everything, ~45 min on 2 CPU cores with the 75 s demo (GAN per presenter)
+#   TARGET=crossdrive make real-clips        # up to the lip models only, ~15 min with the 300 s demo
 #   TARGET=crossdrive ENCODER=mel WORK=/tmp/rc-mel make real-clips   # the log-mel baseline on the same clips
 #
 # After the pipeline, one lip model per real presenter is trained without that presenter (leave-one-out) and
