@@ -357,7 +357,8 @@ def test_presenter_metrics_with_head_model():
 
 def test_mouth_opening_loss_measures_the_inner_lip_gap():
     from talkinghead.headmodel import load_head_model, mouth_opening
-    from talkinghead.lip.trainer import LipVertexLoss, inner_lip_positions, lip_gap
+    from talkinghead.headmodel.base import inner_lip_gap
+    from talkinghead.lip.trainer import LipVertexLoss, inner_lip_positions
 
     head = load_head_model()
     expr = torch.zeros(4, 53)
@@ -365,7 +366,7 @@ def test_mouth_opening_loss_measures_the_inner_lip_gap():
     shape = torch.zeros(4, 100)
     vertices = head(shape, expr, torch.zeros(4, 6)).vertices
     upper, lower = inner_lip_positions(head)
-    gaps = lip_gap(vertices[:, head.lip_vertex_ids], upper, lower)
+    gaps = inner_lip_gap(vertices[:, head.lip_vertex_ids], upper, lower)
     torch.testing.assert_close(gaps, mouth_opening(vertices, head))  # the gap crossdrive and evaluate correlate
     assert (gaps[1:] > gaps[:-1]).all()
     loss = LipVertexLoss(head, np.zeros((1, 100), np.float32), scale=1.0, max_frames=8, opening_scale=1.0)

@@ -95,8 +95,13 @@ class HeadModel(nn.Module):
         }
 
 
+def inner_lip_gap(points, upper, lower):
+    """points [B, V, 3] (torch or numpy), indices upper [K] / lower [K] of the inner-lip pairs among them -> [B]: mean
+    over the pairs of |y(upper) - y(lower)|. Whole meshes (``mouth_opening``) or just their lip vertices (the lip
+    model's mouth-opening loss) measure the gap alike."""
+    return abs(points[:, upper, 1] - points[:, lower, 1]).mean(1)  # [B, K] -> [B]
+
+
 def mouth_opening(vertices: Tensor, model: HeadModel) -> Tensor:
     """vertices [B, V, 3] -> [B]: mean over inner-lip pairs of |y(upper) - y(lower)|, in model units."""
-    upper = vertices[:, model.inner_lip_upper_ids, 1]  # [B, K]
-    lower = vertices[:, model.inner_lip_lower_ids, 1]
-    return (upper - lower).abs().mean(dim=1)
+    return inner_lip_gap(vertices, model.inner_lip_upper_ids, model.inner_lip_lower_ids)

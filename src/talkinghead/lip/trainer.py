@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..headmodel.base import inner_lip_gap
 from ..parallel import Distributed
 from ..split import TimeSplit
 from .model import LipConfig, LipTransformer
@@ -186,7 +187,8 @@ class LipVertexLoss(nn.Module):
         flat_true = true_lips.reshape(b * t, *true_lips.shape[2:])[pick]  # [B, T, L, 3] -> [F, L, 3]
         flat_presenter = presenter[:, None].expand(b, t).reshape(b * t)[pick]  # [B] -> [B*T] -> [F]
         pred_lips = self.lip_vertices(flat_pred, flat_presenter)  # [F, L, 3]
-        gap_error = lip_gap(pred_lips, self.upper, self.lower) - lip_gap(flat_true, self.upper, self.lower)  # [F]
+        # [F]: the predicted inner-lip gap's error
+        gap_error = inner_lip_gap(pred_lips, self.upper, self.lower) - inner_lip_gap(flat_true, self.upper, self.lower)
         return ((pred_lips - flat_true) ** 2).mean() / self.scale, (gap_error ** 2).mean() / self.opening_scale
 
 
@@ -196,11 +198,6 @@ def inner_lip_positions(head_model: nn.Module) -> tuple[torch.Tensor, torch.Tens
     return (torch.tensor([where[int(v)] for v in head_model.inner_lip_upper_ids.tolist()]),
             torch.tensor([where[int(v)] for v in head_model.inner_lip_lower_ids.tolist()]))
 
-
-def lip_gap(lips, upper, lower):
-    """Inner-lip gap [F] of lip vertices [F, L, 3] (numpy or torch): mean |y(upper) - y(lower)| over the pairs, as
-    headmodel.mouth_opening measures it on whole meshes."""
-    return abs(lips[:, upper, 1] - lips[:, lower, 1]).mean(1)
 
 
 def fitted_lip_vertices(head_model: nn.Module, presenter: PresenterData, batch: int = 512) -> np.ndarray:
@@ -220,7 +217,7 @@ def mouth_opening_scale(lip_targets: list[np.ndarray], presenters: list[Presente
                         ) -> float:
     """Mean over presenters of the fitted inner-lip gap's variance over their training frames."""
     upper, lower = (i.numpy() for i in inner_lip_positions(head_model))
-    values = [lip_gap(t[p.split.train.start:p.split.train.stop], upper, lower).var()
+    values = [inner_lip_gap(t[p.split.train.start:p.split.train.stop], upper, lower).var()
               for t, p in zip(lip_targets, presenters)]
     return max(float(np.mean(values)), 1e-12)
 
