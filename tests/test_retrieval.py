@@ -10,7 +10,7 @@ import torch
 from talkinghead.errors import InputError
 from talkinghead.gan.generator import Generator, GeneratorConfig
 from talkinghead.gan.retrieval import (LipGeometry, MouthBank, RetrievalState, aligned_mouths, lip_box, lip_geometry,
-                                       PAINT_GROW, opening_masks, paint_mouths, similarity)
+                                       PAINT_GROW, paint_mouths, retrieved_inputs, similarity)
 
 
 def lip_ring(n: int = 40, width: float = 30.0, height: float = 10.0, centre=(64.0, 80.0)) -> np.ndarray:
@@ -122,7 +122,9 @@ def test_lip_geometry_of_the_open_model():
     np.testing.assert_allclose(g.keys[2], g.keys[0], atol=1e-4)  # the key ignores head pose ...
     assert np.abs(g.lips[2] - g.lips[0]).max() > 1.0  # ... the projected lips do not
     # the inner-lip polygon: a simple ring around the opening, inside the lips, enclosing more when the jaw opens
-    area = opening_masks(g.inner, 128).sum(axis=(1, 2))
+    white = np.full((n, 128, 128, 3), 255, np.uint8)
+    painted = paint_mouths(np.zeros_like(white), white, np.zeros(n, int), g.inner)
+    area = painted[..., 0].sum(axis=(1, 2)) / 255.0  # px of the painted opening
     assert area[1] > 3 * area[0] + 20 and area[1] > 50
     lo, hi = g.lips[1].min(0), g.lips[1].max(0)
     assert (g.inner[1] >= lo - 0.5).all() and (g.inner[1] <= hi + 0.5).all()
@@ -143,6 +145,20 @@ def test_paint_mouths_fills_the_opening_only():
     np.testing.assert_array_equal(out[1], comps[1])  # nothing retrieved (empty bank): the render stays
     assert (comps == 40).all()  # the input is not changed in place
 
+
+
+def test_retrieved_inputs_paint_only_when_asked():
+    g = geometry(40, np.linspace(0.004, 0.01, 40))
+    bank = MouthBank.build(np.arange(30), g, min_opening=0.003, stickiness=1.0, exclude=2)
+    frames = np.full((40, 128, 128, 3), 220, np.uint8)
+    comps = np.full((2, 128, 128, 3), 40, np.uint8)
+    picks = np.array([5, -1])
+    painted, mouths = retrieved_inputs(comps, frames, bank, picks, g.lips[30:32], g.inner[30:32])
+    np.testing.assert_array_equal(mouths, aligned_mouths(frames, bank, picks, g.lips[30:32]))
+    np.testing.assert_array_equal(painted, paint_mouths(comps, mouths, picks, g.inner[30:32]))
+    assert (painted[0] == 220).any() and not (painted[1] == 220).any()  # nothing retrieved: the render stays
+    unpainted, _ = retrieved_inputs(comps, frames, bank, picks, g.lips[30:32], None)
+    np.testing.assert_array_equal(unpainted, comps)  # gan.paint_mouth off: the composites as they were
 
 def test_generator_with_retrieval_takes_nine_channels_and_old_configs_load():
     config = GeneratorConfig(channels=(8, 16), use_retrieval=True)

@@ -279,26 +279,16 @@ class CropSynthesizer:
         comps = composite(renders, real, blend)
         window = None if self.window_margin < 0 else mask_window(masks, self.window_margin,
                                                                   self.generator.config.multiple)
-        mouths = self.retrieved_mouths(params, state)
-        if mouths is not None and self.generator.config.paint_mouth:
-            from .gan.retrieval import paint_mouths
+        mouths = None
+        if self.bank is not None:  # the generator also reads retrieved mouths, exactly as in training
+            from .gan.retrieval import lip_geometry, retrieved_inputs
 
-            comps = paint_mouths(comps, *mouths)  # the opening shows the retrieved mouth, as in training
-        mouths = None if mouths is None else mouths[0]
+            geometry = lip_geometry(self.model, {k: v.cpu().numpy() for k, v in params.items()}, size)
+            picks = self.bank.retrieve(geometry.keys, self.state if state is None else state)
+            comps, mouths = retrieved_inputs(comps, self.presenter.crops, self.bank, picks, geometry.lips,
+                                             geometry.inner if self.generator.config.paint_mouth else None)
         generated = generate(self.generator, comps, None, batch_size=len(source), window=window, retrieved=mouths)
         return generated, comps, masks
-
-    def retrieved_mouths(self, params: dict, state=None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """The aligned retrieved mouths uint8 [B, S, S, 3] for a batch of render parameters (torch [B, k] tensors),
-        with their bank picks [B] (-1: none) and the rendered inner-lip polygons [B, P, 2]; None when the generator
-        takes none."""
-        if self.bank is None:
-            return None
-        from .gan.retrieval import aligned_mouths, lip_geometry
-
-        geometry = lip_geometry(self.model, {k: v.cpu().numpy() for k, v in params.items()}, self.presenter.crop_size)
-        picks = self.bank.retrieve(geometry.keys, self.state if state is None else state)
-        return aligned_mouths(self.presenter.crops, self.bank, picks, geometry.lips), picks, geometry.inner
 
 
 # ---------------------------------------------------------------------------------------------------------------

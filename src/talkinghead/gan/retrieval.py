@@ -283,17 +283,6 @@ def _opening_cover(ring: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarr
     return cv2.GaussianBlur(cover, (0, 0), PAINT_FEATHER)
 
 
-def opening_masks(inner: np.ndarray, image_size: int) -> np.ndarray:
-    """Soft masks float32 [B, S, S] in [0, 1] of inner-lip polygons [B, P, 2] (crop px, pixel centres at i + 0.5)."""
-    out = np.zeros((len(inner), image_size, image_size), np.float32)
-    for b, ring in enumerate(inner):
-        box = _opening_box(ring, image_size)
-        if box is not None:
-            x0, y0, x1, y1 = box
-            out[b, y0:y1, x0:x1] = _opening_cover(ring, box)
-    return out
-
-
 def paint_mouths(composites: np.ndarray, mouths: np.ndarray, picks: np.ndarray, inner: np.ndarray) -> np.ndarray:
     """The composites uint8 [B, S, S, 3] with their mouth opening (inner-lip polygons [B, P, 2]) taken from the aligned
     retrieved mouths uint8 [B, S, S, 3]; frames with nothing retrieved (pick -1: empty bank) keep the render."""
@@ -308,3 +297,15 @@ def paint_mouths(composites: np.ndarray, mouths: np.ndarray, picks: np.ndarray, 
         mouth = np.asarray(mouths[b, y0:y1, x0:x1], np.float32)
         out[b, y0:y1, x0:x1] = np.clip(np.round(here + alpha * (mouth - here)), 0, 255).astype(np.uint8)
     return out
+
+
+def retrieved_inputs(composites: np.ndarray, frames: np.ndarray, bank: MouthBank, picks: np.ndarray,
+                     target_lips: np.ndarray, target_inner: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """What a retrieval generator reads for a batch, the same in training, its evaluation and speak: the picked bank
+    frames (int [B], -1: none) aligned to the target lips [B, L, 2] (``aligned_mouths``), and the composites uint8
+    [B, S, S, 3] with their mouth opening painted from them when the inner-lip polygons [B, P, 2] are given
+    (gan.paint_mouth; None: unpainted). -> (composites, aligned mouths), both uint8 [B, S, S, 3]."""
+    mouths = aligned_mouths(frames, bank, picks, target_lips)
+    if target_inner is not None:
+        composites = paint_mouths(composites, mouths, picks, target_inner)
+    return composites, mouths

@@ -34,7 +34,7 @@ from ..atomic import atomic_path
 from .face_discriminator import MultiScaleDiscriminator, PatchDiscriminatorConfig
 from .generator import Generator, GeneratorConfig, to_unit
 from .mouth_discriminator import MouthDiscriminator, MouthDiscriminatorConfig
-from .retrieval import MouthBank, aligned_mouths, paint_mouths
+from .retrieval import MouthBank, retrieved_inputs
 
 
 @dataclass(frozen=True)
@@ -156,10 +156,10 @@ def sample_batch(data: GanData, rng: torch.Generator, batch_size: int, crop: int
         which = torch.randint(r.candidates.shape[1], (batch_size,), generator=rng).numpy()
         chosen = r.candidates[rows, which]
         chosen = np.where(chosen >= 0, chosen, r.candidates[rows, 0])  # fewer than k candidates: the nearest
-        mouths = aligned_mouths(data.frames, r.bank, chosen, r.target_lips[rows])
-        if r.target_inner is not None:
-            painted = paint_mouths(np.stack([data.composites[row] for row in rows]), mouths, chosen,
-                                   r.target_inner[rows])
+        composites = np.stack([data.composites[row] for row in rows])
+        inner = None if r.target_inner is None else r.target_inner[rows]
+        composites, mouths = retrieved_inputs(composites, data.frames, r.bank, chosen, r.target_lips[rows], inner)
+        painted = composites if inner is not None else None
     comps, reals, refs, boxes, retrieved = [], [], [], [], []
     for i, (row, (jx, jy)) in enumerate(zip(rows, jitter)):
         box = data.boxes[row].astype(np.float32)

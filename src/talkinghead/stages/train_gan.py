@@ -29,7 +29,7 @@ from ..gan import generate, load_generator
 from ..gan.face_discriminator import PatchDiscriminatorConfig
 from ..gan.generator import GeneratorConfig, to_uint8
 from ..gan.mouth_discriminator import MouthDiscriminatorConfig, mouth_crops
-from ..gan.retrieval import MouthBank, RetrievalState, aligned_mouths, lip_geometry, paint_mouths
+from ..gan.retrieval import MouthBank, RetrievalState, lip_geometry, retrieved_inputs
 from ..gan.trainer import Batch, GanData, GanParams, GanTrainer, RetrievalData
 from ..headmodel import HeadModelParams, load_head_model
 from ..imagemetrics import psnr_per_image, ssim_per_image
@@ -137,9 +137,8 @@ def evaluate(generator, data: GanData, mouth_size: int = 64, batch_size: int = 1
         if data.retrieval is not None:
             r = data.retrieval
             picks = r.bank.retrieve(r.target_keys[rows], state)
-            retrieved = aligned_mouths(data.frames, r.bank, picks, r.target_lips[rows])
-            if r.target_inner is not None:
-                comp = paint_mouths(comp, retrieved, picks, r.target_inner[rows])  # what the generator reads
+            comp, retrieved = retrieved_inputs(comp, data.frames, r.bank, picks, r.target_lips[rows],
+                                               None if r.target_inner is None else r.target_inner[rows])
         fake = generate(generator, comp, retrieved=retrieved)
         boxes = data.boxes[rows]
         crops = {k: mouth_crops(v, boxes, mouth_size) for k, v in (("comp", comp), ("fake", fake), ("real", real))}
