@@ -90,15 +90,25 @@ def test_coverage_mask_stays_inside_the_render():
     assert soft[75, 55] == 0.0 and soft[coverage == 0].sum() == 0.0 + soft[50, 60]
 
 
-def test_blend_mask_is_face_mask_times_coverage(model):
-    lmk = project_landmarks(model, synthetic_parameters(1, seed=4), S)[0]
-    rng = np.random.default_rng(0)
-    coverage = (rng.uniform(size=(S, S)) > 0.02).astype(np.float32)  # pinholes everywhere
-    coverage[:, : S // 2] = 0  # only the right half rendered
-    expected = comp.lower_face_mask(lmk, S, PARAMS) * comp.coverage_mask(coverage, S, PARAMS)
-    got = comp.blend_mask(lmk, coverage, S, PARAMS)
-    assert got[:, : S // 2].max() == 0.0 and got.max() == 1.0
-    np.testing.assert_allclose(got, expected, atol=1e-6)
+def test_follow_expression_moves_the_chin_and_fades_at_the_mask_edge():
+    size = 128
+    real = np.zeros((size, size, 3), np.uint8)
+    real[90:] = 200  # a bright "neck" below a chin edge at y = 90
+    region = comp.Region(40, 120, 30, 100)
+    face = np.ones((80, 70), np.float32)
+    face[:, :10] = 0.0  # the mask's edge: no warp there
+    xs = np.linspace(40, 90, 11)
+    fitted = np.stack([xs, np.full_like(xs, 90.0)], axis=1)  # the chin where the frame has it ...
+    rendered = fitted - [0.0, 8.0]  # ... and 8 px higher in the expression being rendered (the mouth opens less)
+    same = comp.follow_expression(real, region, face, fitted, fitted, sigma=4.0)
+    np.testing.assert_array_equal(same, real[region.slices])  # no expression change: the frame itself
+    moved = comp.follow_expression(real, region, face, fitted, rendered, sigma=4.0)
+    column = moved[:, 35, 0].astype(int)  # x = 65, mid-chin; rows are y - 40
+    edge = int(np.argmax(column > 100)) + region.y0
+    assert 81 <= edge <= 83  # the chin edge follows the rendered landmarks up by 8 px
+    np.testing.assert_array_equal(moved[:, :10], real[40:120, 30:40])  # outside the mask: untouched
+    off = comp.follow_expression(real, region, face, fitted, rendered, sigma=0.0)
+    np.testing.assert_array_equal(off, real[region.slices])  # composites.warp_sigma 0: off
 
 
 # -- mouth box --------------------------------------------------------------------------------------------------------

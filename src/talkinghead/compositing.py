@@ -2,7 +2,11 @@
 the nose, inside the jaw contour, dilated and feathered), the render's coverage, the blend and the mouth box. Used by
 the composites stage, speak and evaluate alike.
 
-    composite = mask * render + (1 - mask) * frame
+    composite = mask * render + (1 - mask) * follow_expression(frame)
+
+``follow_expression`` first moves the frame's own lower face (chin, cheeks, the skin around the render's silhouette) as
+the head model's landmarks move from the frame's fitted expression to the one being rendered: where the new mouth opens
+less than the footage's, the real chin would otherwise show below the rendered one as a second chin line.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class CompositesParams:
     coverage_feather: float  # ramp inside the render's silhouette edge, fraction of the crop side
     max_hole: float  # enclosed gaps in the render up to this fraction of the image area count as covered
     mouth_margin: float  # mouth box padding on each side, fraction of the lip landmarks' larger extent
+    warp_sigma: float  # follow_expression's smoothing (Gaussian sigma), fraction of the crop side; 0 = no warp
     batch_size: int  # run time only: frames rendered per batch
     examples: int  # example strips saved to reports/composites/NAME/examples/
 
@@ -183,24 +188,42 @@ def coverage_mask(coverage: np.ndarray, image_size: int, params: CompositesParam
     return smoothstep(inside / max(params.coverage_feather * image_size, 1e-3)).astype(np.float32)
 
 
-def blend_mask_in(lmk_crop: np.ndarray, coverage: np.ndarray, image_size: int,
-                  params: CompositesParams) -> tuple[Region, np.ndarray]:
-    """(region, weight float32 [h, w]): the per-frame blend weight of the render -- lower-face mask x feathered render
-    coverage -- computed only inside ``mask_region`` (zero elsewhere). coverage: the render's mask [S, S]."""
-    region, face = lower_face_mask_in(lmk_crop, image_size, params)
-    if region.empty:
-        return region, face
-    return region, face * coverage_mask(coverage[region.slices], image_size, params)
+WARP_GRID = 8  # px between the points the warp's displacement is computed at (bilinear in between)
 
 
-def blend_mask(lmk_crop: np.ndarray, coverage: np.ndarray, image_size: int, params: CompositesParams) -> np.ndarray:
-    """The render's blend weight for one frame, float32 [S, S] in [0, 1]: what the stage (and so the GAN's training
-    data) uses; equal to lower_face_mask(...) * coverage_mask(coverage, ...) but ~5x faster."""
-    region, weight = blend_mask_in(lmk_crop, coverage, image_size, params)
-    mask = np.zeros((image_size, image_size), np.float32)
-    if not region.empty:
-        mask[region.slices] = weight
-    return mask
+def follow_expression(real: np.ndarray, region: Region, face: np.ndarray, fitted: np.ndarray, rendered: np.ndarray,
+                      sigma: float) -> np.ndarray:
+    """The frame's pixels in ``region`` with its lower face moved from the fitted expression to the rendered one.
+
+    real: uint8 [S, S, 3] crop; face: the lower-face mask float32 [h, w] of ``region``; fitted, rendered: the same
+    head-model landmarks [K, 2] in crop px, projected with the frame's fitted expression and with the expression
+    being rendered (same shape, pose and camera). A backward map: pixel x takes the frame at x + D(x) * face(x), with
+    D the Gaussian (``sigma`` px) kernel regression of fitted - rendered at the rendered points, so a landmark's pixel
+    lands where the new expression puts it and the warp fades to nothing at the mask's edge. -> uint8 [h, w, 3]
+    (the frame itself where the expressions agree)."""
+    h, w = region.y1 - region.y0, region.x1 - region.x0
+    points = np.asarray(rendered, np.float32)  # [K, 2]
+    displacement = np.asarray(fitted, np.float32) - points  # [K, 2]
+    # only the points near the region pull on it (the upper face's do not reach a lower-face region)
+    reach = 3 * sigma
+    near = ((points[:, 0] > region.x0 - reach) & (points[:, 0] < region.x1 + reach)
+            & (points[:, 1] > region.y0 - reach) & (points[:, 1] < region.y1 + reach))
+    points, displacement = points[near], displacement[near]
+    if (h <= 0 or w <= 0 or sigma <= 0 or not len(points) or not np.isfinite(displacement).all()
+            or np.abs(displacement).max() < 0.05):
+        return np.array(real[region.slices])
+    gy = np.linspace(region.y0 + 0.5, region.y1 - 0.5, max(2, -(-h // WARP_GRID) + 1), dtype=np.float32)  # [gh]
+    gx = np.linspace(region.x0 + 0.5, region.x1 - 0.5, max(2, -(-w // WARP_GRID) + 1), dtype=np.float32)  # [gw]
+    grid = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2)  # [gh, gw, 2] -> [G, 2]
+    squared = (grid * grid).sum(1)[:, None] + (points * points).sum(1)[None] - 2 * grid @ points.T  # [G, K]
+    weights = np.exp((squared - squared.min(axis=1, keepdims=True)) * (-0.5 / (sigma * sigma)))  # max 1 per row
+    field = (weights @ displacement) / weights.sum(axis=1, keepdims=True)  # [G, 2]
+    field = field.reshape(len(gy), len(gx), 2)  # [G, 2] -> [gh, gw, 2]
+    field = cv2.resize(field, (w, h), interpolation=cv2.INTER_LINEAR) * face[..., None]  # [h, w, 2]
+    xs = np.arange(region.x0, region.x1, dtype=np.float32)[None, :] + field[..., 0]
+    ys = np.arange(region.y0, region.y1, dtype=np.float32)[:, None] + field[..., 1]
+    return cv2.remap(np.ascontiguousarray(real), xs, ys, interpolation=cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)
 
 
 def composite(render: np.ndarray, real: np.ndarray, mask: np.ndarray) -> np.ndarray:

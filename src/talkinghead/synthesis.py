@@ -262,8 +262,8 @@ class CropSynthesizer:
         import torch
 
         from .gan import generate, mask_window
-        from .render import render_parameters
-        from .compositing import composite, coverage_mask, fill_render_pinholes
+        from .render import project_landmarks, render_parameters
+        from .compositing import composite, coverage_mask, fill_render_pinholes, follow_expression, mask_region
 
         fitted = self.presenter.fitted
         size = self.presenter.crop_size
@@ -272,11 +272,24 @@ class CropSynthesizer:
         rendered = render_parameters(self.model, self.renderer, params)
         real = np.asarray(self.presenter.crops[np.sort(source)])[np.argsort(np.argsort(source))]  # memmap reads in order
         masks = self.masks(source)
-        # exactly the composites stage's blend (what the GAN was trained on): lower-face mask x render coverage
+        # exactly the composites stage's blend (what the GAN was trained on): lower-face mask x render coverage, over
+        # the frame's lower face moved from its own fitted expression to the new one
         blend = masks * np.stack([coverage_mask(c, size, self.composite_params) for c in rendered.mask])
         renders = np.stack([fill_render_pinholes(image, coverage, size, self.composite_params)
                             for image, coverage in zip(rendered.images, rendered.mask)])
-        comps = composite(renders, real, blend)
+        moved_to = project_landmarks(self.model, params, size)  # [B, L, 2]
+        moved_from = project_landmarks(self.model, dict(params, expression=torch.from_numpy(
+            fitted["expression"][source]).to(self.device)), size)  # [B, L, 2]: where each source frame has them
+        sigma = self.composite_params.warp_sigma * size
+        moved = real.copy()
+        for j, i in enumerate(source):
+            if not np.isfinite(self.presenter.lmk_crop[i]).all():  # no landmarks: no mask, the frame stays as it is
+                continue
+            region = mask_region(self.presenter.lmk_crop[i], size, self.composite_params)  # where masks[j] can be > 0
+            if not region.empty:
+                moved[j][region.slices] = follow_expression(real[j], region, masks[j][region.slices], moved_from[j],
+                                                            moved_to[j], sigma)
+        comps = composite(renders, moved, blend)
         window = None if self.window_margin < 0 else mask_window(masks, self.window_margin,
                                                                   self.generator.config.multiple)
         mouths = None

@@ -267,3 +267,15 @@ def render_parameters(model, renderer: Renderer, params: dict) -> RenderOutput:
     if renderer.num_vertices != ndc.shape[1]:
         raise ValueError(f"renderer built for {renderer.num_vertices} vertices, model has {ndc.shape[1]}")
     return renderer.render(ndc, colors, model.interior_t)
+
+
+def project_landmarks(model, params: dict, image_size: int) -> np.ndarray:
+    """The head model's FaceMesh landmarks of a batch of parameter vectors (tensors [B, k]: shape, expression, pose,
+    camera) in crop pixels: float32 [B, L, 2] -- what ``compositing.follow_expression`` moves the frame by."""
+    import torch
+
+    from ..headmodel import camera
+
+    with torch.no_grad():
+        out = model(params["shape"], params["expression"], params["pose"])
+        return camera.project(out.landmarks, params["camera"], image_size).cpu().numpy().astype(np.float32)

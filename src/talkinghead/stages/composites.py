@@ -5,7 +5,11 @@ lip model's "second coefficients" (lip_coeffs.parquet expression[53]) and render
 from the frame's FaceMesh landmarks (below a line through the nose, inside the jaw contour, dilated and feathered)
 times the render's feathered coverage selects the rendered pixels:
 
-    composite = mask * render + (1 - mask) * frame
+    composite = mask * render + (1 - mask) * follow_expression(frame)
+
+where ``compositing.follow_expression`` first moves the frame's lower face as the head model's landmarks move from
+the frame's fitted expression to the second coefficients (composites.warp_sigma), so the real chin and cheeks around
+the render follow its jaw; speak does the same with new speech's coefficients.
 
 The GAN later turns these composites back into photoreal frames; the mouth box (square, around the lip landmarks)
 tells it where to look hardest.
@@ -31,13 +35,14 @@ import pandas as pd
 import torch
 
 from ..atomic import atomic_dir, write_json
-from ..compositing import CompositesParams, blend_mask_in, composite, fill_render_pinholes, mouth_box
+from ..compositing import (CompositesParams, composite, coverage_mask, fill_render_pinholes, follow_expression,
+                           lower_face_mask_in, mouth_box)
 from ..errors import InputError, exits_on_input_error
 from ..headmodel import HeadModelParams, load_head_model
 from ..params import load_config
 from ..progress import Progress
 from ..paths import PresenterPaths
-from ..render import Renderer, RenderParams, render_parameters
+from ..render import Renderer, RenderParams, project_landmarks, render_parameters
 from ..schemas import (COMPOSITES, LANDMARKS, LIP_COEFFS, N_LANDMARKS, PARAMETERS, column_array, read_table,
                        write_table)
 from ..split import SplitParams, heldout_start
@@ -67,6 +72,7 @@ class StageInputs:
     frames: np.ndarray  # uint8 [N, S, S, 3] (memory-mapped)
     lmk_crop: np.ndarray  # float32 [N, 478, 3]
     columns: dict[str, np.ndarray]  # head model parameters [N, k]: fitted ones + the lip model's expression
+    fitted_expression: np.ndarray  # float32 [N, 53]: the expression the frame itself shows (fit)
 
 
 def load_inputs(paths: PresenterPaths) -> StageInputs:
@@ -81,7 +87,8 @@ def load_inputs(paths: PresenterPaths) -> StageInputs:
     lip = _ordered(read_table(paths.lip_coeffs, LIP_COEFFS), n, paths.lip_coeffs)
     columns = {name: column_array(fitted, name) for name in ("shape", "texture", "lighting", "camera", "pose")}
     columns["expression"] = column_array(lip, "expression")  # the lip model's coefficients, not the fitted ones
-    return StageInputs(frames, column_array(landmarks, "lmk_crop", (N_LANDMARKS, 3)), columns)
+    return StageInputs(frames, column_array(landmarks, "lmk_crop", (N_LANDMARKS, 3)), columns,
+                       column_array(fitted, "expression"))
 
 
 def make_composites(paths: PresenterPaths, inputs: StageInputs, model, params: CompositesParams,
@@ -105,18 +112,24 @@ def make_composites(paths: PresenterPaths, inputs: StageInputs, model, params: C
                 stop = min(start + batch_size, n)
                 batch = {k: torch.from_numpy(v[start:stop]).to(device) for k, v in columns.items()}
                 rendered = render_parameters(model, renderer, batch)
+                moved_to = project_landmarks(model, batch, size)  # [b, L, 2]
+                batch["expression"] = torch.from_numpy(inputs.fitted_expression[start:stop]).to(device)
+                moved_from = project_landmarks(model, batch, size)  # [b, L, 2]: where the frame has them
                 real = np.asarray(frames[start:stop])
                 out = real.copy()
                 masks = np.zeros((stop - start, size, size), np.float32)  # [b, S, S]
                 for j in range(stop - start):
-                    region, mask = blend_mask_in(lmk[start + j], rendered.mask[j], size, params)
+                    region, face = lower_face_mask_in(lmk[start + j], size, params)
                     if region.empty:
                         continue
                     rows, cols = region.slices
+                    mask = face * coverage_mask(rendered.mask[j, rows, cols], size, params)
                     masks[j, rows, cols] = mask
                     render = fill_render_pinholes(rendered.images[j, rows, cols], rendered.mask[j, rows, cols], size,
                                                   params)
-                    out[j, rows, cols] = composite(render, real[j, rows, cols], mask)
+                    moved = follow_expression(real[j], region, face, moved_from[j], moved_to[j],
+                                              params.warp_sigma * size)
+                    out[j, rows, cols] = composite(render, moved, mask)
                 writer[start:stop] = out
                 for i in range(start, stop):
                     boxes[i] = mouth_box(lmk[i], size, params)
