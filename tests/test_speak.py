@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from talkinghead.audio import write_wav
@@ -352,6 +353,40 @@ def test_evaluate_end_to_end_on_a_tiny_presenter(tiny_presenter, monkeypatch):
     assert info["audio"] is not None and abs(info["audio"]["duration_s"] - tail / 25) <= 2 / 25
     assert len((out / "mouth_opening.csv").read_text().splitlines()) == 1 + tail
     assert (out / "mouth_opening.png").exists() and (out / "strip.png").exists()
+
+
+def test_speak_composites_are_what_the_gan_trained_on(tiny_presenter, tmp_path, monkeypatch):
+    """speak's composite of a frame (render, lower-face mask, the frame's own lower face moved to the new jaw) is the
+    composites stage's composite of it for the same expression: the GAN is driven with what it was trained on."""
+    import shutil
+
+    from talkinghead import schemas
+    from talkinghead.stages import composites
+    from talkinghead.synthesis import CropSynthesizer, SynthesisParams, load_presenter
+    from talkinghead.tensorfile import load_tensor
+
+    root = tmp_path / "project"
+    shutil.copytree(tiny_presenter, root, ignore=shutil.ignore_patterns("mlruns", "reports"))  # the fixture stays
+    monkeypatch.chdir(root)
+    paths = PresenterPaths.of("tiny", root)
+    fitted = schemas.read_table(paths.flame, schemas.PARAMETERS)
+    expression = schemas.column_array(fitted, "expression").copy()
+    n = len(expression)
+    expression[::2, 50] = 0.0  # every other frame's jaw closed (the real chin would show below the render) ...
+    expression[1::2, 50] += 0.15  # ... the others opened wider than the footage's
+    schemas.write_table(pd.DataFrame({"frame": np.arange(n, dtype=np.int32), "expression": list(expression),
+                                      "heldout": np.zeros(n, bool)}), paths.lip_coeffs, schemas.LIP_COEFFS)
+    composites.main(["data/interim/tiny"])
+    params = SynthesisParams.load(root / "params.yaml")
+    source = np.arange(3, n, 9)
+    synth = CropSynthesizer(load_presenter(paths, params.split.heldout_fraction), params, window_margin=-1)
+    _, speak_composites, _ = synth.synthesize_with_composites(expression[source], source)
+    trained_on = np.asarray(load_tensor(paths.composites))[source]
+    assert np.abs(speak_composites.astype(int) - trained_on).max() <= 1
+    unwarped = dataclasses.replace(params, composites=dataclasses.replace(params.composites, warp_sigma=0.0))
+    synth = CropSynthesizer(load_presenter(paths, params.split.heldout_fraction), unwarped, window_margin=-1)
+    _, plain, _ = synth.synthesize_with_composites(expression[source], source)
+    assert (np.abs(plain.astype(int) - trained_on) > 8).any()  # the warp moved some of the frame's own pixels
 
 
 class RealCrops:
