@@ -126,6 +126,25 @@ def test_params_deps_exist_and_change_results(name):
         assert not runtime, f"stage {name} depends on {key}, which includes run-time-only keys {runtime}"
 
 
+# (stage, group): the stage lists only the keys of the group it reads (a checkpoint carries the rest, or only part of
+# the group applies); every other stage that lists a group key by key must list all of its keys that change results.
+PARTIAL_GROUPS = {("predict_lip", "lip"), ("crossdrive", "lip"), ("evaluate", "gan"), ("evaluate", "speak")}
+NOT_READ = {("evaluate", "composites.examples")}  # the composites stage's example strips
+
+
+@pytest.mark.parametrize("name", sorted(stages()))
+def test_params_deps_list_whole_groups(name):
+    """A key added to params.yaml must reach the stages it changes: composites.warp_sigma and gan.paint_mouth did not."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    listed = [str(p) for p in stages()[name].get("do", stages()[name]).get("params", [])]
+    groups = {key.split(".")[0] for key in listed if "." in key} - set(listed)
+    missing = sorted(f"{group}.{key}" for group in groups if (name, group) not in PARTIAL_GROUPS
+                     for key in params[group]
+                     if f"{group}.{key}" not in listed and f"{group}.{key}" not in RUNTIME_ONLY_KEYS
+                     and (name, f"{group}.{key}") not in NOT_READ)
+    assert not missing, f"dvc.yaml stage {name}: add params {missing} (or name them run-time-only / not read)"
+
+
 def test_closure_follows_lazy_and_relative_imports():
     """The closure finder itself: a stage that imports the head model inside a function must still pull it in."""
     closure = {str(p.relative_to(ROOT)) for p in import_closure("talkinghead.stages.crossdrive")}
