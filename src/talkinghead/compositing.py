@@ -226,6 +226,27 @@ def follow_expression(real: np.ndarray, region: Region, face: np.ndarray, fitted
                      borderMode=cv2.BORDER_REPLICATE)
 
 
+def composite_lower_face(real: np.ndarray, render: np.ndarray, coverage: np.ndarray, lmk_crop: np.ndarray,
+                         fitted: np.ndarray, rendered: np.ndarray,
+                         params: CompositesParams) -> tuple[Region, np.ndarray, np.ndarray, np.ndarray]:
+    """One frame's masked composite, the same for the composites stage (the GAN's training input) and speak.
+
+    real, render: uint8 [S, S, 3]; coverage: the render's mask [S, S]; lmk_crop: the frame's FaceMesh points [478, 2|3];
+    fitted, rendered: the head model's landmarks [K, 2] with the frame's fitted and the rendered expression
+    (``follow_expression``). -> (region, lower-face mask [h, w], blend weight [h, w] = that mask x the render's
+    feathered coverage, composite uint8 [h, w, 3]) inside ``mask_region``; outside it the frame stays as it is (an
+    empty region when the frame has no usable landmarks)."""
+    size = real.shape[0]
+    region, face = lower_face_mask_in(lmk_crop, size, params)
+    if region.empty:
+        return region, face, face, np.zeros(face.shape + (3,), np.uint8)
+    rows, cols = region.slices
+    blend = face * coverage_mask(coverage[rows, cols], size, params)
+    filled = fill_render_pinholes(render[rows, cols], coverage[rows, cols], size, params)
+    moved = follow_expression(real, region, face, fitted, rendered, params.warp_sigma * size)
+    return region, face, blend, composite(filled, moved, blend)
+
+
 def composite(render: np.ndarray, real: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """mask * render + (1 - mask) * real, rounded.
 

@@ -242,13 +242,6 @@ class CropSynthesizer:
                                                              f"presenter has {presenter.n_frames}; retrain its GAN")
             self.state = RetrievalState()  # the default sequence (speak's one stream of frames)
 
-    def masks(self, source: np.ndarray) -> np.ndarray:
-        """Lower-face masks of the source frames, float32 [B, S, S]."""
-        from .compositing import lower_face_mask
-
-        return np.stack([lower_face_mask(self.presenter.lmk_crop[i], self.presenter.crop_size, self.composite_params)
-                         for i in source])
-
     def synthesize(self, expression: np.ndarray, source: np.ndarray, state=None) -> tuple[np.ndarray, np.ndarray]:
         """expression float32 [B, 53], source frame indices int [B] -> (generated crops uint8 [B, S, S, 3],
         lower-face masks float32 [B, S, S]). ``state``: the retrieval.RetrievalState of the frame sequence this batch
@@ -263,7 +256,7 @@ class CropSynthesizer:
 
         from .gan import generate, mask_window
         from .render import project_landmarks, render_parameters
-        from .compositing import composite, coverage_mask, fill_render_pinholes, follow_expression, mask_region
+        from .compositing import composite_lower_face
 
         fitted = self.presenter.fitted
         size = self.presenter.crop_size
@@ -271,25 +264,18 @@ class CropSynthesizer:
         params["expression"] = torch.from_numpy(np.asarray(expression, np.float32)).to(self.device)
         rendered = render_parameters(self.model, self.renderer, params)
         real = np.asarray(self.presenter.crops[np.sort(source)])[np.argsort(np.argsort(source))]  # memmap reads in order
-        masks = self.masks(source)
-        # exactly the composites stage's blend (what the GAN was trained on): lower-face mask x render coverage, over
-        # the frame's lower face moved from its own fitted expression to the new one
-        blend = masks * np.stack([coverage_mask(c, size, self.composite_params) for c in rendered.mask])
-        renders = np.stack([fill_render_pinholes(image, coverage, size, self.composite_params)
-                            for image, coverage in zip(rendered.images, rendered.mask)])
-        moved_to = project_landmarks(self.model, params, size)  # [B, L, 2]
         moved_from = project_landmarks(self.model, dict(params, expression=torch.from_numpy(
             fitted["expression"][source]).to(self.device)), size)  # [B, L, 2]: where each source frame has them
-        sigma = self.composite_params.warp_sigma * size
-        moved = real.copy()
+        # exactly the composites stage's composite (what the GAN was trained on)
+        masks = np.zeros((len(source), size, size), np.float32)  # [B, S, S] lower-face masks
+        comps = real.copy()
         for j, i in enumerate(source):
-            if not np.isfinite(self.presenter.lmk_crop[i]).all():  # no landmarks: no mask, the frame stays as it is
-                continue
-            region = mask_region(self.presenter.lmk_crop[i], size, self.composite_params)  # where masks[j] can be > 0
+            region, face, _, pixels = composite_lower_face(real[j], rendered.images[j], rendered.mask[j],
+                                                           self.presenter.lmk_crop[i], moved_from[j],
+                                                           rendered.landmarks[j], self.composite_params)
             if not region.empty:
-                moved[j][region.slices] = follow_expression(real[j], region, masks[j][region.slices], moved_from[j],
-                                                            moved_to[j], sigma)
-        comps = composite(renders, moved, blend)
+                masks[j][region.slices] = face
+                comps[j][region.slices] = pixels
         window = None if self.window_margin < 0 else mask_window(masks, self.window_margin,
                                                                   self.generator.config.multiple)
         mouths = None

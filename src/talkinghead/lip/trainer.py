@@ -199,7 +199,6 @@ def inner_lip_positions(head_model: nn.Module) -> tuple[torch.Tensor, torch.Tens
             torch.tensor([where[int(v)] for v in head_model.inner_lip_lower_ids.tolist()]))
 
 
-
 def fitted_lip_vertices(head_model: nn.Module, presenter: PresenterData, batch: int = 512) -> np.ndarray:
     """Lip vertices of the fitted expression of every frame (presenter's shape, zero pose): float32 [N, L, 3]."""
     out = []

@@ -73,10 +73,12 @@ class RenderParams:
 
 @dataclass
 class RenderOutput:
-    """images: uint8 [B, S, S, 3] RGB (background black); mask: float32 [B, S, S] in {0, 1}, 1 = covered by the mesh."""
+    """images: uint8 [B, S, S, 3] RGB (background black); mask: float32 [B, S, S] in {0, 1}, 1 = covered by the mesh;
+    landmarks: the head model's FaceMesh landmarks in crop pixels, float32 [B, L, 2] (``render_parameters``)."""
 
     images: np.ndarray
     mask: np.ndarray
+    landmarks: np.ndarray | None = None
 
 
 @dataclass
@@ -252,7 +254,7 @@ def render_parameters(model, renderer: Renderer, params: dict) -> RenderOutput:
 
     params: dict of tensors [B, k] with keys shape (100), expression (53), texture (50), lighting (27), camera (3),
     pose (6), on the model's device. Runs model forward -> camera.to_ndc -> albedo -> vertex normals -> SH shade ->
-    rasterise, without gradients.
+    rasterise, without gradients; the same forward's landmarks come projected with it (``RenderOutput.landmarks``).
     """
     import torch
 
@@ -264,14 +266,18 @@ def render_parameters(model, renderer: Renderer, params: dict) -> RenderOutput:
         albedo = model.albedo(params["texture"])  # [B, V, 3]
         normals = geometry.vertex_normals(out.vertices, model.faces)  # [B, V, 3]
         colors = sh.shade(albedo, normals, params["lighting"])  # [B, V, 3]
+        landmarks = camera.project(out.landmarks, params["camera"], renderer.image_size)  # [B, L, 2]
     if renderer.num_vertices != ndc.shape[1]:
         raise ValueError(f"renderer built for {renderer.num_vertices} vertices, model has {ndc.shape[1]}")
-    return renderer.render(ndc, colors, model.interior_t)
+    output = renderer.render(ndc, colors, model.interior_t)
+    output.landmarks = landmarks.cpu().numpy().astype(np.float32)
+    return output
 
 
 def project_landmarks(model, params: dict, image_size: int) -> np.ndarray:
     """The head model's FaceMesh landmarks of a batch of parameter vectors (tensors [B, k]: shape, expression, pose,
-    camera) in crop pixels: float32 [B, L, 2] -- what ``compositing.follow_expression`` moves the frame by."""
+    camera) in crop pixels: float32 [B, L, 2], as ``render_parameters`` gives them for what it renders (here: the
+    frame's fitted expression, where ``compositing.follow_expression`` moves the frame from)."""
     import torch
 
     from ..headmodel import camera

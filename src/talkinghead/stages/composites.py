@@ -35,8 +35,7 @@ import pandas as pd
 import torch
 
 from ..atomic import atomic_dir, write_json
-from ..compositing import (CompositesParams, composite, coverage_mask, fill_render_pinholes, follow_expression,
-                           lower_face_mask_in, mouth_box)
+from ..compositing import CompositesParams, composite_lower_face, mouth_box
 from ..errors import InputError, exits_on_input_error
 from ..headmodel import HeadModelParams, load_head_model
 from ..params import load_config
@@ -112,24 +111,18 @@ def make_composites(paths: PresenterPaths, inputs: StageInputs, model, params: C
                 stop = min(start + batch_size, n)
                 batch = {k: torch.from_numpy(v[start:stop]).to(device) for k, v in columns.items()}
                 rendered = render_parameters(model, renderer, batch)
-                moved_to = project_landmarks(model, batch, size)  # [b, L, 2]
-                batch["expression"] = torch.from_numpy(inputs.fitted_expression[start:stop]).to(device)
-                moved_from = project_landmarks(model, batch, size)  # [b, L, 2]: where the frame has them
+                fitted = torch.from_numpy(inputs.fitted_expression[start:stop]).to(device)
+                moved_from = project_landmarks(model, dict(batch, expression=fitted), size)  # [b, L, 2]: the frame's
                 real = np.asarray(frames[start:stop])
                 out = real.copy()
                 masks = np.zeros((stop - start, size, size), np.float32)  # [b, S, S]
                 for j in range(stop - start):
-                    region, face = lower_face_mask_in(lmk[start + j], size, params)
-                    if region.empty:
-                        continue
-                    rows, cols = region.slices
-                    mask = face * coverage_mask(rendered.mask[j, rows, cols], size, params)
-                    masks[j, rows, cols] = mask
-                    render = fill_render_pinholes(rendered.images[j, rows, cols], rendered.mask[j, rows, cols], size,
-                                                  params)
-                    moved = follow_expression(real[j], region, face, moved_from[j], moved_to[j],
-                                              params.warp_sigma * size)
-                    out[j, rows, cols] = composite(render, moved, mask)
+                    region, _, mask, pixels = composite_lower_face(real[j], rendered.images[j], rendered.mask[j],
+                                                                   lmk[start + j], moved_from[j],
+                                                                   rendered.landmarks[j], params)
+                    if not region.empty:
+                        masks[j][region.slices] = mask
+                        out[j][region.slices] = pixels
                 writer[start:stop] = out
                 for i in range(start, stop):
                     boxes[i] = mouth_box(lmk[i], size, params)
