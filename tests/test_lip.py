@@ -6,6 +6,7 @@ exports ``synthetic_presenter`` (speech-like audio whose energy and formants dri
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -18,18 +19,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 
 from talkinghead import schemas
 from talkinghead.audio import write_wav
 from talkinghead.lip import LoadedLipModel, predict_with, window_starts
 from talkinghead.lip.model import LipConfig, LipTransformer, sinusoidal_encoding, smooth_frames
-from talkinghead.lip.trainer import LipParams, PresenterData, evaluate, target_statistics, train, validation_segments
+from talkinghead.lip.trainer import (LipParams, PresenterData, evaluate, target_statistics, train, update_average,
+                                     validation_segments)
 from talkinghead.lipmetrics import av_offset, lagged_correlations, lve, pearson_r
 from talkinghead.parallel import Distributed
 from talkinghead.split import heldout_start, time_split
 from talkinghead.speech.features import AlignParams, features_for_audio
 
-from configs import project_config, write_project_params
+from configs import project_config, project_group, write_project_params
 
 RATE = 16000
 
@@ -214,6 +217,38 @@ def test_early_stop_at_target_loss():
     assert result.steps == 5 and result.best_val_loss < 10.0
     losses, result = run_tiny(None, steps=10, target_loss=0.0, eval_every=5)
     assert result.stop_reason == "max_steps" and result.steps == 10
+
+
+def test_moving_average_of_weights():
+    model, average = nn.Linear(3, 2), nn.Linear(3, 2)
+    average.register_buffer("count", torch.tensor(1))
+    model.register_buffer("count", torch.tensor(7))
+    kept = average.weight.detach().clone()
+    update_average(average, model, 0.75)
+    torch.testing.assert_close(average.weight, 0.75 * kept + 0.25 * model.weight.detach())
+    assert int(average.count) == 7  # integer buffers are copied, not averaged
+
+
+def test_checkpoint_keeps_the_averaged_weights():
+    """With a decay of ~1 the average never leaves the initial weights: training must return those, not the raw
+    weights it trained (which moved)."""
+    feats, expr = tiny_arrays()
+    config = LipConfig(presenters=["synth"], **TINY)
+    torch.manual_seed(0)
+    initial = LipTransformer(config).state_dict()
+    settings = project_config(LipParams, "lip", batch_size=8, lr=2e-3, warmup_steps=2, max_steps=6, max_seconds=600,
+                              eval_every=3, patience=1000, target_loss=0.0, lip_vertex_weight=0.0, seed=0,
+                              ema_decay=1.0 - 1e-9)
+    result = train(config, settings, [tiny_presenter()], None, progress=False)
+    for name, value in result.model.state_dict().items():
+        torch.testing.assert_close(value, initial[name], atol=1e-6, rtol=0)
+    raw = train(config, dataclasses.replace(settings, ema_decay=0.0), [tiny_presenter()], None, progress=False)
+    assert not torch.allclose(raw.model.state_dict()["head.weight"], initial["head.weight"])
+    from talkinghead.errors import InputError
+    from talkinghead.params import build_config
+
+    with pytest.raises(InputError, match=r"params.yaml.*ema_decay must be in \[0, 1\)"):
+        build_config(LipParams, "lip", {**project_group("lip"), "ema_decay": 1.0}, "params.yaml")
 
 
 @pytest.mark.parametrize("two_presenters", [False, True], ids=["one-presenter", "two-presenters"])
