@@ -247,6 +247,24 @@ def composite_lower_face(real: np.ndarray, render: np.ndarray, coverage: np.ndar
     return region, face, blend, composite(filled, moved, blend)
 
 
+def composite_lower_faces(real: np.ndarray, renders: np.ndarray, coverages: np.ndarray, lmk_crops: np.ndarray,
+                          fitted: np.ndarray, rendered: np.ndarray,
+                          params: CompositesParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``composite_lower_face`` for a batch, as whole crops: real, renders uint8 [B, S, S, 3]; coverages [B, S, S];
+    lmk_crops [B, 478, 2|3]; fitted, rendered [B, K, 2]. -> (lower-face masks float32 [B, S, S], blend weights float32
+    [B, S, S], composites uint8 [B, S, S, 3]); masks and weights are zero, and the composite is the frame, outside each
+    frame's ``mask_region``."""
+    faces = np.zeros(real.shape[:3], np.float32)  # [B, S, S]
+    blends = np.zeros(real.shape[:3], np.float32)  # [B, S, S]
+    out = np.array(real)
+    for j in range(len(real)):
+        region, face, blend, pixels = composite_lower_face(real[j], renders[j], coverages[j], lmk_crops[j], fitted[j],
+                                                           rendered[j], params)
+        if not region.empty:
+            faces[j][region.slices], blends[j][region.slices], out[j][region.slices] = face, blend, pixels
+    return faces, blends, out
+
+
 def composite(render: np.ndarray, real: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """mask * render + (1 - mask) * real, rounded.
 

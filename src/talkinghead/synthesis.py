@@ -256,7 +256,7 @@ class CropSynthesizer:
 
         from .gan import generate, mask_window
         from .render import project_landmarks, render_parameters
-        from .compositing import composite_lower_face
+        from .compositing import composite_lower_faces
 
         fitted = self.presenter.fitted
         size = self.presenter.crop_size
@@ -266,16 +266,9 @@ class CropSynthesizer:
         real = np.asarray(self.presenter.crops[np.sort(source)])[np.argsort(np.argsort(source))]  # memmap reads in order
         moved_from = project_landmarks(self.model, dict(params, expression=torch.from_numpy(
             fitted["expression"][source]).to(self.device)), size)  # [B, L, 2]: where each source frame has them
-        # exactly the composites stage's composite (what the GAN was trained on)
-        masks = np.zeros((len(source), size, size), np.float32)  # [B, S, S] lower-face masks
-        comps = real.copy()
-        for j, i in enumerate(source):
-            region, face, _, pixels = composite_lower_face(real[j], rendered.images[j], rendered.mask[j],
-                                                           self.presenter.lmk_crop[i], moved_from[j],
-                                                           rendered.landmarks[j], self.composite_params)
-            if not region.empty:
-                masks[j][region.slices] = face
-                comps[j][region.slices] = pixels
+        # exactly the composites stage's composite (what the GAN was trained on); masks: the lower-face masks [B, S, S]
+        masks, _, comps = composite_lower_faces(real, rendered.images, rendered.mask, self.presenter.lmk_crop[source],
+                                                moved_from, rendered.landmarks, self.composite_params)
         window = None if self.window_margin < 0 else mask_window(masks, self.window_margin,
                                                                   self.generator.config.multiple)
         mouths = None

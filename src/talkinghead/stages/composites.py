@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 
 from ..atomic import atomic_dir, write_json
-from ..compositing import CompositesParams, composite_lower_face, mouth_box
+from ..compositing import CompositesParams, composite_lower_faces, mouth_box
 from ..errors import InputError, exits_on_input_error
 from ..headmodel import HeadModelParams, load_head_model
 from ..params import load_config
@@ -114,15 +114,8 @@ def make_composites(paths: PresenterPaths, inputs: StageInputs, model, params: C
                 fitted = torch.from_numpy(inputs.fitted_expression[start:stop]).to(device)
                 moved_from = project_landmarks(model, dict(batch, expression=fitted), size)  # [b, L, 2]: the frame's
                 real = np.asarray(frames[start:stop])
-                out = real.copy()
-                masks = np.zeros((stop - start, size, size), np.float32)  # [b, S, S]
-                for j in range(stop - start):
-                    region, _, mask, pixels = composite_lower_face(real[j], rendered.images[j], rendered.mask[j],
-                                                                   lmk[start + j], moved_from[j],
-                                                                   rendered.landmarks[j], params)
-                    if not region.empty:
-                        masks[j][region.slices] = mask
-                        out[j][region.slices] = pixels
+                _, masks, out = composite_lower_faces(real, rendered.images, rendered.mask, lmk[start:stop],
+                                                      moved_from, rendered.landmarks, params)  # blend weights [b, S, S]
                 writer[start:stop] = out
                 for i in range(start, stop):
                     boxes[i] = mouth_box(lmk[i], size, params)
