@@ -18,7 +18,7 @@ import yaml
 from talkinghead import schemas
 from talkinghead.atomic import atomic_path
 from talkinghead.errors import InputError, SchemaError
-from talkinghead.paths import PRESENTER_NAME, PresenterPaths
+from talkinghead.paths import GAN_PRIOR, GAN_PRIOR_STATE, PRESENTER_NAME, PresenterPaths
 from talkinghead.tensorfile import TensorWriter, load_tensor, save_tensor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,7 +130,7 @@ def test_dvc_yaml_paths_agree_with_paths_module():
     declared = _dvc_stage_paths()
     p = PresenterPaths.of("demo")
     for path in [p.frames, p.frames_table, p.audio, p.landmarks, p.flame, p.features, p.features_table,
-                 p.lip_coeffs, p.composites, p.composites_table]:
+                 p.lip_coeffs, p.composites, p.composites_table, GAN_PRIOR, GAN_PRIOR_STATE]:
         assert str(path) in declared, f"{path} is not declared in dvc.yaml"
     for entry in declared:  # every module a stage depends on exists
         if entry.startswith("src/"):

@@ -169,6 +169,81 @@ def test_checkpoint_of_other_config_is_not_resumed(synthetic, tmp_path):
     assert not tiny_trainer().load(tmp_path / "state.pt", other)
 
 
+def test_a_prior_gives_a_fresh_trainer_its_weights_and_ties_its_resumption(synthetic, tmp_path):
+    data = load_gan_data(synthetic, 0.2)
+    donor = tiny_trainer(max_steps=2)
+    donor.fit(data, tmp_path / "donor.pt", progress=False)
+    prior = donor.prior_weights()
+    assert "reference" not in prior["generator"]  # the donor's reference frame stays with the donor
+
+    started = tiny_trainer(seed=5)  # other random weights, until the prior replaces them
+    started.start_from(prior, "digest-1")
+    for name, value in donor.generator.state_dict().items():
+        if name != "reference":
+            torch.testing.assert_close(started.generator.state_dict()[name], value)
+    for a, b in zip(donor.mouth_d.parameters(), started.mouth_d.parameters()):
+        torch.testing.assert_close(a, b)
+    assert not started.opt_g.state_dict()["state"]  # fresh optimisers: the prior carries weights only
+    started.fit(data, tmp_path / "state.pt", progress=False)
+    assert started.generator.reference.shape == (1, 3, SIZE, SIZE)  # its own presenter's reference frame
+
+    again = tiny_trainer(seed=5)
+    again.start_from(prior, "digest-1")
+    assert again.load(tmp_path / "state.pt", data)  # a kill resumes on top of the same prior ...
+    other_prior = tiny_trainer(seed=5)
+    other_prior.start_from(prior, "digest-2")
+    assert not other_prior.load(tmp_path / "state.pt", data)  # ... but not on another prior's run
+    assert not tiny_trainer(seed=5).load(tmp_path / "state.pt", data)  # nor on a random start's
+
+    wider = GanTrainer(GeneratorConfig(channels=(8, 16, 64), image_size=SIZE), donor.train_config,
+                       PatchDiscriminatorConfig(base_channels=8), MouthDiscriminatorConfig(crop_size=16, base_channels=8))
+    with pytest.raises(ValueError, match=r"generator_config\.channels"):
+        wider.start_from(prior, "digest-1")
+
+
+def test_prior_stage_and_train_gan_started_from_it(tmp_path, monkeypatch, capsys):
+    """The gan_prior stage trains the prior's budget and writes prior.pt; train_gan --init-from starts there and says
+    so in its metrics; gan_prior.max_steps 0 writes a prior that says none; a broken prior is one error naming it."""
+    from talkinghead.stages import train_gan
+
+    from configs import write_project_params
+
+    gan = {"image_size": SIZE, "channels": [8, 16], "d_channels": 8, "mouth_crop": 16, "batch_size": 2, "crop_size": 32,
+           "max_steps": 2, "checkpoint_every": 2, "sample_every": 100, "log_every": 1, "threads": 1}
+    write_project_params(tmp_path, presenters=["synth"], gan=gan,
+                         gan_prior={"presenter": "synth", "max_steps": 3, "max_seconds": 1e9})
+    make_synthetic_presenter(PresenterPaths.of("synth", tmp_path), n_frames=20, size=SIZE, seed=2)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"file://{tmp_path}/mlruns")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    train_gan.main(["data/interim/synth", "--prior", "--out", "models/gan_prior", "--no-progress"])
+    prior = torch.load("models/gan_prior/prior.pt", weights_only=True)
+    assert prior["presenter"] == "synth" and prior["steps"] == 3  # its own budget, not gan.max_steps
+    assert Path("models/gan_prior/train_state.pt").is_file()
+    assert not Path("reports/gan/synth").exists()  # the prior writes no presenter's reports
+
+    train_gan.main(["data/interim/synth", "--out", "models/gan/synth", "--init-from", "models/gan_prior/prior.pt",
+                    "--no-progress"])
+    metrics = json.loads(Path("reports/gan/synth/metrics.json").read_text())
+    assert metrics["initial_weights"] == "prior: 3 steps on synth" and metrics["steps"] == 2
+
+    write_project_params(tmp_path, presenters=["synth"], gan=gan,
+                         gan_prior={"presenter": "synth", "max_steps": 0, "max_seconds": 1e9})
+    train_gan.main(["data/interim/synth", "--prior", "--out", "models/gan_prior", "--no-progress"])
+    assert torch.load("models/gan_prior/prior.pt", weights_only=True) == {"presenter": None, "steps": 0}
+    shutil.rmtree("models/gan/synth")
+    train_gan.main(["data/interim/synth", "--out", "models/gan/synth", "--init-from", "models/gan_prior/prior.pt",
+                    "--no-progress"])
+    assert json.loads(Path("reports/gan/synth/metrics.json").read_text())["initial_weights"].startswith("random")
+
+    Path("models/gan_prior/prior.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit) as exit_info:
+        train_gan.main(["data/interim/synth", "--out", "models/gan/synth", "--init-from", "models/gan_prior/prior.pt",
+                        "--no-progress"])
+    assert exit_info.value.code != 0
+    assert "models/gan_prior/prior.pt: not a GAN prior" in capsys.readouterr().err
+
+
 # ---- inference API ------------------------------------------------------------------------------------
 def test_export_load_generate_round_trip(synthetic, tmp_path):
     data = load_gan_data(synthetic, 0.2)

@@ -11,7 +11,7 @@ import yaml
 from talkinghead.compositing import CompositesParams
 from talkinghead.errors import InputError
 from talkinghead.fitting import FitConfig
-from talkinghead.gan.trainer import GanParams
+from talkinghead.gan.trainer import GanParams, GanPriorParams
 from talkinghead.headmodel import HeadModelParams
 from talkinghead.lip.trainer import LipParams
 from talkinghead.params import load_config, load_params
@@ -32,7 +32,7 @@ from configs import PARAMS_YAML
 
 GROUPS = {"demo": DemoParams, "extract": ExtractParams, "landmarks": LandmarksParams, "head_model": HeadModelParams, "fit": FitConfig,
           "render": RenderParams, "split": SplitParams, "align": AlignParams, "lip": LipParams,
-          "crossdrive": CrossdriveParams, "composites": CompositesParams, "gan": GanParams, "speak": SpeakParams,
+          "crossdrive": CrossdriveParams, "composites": CompositesParams, "gan": GanParams, "gan_prior": GanPriorParams, "speak": SpeakParams,
           "evaluate": EvaluateParams, "stream": StreamParams, "tts": TtsParams, "app": AppParams}
 
 

@@ -250,3 +250,19 @@ def test_back_faces_are_culled_but_never_the_mouth_interior():
     renderer = Renderer(faces, len(vertices), S, STYLE)  # culling on (params.yaml); front faces drawn
     assert renderer.render(vertices[None], colors, skin).mask[0, S // 2, S // 2] == 1.0
     renderer.release()
+
+
+def test_a_process_can_render_and_then_import_triton():
+    # Mesa's llvmpipe and triton each bring an LLVM: triton imported after an EGL context existed segfaulted (torch
+    # imports it lazily, e.g. torch._dynamo on an optimiser's first step). Its own process: a crash must not take
+    # the test run down with it.
+    import subprocess
+    import sys
+
+    code = ("from talkinghead.render.renderer import create_context\n"
+            "create_context().info\n"
+            "import torch._dynamo\n"
+            "print('rendered, then imported torch._dynamo')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"
+    assert "imported torch._dynamo" in done.stdout

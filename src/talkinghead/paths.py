@@ -29,6 +29,9 @@ LIP_CHECKPOINT = MODELS / "lip" / "lip.pt"
 # Training curves and summary of the (shared) lip model: DVC plots / metrics.
 LIP_VAL_LOSS = REPORTS / "lip" / "val_loss.csv"
 LIP_TRAIN_METRICS = REPORTS / "lip" / "train_metrics.json"
+# The GAN prior (stage gan_prior): every presenter's GAN starts from these weights; its resumable training state.
+GAN_PRIOR = MODELS / "gan_prior" / "prior.pt"
+GAN_PRIOR_STATE = MODELS / "gan_prior" / "train_state.pt"
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
 
 

@@ -26,12 +26,12 @@ PRESET_DIR = Path("presets")
 
 def _config_classes() -> dict[str, type]:
     """The config dataclass of every params group a preset may touch (imported lazily: torch)."""
-    from .gan.trainer import GanParams
+    from .gan.trainer import GanParams, GanPriorParams
     from .lip.trainer import LipParams
     from .render.renderer import RenderParams
     from .synthesis import SpeakParams
 
-    return {"gan": GanParams, "lip": LipParams, "speak": SpeakParams, "render": RenderParams}
+    return {"gan": GanParams, "gan_prior": GanPriorParams, "lip": LipParams, "speak": SpeakParams, "render": RenderParams}
 
 
 def preset_path(name: str, root: Path = Path(".")) -> Path:

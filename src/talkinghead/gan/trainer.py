@@ -11,6 +11,10 @@ work is) and switches to full frames for the last ``full_res_fraction`` of the s
 
 Resumability: ``save`` writes everything needed to continue bit-for-bit -- step, networks, optimizers, AMP
 scalers, torch RNG and every rank's batch-sampling RNG, elapsed training time, loss EMA -- atomically.
+
+Prior: ``prior_weights`` exports the three networks' weights; ``start_from`` gives a fresh trainer those weights
+(another presenter's trained GAN) instead of random ones, with fresh optimisers. The prior's digest joins the
+trainer's fingerprint, so a training state is only resumed on top of the prior it started from.
 """
 
 from __future__ import annotations
@@ -76,6 +80,24 @@ class GanParams:
     amp: bool  # autocast + GradScaler on CUDA (ignored on CPU)
     seed: int
     threads: int  # run time only: torch CPU threads, 0 = auto
+
+
+@dataclass(frozen=True)
+class GanPriorParams:
+    """params.yaml's ``gan_prior`` group: the GAN every presenter's GAN starts from, trained first on ``presenter``'s
+    footage with the ``gan`` settings for its own budget (``max_steps`` 0: no prior, random initial weights)."""
+
+    presenter: str
+    max_steps: int
+    max_seconds: float
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 0 or self.max_seconds < 0:
+            raise ValueError("gan_prior.max_steps and max_seconds must be >= 0")
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_steps > 0 and self.max_seconds > 0
 
 
 @dataclass
@@ -225,7 +247,7 @@ RESUMABLE_CHANGES = ("max_steps", "max_seconds", "target_loss", "checkpoint_ever
 def config_fingerprint(*configs) -> str:
     """Hash of everything that makes a checkpoint incompatible with a run (network shapes, losses, data
     sampling); a larger step or time budget is compatible, so raising it continues training."""
-    dicts = [c.to_dict() if hasattr(c, "to_dict") else asdict(c) for c in configs]
+    dicts = [c if isinstance(c, dict) else c.to_dict() if hasattr(c, "to_dict") else asdict(c) for c in configs]
     dicts = [{k: v for k, v in d.items() if k not in RESUMABLE_CHANGES} for d in dicts]
     return hashlib.sha256(json.dumps(dicts, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -462,6 +484,35 @@ class GanTrainer:
         self.loss_ema = state["loss_ema"]
         self.reference_row = state["reference_row"]
         return True
+
+    def prior_weights(self) -> dict:
+        """The networks' configs and weights (no optimiser state), what ``start_from`` reads; the generator's
+        reference frame is left out: it belongs to this presenter."""
+        generator = {k: v for k, v in unwrap(self.generator).state_dict().items() if k != "reference"}
+        return {"generator_config": self.gen_config.to_dict(), "face_config": asdict(self.face_config),
+                "mouth_config": asdict(self.mouth_config), "generator": generator,
+                "face_d": unwrap(self.face_d).state_dict(), "mouth_d": unwrap(self.mouth_d).state_dict()}
+
+    def start_from(self, prior: dict, digest: str) -> None:
+        """Replace the fresh random weights by a prior's (``prior_weights`` of another run). Raises ValueError when
+        the prior's networks are configured otherwise (it cannot be loaded into these)."""
+        if self.step:
+            raise RuntimeError("start_from is for a fresh trainer")
+        mine = {"generator_config": self.gen_config.to_dict(), "face_config": asdict(self.face_config),
+                "mouth_config": asdict(self.mouth_config)}
+        differ = sorted(f"{group}.{key}" for group, config in mine.items() for key in config
+                        if prior[group].get(key) != config[key])
+        if differ:
+            raise ValueError(f"networks configured otherwise ({', '.join(differ)})")
+        generator = unwrap(self.generator)
+        # strict=False only for the reference buffer, which the prior leaves out (set_reference sets this one's)
+        missing, unexpected = generator.load_state_dict(prior["generator"], strict=False)
+        if unexpected or set(missing) - {"reference"}:
+            raise ValueError(f"generator weights do not fit (missing {missing}, unexpected {unexpected})")
+        unwrap(self.face_d).load_state_dict(prior["face_d"])
+        unwrap(self.mouth_d).load_state_dict(prior["mouth_d"])
+        self.fingerprint = config_fingerprint(self.gen_config, self.train_config, self.face_config,
+                                              self.mouth_config, {"prior": digest})
 
     def export(self, path: Path) -> None:
         """Write the inference checkpoint (generator config + weights incl. the reference frame), atomically."""

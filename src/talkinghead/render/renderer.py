@@ -32,6 +32,18 @@ CONTEXT_ATTEMPTS: tuple[dict[str, str], ...] = (
 )
 
 
+def load_triton_first() -> None:
+    """Import triton (when installed, as it is with CUDA builds of torch) before any EGL context exists.
+
+    Mesa's llvmpipe links its own LLVM into the process; importing triton afterwards segfaults (measured: torch 2.14.1,
+    Mesa llvmpipe with LLVM 15), and torch imports triton lazily, e.g. with ``torch._dynamo`` on an optimiser's first
+    step. Importing it first costs ~0.1 s and the two then coexist, so a process may render and then train."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:  # CPU-only torch builds have no triton: nothing to order
+        pass
+
+
 def create_context():
     """A standalone headless OpenGL >= 3.3 context over EGL.
 
@@ -39,6 +51,7 @@ def create_context():
     """
     import moderngl
 
+    load_triton_first()
     errors = []
     for kwargs in CONTEXT_ATTEMPTS:
         try:

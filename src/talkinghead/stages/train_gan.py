@@ -1,6 +1,8 @@
 """Stage train_gan@NAME: train the composite -> real-frame GAN of one presenter and evaluate it on the held-out tail.
+Stage gan_prior: train the GAN every presenter's GAN starts from, on one presenter's footage.
 
-    python -m talkinghead.stages.train_gan data/interim/NAME --out models/gan/NAME
+    python -m talkinghead.stages.train_gan data/interim/demo --prior --out models/gan_prior
+    python -m talkinghead.stages.train_gan data/interim/NAME --out models/gan/NAME --init-from models/gan_prior/prior.pt
 
 Inputs: data/processed/NAME/composites.npy uint8 [N, S, S, 3] and composites.parquet (schemas.COMPOSITES),
 data/interim/NAME/frames.npy (the real crops); with gan.retrieval also flame.parquet and lip_coeffs.parquet (mouth
@@ -8,6 +10,13 @@ shapes for retrieval, gan/retrieval.py). Outputs: models/gan/NAME/gan.pt (genera
 (with gan.retrieval) and train_state.pt (resumable training state; the folder is DVC `persist: true`, so re-running
 after a kill resumes), reports/gan/NAME/metrics.json (+ sample grids, losses.csv); gan.pt is registered in MLflow as a
 new version of ``talkinghead-gan-NAME`` (registry.py). Under ``torchrun`` it trains with DDP (gloo on CPU, nccl on GPU).
+
+The prior (params ``gan_prior``): what a generator learns in its first hundreds of steps -- put the render into the
+frame without a seam, take the painted mouth, match skin and light -- is not one presenter's, while a real presenter
+often has only seconds of footage. So ``--prior`` trains a GAN with the ``gan`` settings on ``gan_prior.presenter``
+(the embedded demo) for the ``gan_prior`` budget and writes its weights (models/gan_prior/prior.pt, no optimiser
+state); ``--init-from`` starts a presenter's training from them instead of random weights, with fresh optimisers
+(gan_prior.max_steps 0 writes a prior file that says "none": random weights, as before).
 """
 
 from __future__ import annotations
@@ -30,11 +39,11 @@ from ..gan.face_discriminator import PatchDiscriminatorConfig
 from ..gan.generator import GeneratorConfig, to_uint8
 from ..gan.mouth_discriminator import MouthDiscriminatorConfig, mouth_crops
 from ..gan.retrieval import MouthBank, RetrievalState, lip_geometry, retrieved_inputs
-from ..gan.trainer import Batch, GanData, GanParams, GanTrainer, RetrievalData
+from ..gan.trainer import Batch, GanData, GanParams, GanPriorParams, GanTrainer, RetrievalData
 from ..headmodel import HeadModelParams, load_head_model
 from ..imagemetrics import psnr_per_image, ssim_per_image
 from ..parallel import choose_threads, init_distributed
-from ..paths import PresenterPaths
+from ..paths import GAN_PRIOR, GAN_PRIOR_STATE, PresenterPaths
 from ..params import load_config
 from ..progress import print_summary
 from ..schemas import COMPOSITES, LIP_COEFFS, PARAMETERS, column_array, read_table
@@ -169,10 +178,76 @@ def build_trainer(params: GanParams, device: torch.device) -> GanTrainer:
     return GanTrainer(gen_config, params, face_config, mouth_config, device)
 
 
+def load_prior(path: Path) -> tuple[dict | None, str, str]:
+    """A prior file written by ``train_prior`` -> (its weights, or None for "no prior"; its digest; a description
+    for metrics and logs)."""
+    import hashlib
+
+    if not path.is_file():
+        raise InputError(path, "GAN prior missing; run `dvc repro gan_prior`")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    try:  # weights_only: tensors and plain values; nothing in it may run code
+        prior = torch.load(path, map_location="cpu", weights_only=True)
+        presenter, steps = prior["presenter"], int(prior["steps"])
+        if presenter is not None:
+            for key in ("generator_config", "face_config", "mouth_config", "generator", "face_d", "mouth_d"):
+                prior[key]  # noqa: B018 -- every part must be there
+    except Exception as exc:  # a truncated file, a pickled object, a missing key
+        raise InputError(path, f"not a GAN prior ({exc.__class__.__name__}: {exc}); rerun `dvc repro gan_prior`") from exc
+    if presenter is None:
+        return None, digest, "random (gan_prior.max_steps 0)"
+    return prior, digest, f"prior: {steps} steps on {presenter}"
+
+
+def prior_budget(params: GanParams, prior: GanPriorParams) -> GanParams:
+    """The ``gan`` settings with the prior's budget: it trains the whole budget (no target_loss stop)."""
+    return dataclasses.replace(params, max_steps=prior.max_steps, max_seconds=prior.max_seconds, target_loss=0.0)
+
+
+def train_prior(paths: PresenterPaths, params: GanParams, prior: GanPriorParams, split: SplitParams,
+                head_model: HeadModelParams, out: Path, progress: bool = True) -> dict:
+    """Train the prior on ``paths``' training frames (resumable: out/train_state.pt) and write out/prior.pt.
+    Returns a summary (presenter, steps, seconds)."""
+    from ..tracking import stage_run
+
+    prior_file, state_file = out / GAN_PRIOR.name, out / GAN_PRIOR_STATE.name
+    out.mkdir(parents=True, exist_ok=True)
+    if not prior.enabled:  # both files still exist (DVC outputs), saying "none"
+        for path in (state_file, prior_file):
+            with atomic_path(path) as tmp:
+                torch.save({"presenter": None, "steps": 0}, tmp)
+        return {"presenter": None, "steps": 0, "seconds": 0.0}
+    budget = prior_budget(params, prior)
+    data = load_gan_data(paths, split.heldout_fraction)
+    if data.image_size != params.image_size:
+        raise InputError(paths.composites, f"frames are {data.image_size} px, gan.image_size is {params.image_size}")
+    if params.retrieval:
+        data.retrieval = load_retrieval(paths, data, params, head_model)
+    device = init_distributed().device
+    torch.set_num_threads(choose_threads(params.threads))
+    trainer = build_trainer(budget, device)
+    if state_file.exists() and not trainer.load(state_file, data):
+        print(f"{state_file}: made with other gan params or data; training the prior from scratch", file=sys.stderr)
+    # the DVC stage is plain gan_prior (not per presenter); its presenter is a param
+    with (stage_run("gan_prior", None, {"gan": params, "gan_prior": prior, "split": split})
+          if trainer.rank == 0 else _null()) as mlflow:
+        def on_log(losses: dict[str, float], step: int) -> None:
+            mlflow.log_metrics(losses, step=step)
+
+        trainer.fit(data, state_file, on_log if trainer.rank == 0 else None, progress=progress)
+        if trainer.rank != 0:
+            return {}
+        with atomic_path(prior_file) as tmp:
+            torch.save({"presenter": paths.name, "steps": trainer.step, **trainer.prior_weights()}, tmp)
+        mlflow.log_metrics({"steps": float(trainer.step), "train_seconds": trainer.elapsed_s}, step=trainer.step)
+    return {"presenter": paths.name, "steps": trainer.step, "seconds": round(trainer.elapsed_s, 1)}
+
+
 def train_gan(paths: PresenterPaths, params: GanParams, split: SplitParams, head_model: HeadModelParams,
-              progress: bool = True) -> dict:
-    """Train (resuming from ``paths.gan_train_state`` when it matches the config), export gan.pt (and with
-    gan.retrieval the mouth bank, mouth_bank.npz), evaluate.
+              progress: bool = True, prior_file: Path | None = None) -> dict:
+    """Train (resuming from ``paths.gan_train_state`` when it matches the config and the prior), export gan.pt (and
+    with gan.retrieval the mouth bank, mouth_bank.npz), evaluate. ``prior_file``: start from a prior's weights
+    (``train_prior``; None: random weights).
 
     Returns the held-out metrics (also written to ``paths.report("gan")``/metrics.json).
     """
@@ -192,10 +267,18 @@ def train_gan(paths: PresenterPaths, params: GanParams, split: SplitParams, head
     device = init_distributed().device
     torch.set_num_threads(choose_threads(params.threads))
     trainer = build_trainer(params, device)
+    start = "random"
+    if prior_file is not None:
+        prior, digest, start = load_prior(prior_file)
+        if prior is not None:
+            try:
+                trainer.start_from(prior, digest)
+            except ValueError as exc:
+                raise InputError(prior_file, f"a prior for other gan settings: {exc}; rerun `dvc repro gan_prior`") from exc
     resumed = paths.gan_train_state.exists() and trainer.load(paths.gan_train_state, data)
     if paths.gan_train_state.exists() and not resumed:
-        print(f"{paths.gan_train_state}: made with other gan params or data; training from scratch",
-              file=sys.stderr)  # load() checks before it changes anything: the trainer is still fresh
+        print(f"{paths.gan_train_state}: made with other gan params, data or prior; training from the start",
+              file=sys.stderr)  # load() checks before it changes anything: the trainer is as it started
     rank0 = trainer.rank == 0
     samples_dir = out / "samples"
 
@@ -216,6 +299,7 @@ def train_gan(paths: PresenterPaths, params: GanParams, split: SplitParams, head
 
         if rank0:
             mlflow.log_params({"resumed_from_step": trainer.step, "train_frames": len(data.train_index),
+                               "initial_weights": start,
                                "reference_row": trainer.reference_row if trainer.reference_row is not None else -1})
         reason = trainer.fit(data, paths.gan_train_state, on_log if rank0 else None, on_sample if rank0 else None,
                              progress=progress)
@@ -240,7 +324,8 @@ def train_gan(paths: PresenterPaths, params: GanParams, split: SplitParams, head
         write_png(report_dir / "heldout_samples.png", evaluation.grid)
         write_png(report_dir / "heldout_mouths.png", evaluation.mouth_grid)
         retrieval = "off (gan.retrieval false)" if bank is None else (f"off: {bank.note}" if bank.empty else "on")
-        write_json(report_dir / "metrics.json", dict(metrics, stop_reason=reason, retrieval=retrieval))
+        write_json(report_dir / "metrics.json", dict(metrics, stop_reason=reason, retrieval=retrieval,
+                                                     initial_weights=start))
         mlflow.log_metrics(metrics, step=trainer.step)
         mlflow.set_tag("gan_stop_reason", reason)
         for png in ("heldout_samples.png", "heldout_mouths.png"):
@@ -263,13 +348,25 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("interim", type=Path,
                         help="data/interim/NAME (frames.npy); composites are read from data/processed/NAME")
-    parser.add_argument("--out", type=Path, required=True, help="models/gan/NAME")
+    parser.add_argument("--out", type=Path, required=True, help="models/gan/NAME (with --prior: models/gan_prior)")
+    parser.add_argument("--prior", action="store_true", help="train the GAN prior (params gan_prior) into --out")
+    parser.add_argument("--init-from", type=Path, default=None,
+                        help="models/gan_prior/prior.pt: start from the prior's weights instead of random ones")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.prior and args.init_from is not None:
+        parser.error("--prior trains the prior; --init-from starts from one: use one of them")
     try:
         paths = dataclasses.replace(PresenterPaths.from_folder(args.interim), gan_dir=args.out)
-        metrics = train_gan(paths, load_config(GanParams, "gan"), load_config(SplitParams, "split"),
-                            load_config(HeadModelParams, "head_model"), progress=not args.no_progress)
+        gan, split, head = (load_config(GanParams, "gan"), load_config(SplitParams, "split"),
+                            load_config(HeadModelParams, "head_model"))
+        if args.prior:
+            summary = train_prior(paths, gan, load_config(GanPriorParams, "gan_prior"), split, head, args.out,
+                                  progress=not args.no_progress)
+            if summary:
+                print_summary("gan_prior", summary)
+            return
+        metrics = train_gan(paths, gan, split, head, progress=not args.no_progress, prior_file=args.init_from)
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
