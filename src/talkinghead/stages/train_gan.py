@@ -227,7 +227,8 @@ def train_prior(paths: PresenterPaths, params: GanParams, prior: GanPriorParams,
     torch.set_num_threads(choose_threads(params.threads))
     trainer = build_trainer(budget, device)
     if state_file.exists() and not trainer.load(state_file, data):
-        print(f"{state_file}: made with other gan params or data; training the prior from scratch", file=sys.stderr)
+        print(f"{state_file}: not a training state of these gan settings and data; training the prior from the start",
+              file=sys.stderr)
     # the DVC stage is plain gan_prior (not per presenter); its presenter is a param
     with (stage_run("gan_prior", None, {"gan": params, "gan_prior": prior, "split": split})
           if trainer.rank == 0 else _null()) as mlflow:
