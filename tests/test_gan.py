@@ -236,6 +236,19 @@ def test_prior_stage_and_train_gan_started_from_it(tmp_path, monkeypatch, capsys
                     "--no-progress"])
     assert json.loads(Path("reports/gan/synth/metrics.json").read_text())["initial_weights"].startswith("random")
 
+    # the same weights saved again (other bytes, maybe) keep the digest a training state is resumed on
+    write_project_params(tmp_path, presenters=["synth"], gan=gan,
+                         gan_prior={"presenter": "synth", "max_steps": 3, "max_seconds": 1e9})
+    train_gan.main(["data/interim/synth", "--prior", "--out", "models/gan_prior", "--no-progress"])
+    digest = train_gan.load_prior(Path("models/gan_prior/prior.pt"))[1]
+    resaved = dict(torch.load("models/gan_prior/prior.pt", weights_only=True))
+    resaved["generator"] = {k: v.clone() for k, v in resaved["generator"].items()}
+    torch.save(resaved, "models/gan_prior/again.pt")
+    assert train_gan.load_prior(Path("models/gan_prior/again.pt"))[1] == digest
+    resaved["mouth_d"] = {k: v + 1e-3 for k, v in resaved["mouth_d"].items()}
+    torch.save(resaved, "models/gan_prior/changed.pt")
+    assert train_gan.load_prior(Path("models/gan_prior/changed.pt"))[1] != digest
+
     Path("models/gan_prior/prior.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit) as exit_info:
         train_gan.main(["data/interim/synth", "--out", "models/gan/synth", "--init-from", "models/gan_prior/prior.pt",

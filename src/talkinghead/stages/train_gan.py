@@ -178,20 +178,30 @@ def build_trainer(params: GanParams, device: torch.device) -> GanTrainer:
     return GanTrainer(gen_config, params, face_config, mouth_config, device)
 
 
-def load_prior(path: Path) -> tuple[dict | None, str, str]:
-    """A prior file written by ``train_prior`` -> (its weights, or None for "no prior"; its digest; a description
-    for metrics and logs)."""
+def prior_digest(prior: dict) -> str:
+    """Hash of a prior's configs and weights (not of its file: torch.save of the same weights need not give the same
+    bytes, and rewriting an unchanged prior must not restart every presenter's training)."""
     import hashlib
+    import json
 
+    h = hashlib.sha256(json.dumps({k: prior.get(k) for k in ("generator_config", "face_config", "mouth_config")},
+                                  sort_keys=True).encode())
+    for part in ("generator", "face_d", "mouth_d"):
+        for name, tensor in sorted(prior[part].items()):
+            h.update(f"{part}.{name}".encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def load_prior(path: Path) -> tuple[dict | None, str, str]:
+    """A prior file written by ``train_prior`` -> (its weights, or None for "no prior"; their digest; a description
+    for metrics and logs)."""
     if not path.is_file():
         raise InputError(path, "GAN prior missing; run `dvc repro gan_prior`")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     try:  # weights_only: tensors and plain values; nothing in it may run code
         prior = torch.load(path, map_location="cpu", weights_only=True)
         presenter, steps = prior["presenter"], int(prior["steps"])
-        if presenter is not None:
-            for key in ("generator_config", "face_config", "mouth_config", "generator", "face_d", "mouth_d"):
-                prior[key]  # noqa: B018 -- every part must be there
+        digest = "none" if presenter is None else prior_digest(prior)  # every part must be there
     except Exception as exc:  # a truncated file, a pickled object, a missing key
         raise InputError(path, f"not a GAN prior ({exc.__class__.__name__}: {exc}); rerun `dvc repro gan_prior`") from exc
     if presenter is None:
