@@ -169,6 +169,29 @@ def test_repro_without_a_presenter_list_is_one_error_before_dvc(listing, tmp_pat
     assert "talkinghead add-presenter NAME VIDEO" in err and "make demo" in err
 
 
+def test_repro_with_a_gan_prior_presenter_not_listed_is_one_error_before_dvc(tmp_path, monkeypatch, capsys):
+    """A project without the demo presenter must name another prior presenter (or none) before DVC runs."""
+    from talkinghead import cli
+    from talkinghead.tracking import PARENT_ENV
+
+    params = tmp_path / "params.yaml"
+    params.write_text("presenters:\n  - anna\ngan_prior:\n  presenter: demo\n  max_steps: 500\n  max_seconds: 150\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(PARENT_ENV, "no-mlflow")
+    started = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd, **kw: started.append(cmd) or 0)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["repro"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and not started
+    assert err.startswith("error: params.yaml: gan_prior.presenter is 'demo', not one of the presenters (anna)")
+    assert err.count("\n") == 1
+    params.write_text(params.read_text().replace("max_steps: 500", "max_steps: 0"))  # no prior: nothing to check
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["repro"])
+    assert exit_info.value.code == 0 and len(started) == 1
+
+
 def test_mlflow_child_runs_nest_under_parent(tmp_path, monkeypatch):
     from talkinghead import tracking
 

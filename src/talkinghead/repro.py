@@ -20,6 +20,12 @@ def check_presenters() -> None:
         raise InputError(PARAMS_FILE, f"`presenters` is {'empty' if not presenters else repr(presenters)}: list at "
                                       "least one (`- NAME` lines); add yours with `talkinghead add-presenter NAME "
                                       "VIDEO`, or list `- demo` and run `make demo`")
+    prior = load_params().get("gan_prior") or {}
+    if prior.get("max_steps", 0) and prior.get("presenter") not in presenters:
+        # the stage gan_prior reads that presenter's composites; DVC would only say a dependency is missing
+        raise InputError(PARAMS_FILE, f"gan_prior.presenter is {prior.get('presenter')!r}, not one of the presenters "
+                                      f"({', '.join(map(str, presenters))}): name one of them, or set "
+                                      "gan_prior.max_steps: 0 (every GAN starts from random weights)")
 
 
 def repro(targets: list[str] | None = None, extra: list[str] | None = None,
