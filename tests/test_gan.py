@@ -18,6 +18,7 @@ from talkinghead.gan.mouth_discriminator import MouthDiscriminator, MouthDiscrim
 from talkinghead.gan.retrieval import MouthBank
 from talkinghead.gan.synthetic import make_synthetic_presenter
 from talkinghead.gan.trainer import GanParams, GanTrainer, adversarial_g_loss, box_mask, sample_batch
+from talkinghead.errors import InputError
 from talkinghead.imagemetrics import psnr, ssim
 from talkinghead.paths import PresenterPaths
 from talkinghead.stages.train_gan import load_gan_data
@@ -248,6 +249,11 @@ def test_prior_stage_and_train_gan_started_from_it(tmp_path, monkeypatch, capsys
     resaved["mouth_d"] = {k: v + 1e-3 for k, v in resaved["mouth_d"].items()}
     torch.save(resaved, "models/gan_prior/changed.pt")
     assert train_gan.load_prior(Path("models/gan_prior/changed.pt"))[1] != digest
+
+    del resaved["face_config"]  # a prior written by something else: one error too, not a KeyError
+    torch.save(resaved, "models/gan_prior/partial.pt")
+    with pytest.raises(InputError, match="not a GAN prior"):
+        train_gan.load_prior(Path("models/gan_prior/partial.pt"))
 
     Path("models/gan_prior/prior.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(SystemExit) as exit_info:

@@ -15,13 +15,15 @@ def check_presenters() -> None:
     error for an empty list ("failed to resolve 'stages.extract.foreach'") does not say what to do."""
     from .params import PARAMS_FILE, load_params
 
-    presenters = load_params().get("presenters")
+    params = load_params()
+    presenters = params.get("presenters")
     if not presenters or not isinstance(presenters, list):
         raise InputError(PARAMS_FILE, f"`presenters` is {'empty' if not presenters else repr(presenters)}: list at "
                                       "least one (`- NAME` lines); add yours with `talkinghead add-presenter NAME "
                                       "VIDEO`, or list `- demo` and run `make demo`")
-    prior = load_params().get("gan_prior") or {}
-    if prior.get("max_steps", 0) and prior.get("presenter") not in presenters:
+    prior = params.get("gan_prior") or {}
+    enabled = prior.get("max_steps", 0) and prior.get("max_seconds", 0)  # as GanPriorParams.enabled
+    if enabled and prior.get("presenter") not in presenters:
         # the stage gan_prior reads that presenter's composites; DVC would only say a dependency is missing
         raise InputError(PARAMS_FILE, f"gan_prior.presenter is {prior.get('presenter')!r}, not one of the presenters "
                                       f"({', '.join(map(str, presenters))}): name one of them, or set "

@@ -201,6 +201,9 @@ def load_prior(path: Path) -> tuple[dict | None, str, str]:
     try:  # weights_only: tensors and plain values; nothing in it may run code
         prior = torch.load(path, map_location="cpu", weights_only=True)
         presenter, steps = prior["presenter"], int(prior["steps"])
+        if presenter is not None and not all(isinstance(prior[k], dict) for k in ("generator_config", "face_config",
+                                                                                 "mouth_config")):
+            raise TypeError("its network configs are not mappings")
         digest = "none" if presenter is None else prior_digest(prior)  # every part must be there
     except Exception as exc:  # a truncated file, a pickled object, a missing key
         raise InputError(path, f"not a GAN prior ({exc.__class__.__name__}: {exc}); rerun `dvc repro gan_prior`") from exc
