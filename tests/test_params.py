@@ -11,7 +11,8 @@ import yaml
 from talkinghead.compositing import CompositesParams
 from talkinghead.errors import InputError
 from talkinghead.fitting import FitConfig
-from talkinghead.gan.trainer import GanParams, GanPriorParams
+from talkinghead.gan.trainer import GanParams
+from talkinghead.gan_prior import GanPriorParams
 from talkinghead.headmodel import HeadModelParams
 from talkinghead.lip.trainer import LipParams
 from talkinghead.params import load_config, load_params

@@ -26,7 +26,8 @@ PRESET_DIR = Path("presets")
 
 def _config_classes() -> dict[str, type]:
     """The config dataclass of every params group a preset may touch (imported lazily: torch)."""
-    from .gan.trainer import GanParams, GanPriorParams
+    from .gan.trainer import GanParams
+    from .gan_prior import GanPriorParams
     from .lip.trainer import LipParams
     from .render.renderer import RenderParams
     from .synthesis import SpeakParams

@@ -13,7 +13,8 @@ from .errors import InputError
 def check_presenters() -> None:
     """InputError unless params.yaml lists presenters: dvc.yaml's per-presenter stages loop over them, and DVC's own
     error for an empty list ("failed to resolve 'stages.extract.foreach'") does not say what to do."""
-    from .params import PARAMS_FILE, load_params
+    from .gan_prior import GanPriorParams
+    from .params import PARAMS_FILE, build_config, load_params
 
     params = load_params()
     presenters = params.get("presenters")
@@ -21,11 +22,10 @@ def check_presenters() -> None:
         raise InputError(PARAMS_FILE, f"`presenters` is {'empty' if not presenters else repr(presenters)}: list at "
                                       "least one (`- NAME` lines); add yours with `talkinghead add-presenter NAME "
                                       "VIDEO`, or list `- demo` and run `make demo`")
-    prior = params.get("gan_prior") or {}
-    enabled = prior.get("max_steps", 0) and prior.get("max_seconds", 0)  # as GanPriorParams.enabled
-    if enabled and prior.get("presenter") not in presenters:
+    prior = build_config(GanPriorParams, "gan_prior", params["gan_prior"]) if "gan_prior" in params else None
+    if prior is not None and prior.enabled and prior.presenter not in presenters:
         # the stage gan_prior reads that presenter's composites; DVC would only say a dependency is missing
-        raise InputError(PARAMS_FILE, f"gan_prior.presenter is {prior.get('presenter')!r}, not one of the presenters "
+        raise InputError(PARAMS_FILE, f"gan_prior.presenter is {prior.presenter!r}, not one of the presenters "
                                       f"({', '.join(map(str, presenters))}): name one of them, or set "
                                       "gan_prior.max_steps: 0 (every GAN starts from random weights)")
 

@@ -82,24 +82,6 @@ class GanParams:
     threads: int  # run time only: torch CPU threads, 0 = auto
 
 
-@dataclass(frozen=True)
-class GanPriorParams:
-    """params.yaml's ``gan_prior`` group: the GAN every presenter's GAN starts from, trained first on ``presenter``'s
-    footage with the ``gan`` settings for its own budget (``max_steps`` 0: no prior, random initial weights)."""
-
-    presenter: str
-    max_steps: int
-    max_seconds: float
-
-    def __post_init__(self) -> None:
-        if self.max_steps < 0 or self.max_seconds < 0:
-            raise ValueError("gan_prior.max_steps and max_seconds must be >= 0")
-
-    @property
-    def enabled(self) -> bool:
-        return self.max_steps > 0 and self.max_seconds > 0
-
-
 @dataclass
 class RetrievalData:
     """What training needs to feed retrieved mouths: the bank (training rows only), per row of the data its

@@ -39,7 +39,8 @@ from ..gan.face_discriminator import PatchDiscriminatorConfig
 from ..gan.generator import GeneratorConfig, to_uint8
 from ..gan.mouth_discriminator import MouthDiscriminatorConfig, mouth_crops
 from ..gan.retrieval import MouthBank, RetrievalState, lip_geometry, retrieved_inputs
-from ..gan.trainer import Batch, GanData, GanParams, GanPriorParams, GanTrainer, RetrievalData
+from ..gan.trainer import Batch, GanData, GanParams, GanTrainer, RetrievalData
+from ..gan_prior import GanPriorParams
 from ..headmodel import HeadModelParams, load_head_model
 from ..imagemetrics import psnr_per_image, ssim_per_image
 from ..parallel import choose_threads, init_distributed
@@ -193,6 +194,27 @@ def prior_digest(prior: dict) -> str:
     return h.hexdigest()[:16]
 
 
+def load_training_data(paths: PresenterPaths, params: GanParams, split: SplitParams, head_model: HeadModelParams,
+                       label: str) -> GanData:
+    """One presenter's GAN data checked against gan.image_size, with the mouth bank when gan.retrieval is on (an
+    empty bank is said on stderr, prefixed with ``label``)."""
+    data = load_gan_data(paths, split.heldout_fraction)
+    if data.image_size != params.image_size:
+        raise InputError(paths.composites, f"frames are {data.image_size} px, gan.image_size is {params.image_size}")
+    if params.retrieval:
+        data.retrieval = load_retrieval(paths, data, params, head_model)
+        if data.retrieval.bank.empty:
+            print(f"{label} {paths.name}: {data.retrieval.bank.note}", file=sys.stderr)
+    return data
+
+
+def fresh_trainer(params: GanParams) -> GanTrainer:
+    """A trainer with random weights on this process's device (DDP rank's GPU or the CPU), its CPU threads set."""
+    device = init_distributed().device
+    torch.set_num_threads(choose_threads(params.threads))
+    return build_trainer(params, device)
+
+
 def load_prior(path: Path) -> tuple[dict | None, str, str]:
     """A prior file written by ``train_prior`` -> (its weights, or None for "no prior"; their digest; a description
     for metrics and logs)."""
@@ -230,15 +252,8 @@ def train_prior(paths: PresenterPaths, params: GanParams, prior: GanPriorParams,
             with atomic_path(path) as tmp:
                 torch.save({"presenter": None, "steps": 0}, tmp)
         return {"presenter": None, "steps": 0, "seconds": 0.0}
-    budget = prior_budget(params, prior)
-    data = load_gan_data(paths, split.heldout_fraction)
-    if data.image_size != params.image_size:
-        raise InputError(paths.composites, f"frames are {data.image_size} px, gan.image_size is {params.image_size}")
-    if params.retrieval:
-        data.retrieval = load_retrieval(paths, data, params, head_model)
-    device = init_distributed().device
-    torch.set_num_threads(choose_threads(params.threads))
-    trainer = build_trainer(budget, device)
+    data = load_training_data(paths, params, split, head_model, "gan_prior")
+    trainer = fresh_trainer(prior_budget(params, prior))
     if state_file.exists() and not trainer.load(state_file, data):
         print(f"{state_file}: not a training state of these gan settings and data; training the prior from the start",
               file=sys.stderr)
@@ -271,16 +286,8 @@ def train_gan(paths: PresenterPaths, params: GanParams, split: SplitParams, head
     name = paths.name
     out = paths.gan_dir
     report_dir = paths.report("gan")
-    data = load_gan_data(paths, split.heldout_fraction)
-    if data.image_size != params.image_size:
-        raise InputError(paths.composites, f"frames are {data.image_size} px, gan.image_size is {params.image_size}")
-    if params.retrieval:
-        data.retrieval = load_retrieval(paths, data, params, head_model)
-        if data.retrieval.bank.empty:
-            print(f"train_gan {name}: {data.retrieval.bank.note}", file=sys.stderr)
-    device = init_distributed().device
-    torch.set_num_threads(choose_threads(params.threads))
-    trainer = build_trainer(params, device)
+    data = load_training_data(paths, params, split, head_model, "train_gan")
+    trainer = fresh_trainer(params)
     start = "random"
     if prior_file is not None:
         prior, digest, start = load_prior(prior_file)
@@ -327,7 +334,7 @@ def train_gan(paths: PresenterPaths, params: GanParams, split: SplitParams, head
         # a new version of the registered talkinghead-gan-NAME (registry.py), a held-out composite as its example
         register_gan(mlflow, paths.gan_checkpoint, name, np.asarray(data.composites[data.heldout_index[:1]]),
                      mouth_bank=paths.mouth_bank if data.retrieval is not None else None)
-        generator = load_generator(paths.gan_checkpoint, device)
+        generator = load_generator(paths.gan_checkpoint, trainer.device)
         evaluation = evaluate(generator, data, mouth_size=params.mouth_crop)
         metrics = dict(evaluation.metrics, steps=float(trainer.step), train_seconds=trainer.elapsed_s,
                        final_g_loss_ema=float(trainer.loss_ema or 0.0))
