@@ -13,13 +13,13 @@ import torch
 
 from talkinghead.gan import generate, load_generator
 from talkinghead.gan.face_discriminator import MultiScaleDiscriminator, PatchDiscriminatorConfig
-from talkinghead.gan.generator import Generator, GeneratorConfig, to_unit
+from talkinghead.gan.generator import Generator, GeneratorConfig, smooth_chroma, to_unit
 from talkinghead.gan.mouth_discriminator import MouthDiscriminator, MouthDiscriminatorConfig, crop_mouths
 from talkinghead.gan.retrieval import MouthBank
 from talkinghead.gan.synthetic import make_synthetic_presenter
 from talkinghead.gan.trainer import GanParams, GanTrainer, adversarial_g_loss, box_mask, sample_batch
 from talkinghead.errors import InputError
-from talkinghead.imagemetrics import psnr, ssim
+from talkinghead.imagemetrics import colour_detail_per_image, psnr, ssim
 from talkinghead.paths import PresenterPaths
 from talkinghead.stages.train_gan import load_gan_data
 
@@ -53,6 +53,24 @@ def test_generator_shapes_and_range():
             y = g(x, ref)
         assert y.shape == (2, 3, 128, 96)
         assert y.min() >= -1 and y.max() <= 1
+
+
+def test_smooth_chroma_keeps_brightness_detail_and_coarsens_colour():
+    h = w = 16
+    checker = torch.from_numpy(np.indices((h, w)).sum(0) % 2 * 2.0 - 1)[None, None].float()  # [1, 1, H, W], +-1
+    grey = checker.expand(1, 3, h, w)  # per-pixel brightness detail (same change in every channel)
+    colour = torch.cat([checker, -checker, torch.zeros_like(checker)], dim=1)  # per-pixel red/green speckles
+    tint = torch.tensor([0.3, -0.1, -0.2]).view(1, 3, 1, 1).expand(1, 3, h, w)  # a flat colour change
+    out = smooth_chroma(grey + colour + tint, pool=4)
+    torch.testing.assert_close(out, grey + tint)  # speckles averaged away, brightness and flat colour kept
+    g = Generator(GeneratorConfig(channels=(8, 16), use_reference=False, chroma_pool=4))
+    assert g.config.multiple == 4  # a window snapped to 4 pools the same blocks as the whole crop
+    torch.nn.init.normal_(g.head.weight, std=0.5)  # an untrained head's zero residual would show nothing
+    x = torch.zeros(1, 3, 32, 32)
+    with torch.no_grad():
+        residual = g(x) - x
+    colour_part = residual - residual.mean(1, keepdim=True)
+    torch.testing.assert_close(smooth_chroma(colour_part, 4), colour_part, atol=0.05, rtol=0)
 
 
 def test_generator_without_stored_reference_says_so():
@@ -283,6 +301,34 @@ def test_export_load_generate_round_trip(synthetic, tmp_path):
         generate(generator, composites[:, :32, :32])  # the stored reference is 64x64
 
 
+def test_mouth_keep_term_is_the_l1_to_the_composite_inside_the_painted_mouth():
+    from talkinghead.gan.trainer import Batch
+
+    torch.manual_seed(0)
+    real = torch.rand(2, 3, 32, 32) * 2 - 1
+    composite = real.clone()
+    painted = torch.zeros(2, 1, 32, 32)
+    painted[:, :, 12:20, 10:22] = 1  # the retrieved mouth's pixels: they differ from the real frame
+    composite[:, :, 12:20, 10:22] = -0.5
+    boxes = torch.tensor([[8.0, 8.0, 24.0, 24.0]] * 2)
+    reference = torch.zeros_like(real)
+
+    def first_step(weight: float, mask: torch.Tensor | None) -> tuple[dict[str, float], float]:
+        trainer = tiny_trainer(w_mouth_keep=weight)  # same seed: the same initial networks for every weight
+        torch.nn.init.normal_(trainer.generator.head.weight, std=0.1, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():  # a residual, so the output leaves the composite
+            fake = trainer.generator(composite, reference)
+        expected = float((painted * (fake - composite).abs()).mean())
+        return trainer.train_step(Batch(composite, real, reference, None, boxes, mask)), expected
+
+    off, expected = first_step(0.0, painted)
+    on, _ = first_step(10.0, painted)
+    assert expected > 0 and on["mouth_keep"] == pytest.approx(expected, rel=1e-5)
+    assert on["g_loss"] - off["g_loss"] == pytest.approx(10.0 * expected, rel=1e-3)  # in the generator's loss
+    unpainted, _ = first_step(10.0, None)
+    assert unpainted["mouth_keep"] == 0.0 and unpainted["g_loss"] == pytest.approx(off["g_loss"])  # nothing painted
+
+
 # ---- metrics ------------------------------------------------------------------------------------------
 def test_psnr_known_values():
     rng = np.random.default_rng(0)
@@ -303,6 +349,20 @@ def test_ssim_identical_and_against_skimage():
                                               sigma=1.5, use_sample_covariance=False) for x, y in zip(a, b)])
     assert ssim(a, b) == pytest.approx(expected, abs=1e-4)
     assert ssim(a, b) < 0.99
+
+
+def test_colour_detail_sees_coloured_speckles_not_grey_edges():
+    rng = np.random.default_rng(2)
+    smooth = np.zeros((1, 32, 32, 3), np.uint8)
+    smooth[..., 0] = np.linspace(120, 200, 32)[None, :]  # a smooth red ramp: colour, but no fine colour detail
+    smooth[..., 1:] = 90
+    grey_edges = np.repeat(np.where(rng.random((1, 32, 32, 1)) < 0.5, 40, 220), 3, axis=-1).astype(np.uint8)
+    speckled = smooth.copy()
+    spots = rng.random((32, 32)) < 0.1
+    speckled[0][spots] = (40, 220, 40)  # green specks
+    detail = colour_detail_per_image(np.concatenate([smooth, grey_edges, speckled]))
+    assert detail[0] < 0.5 and detail[1] < 1e-6  # a ramp blurs to itself; grey pixels have no colour at all
+    assert detail[2] > 10
 
 
 def test_metrics_reject_non_uint8():

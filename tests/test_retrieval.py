@@ -200,6 +200,9 @@ def test_training_batches_carry_the_retrieved_mouths():
         torch.testing.assert_close(painted.retrieved, batch.retrieved)
         changed = (painted.composite - batch.composite).abs().amax(dim=1) > 0  # [4, 32, 32]
         assert changed.any() == filled and changed.float().mean() < 0.2  # the opening (and its feathered edge) only
+        # the mask gan.w_mouth_keep holds the output to: exactly the painted pixels
+        torch.testing.assert_close(painted.painted[:, 0], changed.float())
+        assert batch.painted is None
     plain = sample_batch(GanData(frames, frames, boxes, train, np.arange(24, n)), torch.Generator().manual_seed(0),
                          4, 32, None, torch.device("cpu"))
     assert plain.retrieved is None

@@ -84,3 +84,18 @@ def ssim_per_image(a, b) -> np.ndarray:
 def ssim(a, b) -> float:
     """Mean SSIM over the batch of uint8 [B, H, W, 3] images (1.0 for identical images)."""
     return float(np.mean(ssim_per_image(a, b)))
+
+
+def colour_detail_per_image(images, sigma: float = 1.5) -> np.ndarray:
+    """Fine colour detail of each uint8 [B, H, W, 3] image, [B] in 0..255 units: the mean absolute difference
+    between the image's colour (each channel minus the pixel's channel mean) and that colour blurred by a gaussian
+    of ``sigma`` px. Coloured speckles raise it; brightness detail (teeth edges over a dark cavity) does not."""
+    x = _as_float_batch(images, "images").float()
+    colour = x - x.mean(dim=1, keepdim=True)  # [B, 3, H, W]: zero where the pixel is grey
+    size = 2 * int(round(3 * sigma)) + 1
+    g = _gaussian_1d(size, sigma, x.device, x.dtype)
+    w_rows = g.view(1, 1, size, 1).expand(3, 1, size, 1)  # depthwise [3, 1, k, 1]
+    w_cols = g.view(1, 1, 1, size).expand(3, 1, 1, size)  # depthwise [3, 1, 1, k]
+    padded = F.pad(colour, (size // 2,) * 4, mode="replicate")
+    blurred = F.conv2d(F.conv2d(padded, w_rows, groups=3), w_cols, groups=3)  # [B, 3, H, W]
+    return (colour - blurred).abs().flatten(1).mean(1).double().cpu().numpy()  # [B, 3 * H * W] -> [B]

@@ -32,7 +32,7 @@ def run(workdir: Path) -> dict[str, float]:
         generator = load_generator(checkpoint, "cpu")
     else:
         generator = Generator(GeneratorConfig(channels=params.channels, use_reference=params.use_reference,
-                                              image_size=size))
+                                              image_size=size, chroma_pool=params.chroma_pool))
         generator.reference = torch.zeros(1, 3, size, size)
         generator = generator.to(memory_format=torch.channels_last).eval()
     torch.set_num_threads(choose_threads(params.threads))  # as the stage does: 1 on a busy machine

@@ -9,6 +9,10 @@ A small U-Net built for CPU speed (>= 10 frames/s at 256x256 on two cores):
   Outside the rendered region the composite already *is* the real frame, so L1 drives the residual to zero
   there (no colour drift at the mask border); inside it paints texture and teeth. (A learned blend mask
   alpha * rgb + (1 - alpha) * composite was tried first: alpha collapsed to 0 before the RGB branch was useful.)
+  With ``chroma_pool`` > 1 the residual's colour (its difference from grey) is averaged over chroma_pool-pixel
+  blocks and upsampled smoothly, its brightness kept sharp: the net can still draw tooth edges and lip creases
+  but no longer the green, yellow and red speckles short CPU training left in open mouths (the composite's own
+  colour detail, e.g. the retrieved real mouth, passes through untouched).
 Optionally a reference frame of the same presenter (a closed-mouth training frame, stored in the checkpoint)
 is concatenated to the input, giving the network the presenter's true skin and lip appearance, and (use_retrieval)
 a retrieved mouth: the training frame whose mouth shape is nearest the rendered one, aligned to the target's lips
@@ -19,6 +23,7 @@ Images are float tensors in [-1, 1], [B, 3, H, W]; H and W must be multiples of 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -33,6 +38,7 @@ class GeneratorConfig:
     use_retrieval: bool = False  # 3 more input channels: the retrieved, aligned mouth (False in older checkpoints)
     paint_mouth: bool = False  # its composites' mouth opening is painted from the retrieved mouth (retrieval.paint_mouths)
     image_size: int = 256  # the resolution it is trained for (fully convolutional: any multiple works)
+    chroma_pool: int = 1  # >1: the residual's colour is this many pixels coarse (smooth_chroma); 1 in older checkpoints
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -51,7 +57,9 @@ class GeneratorConfig:
 
     @property
     def multiple(self) -> int:
-        return 2 ** (len(self.channels) - 1)
+        """Input sides must be multiples of this: the U-Net's stride, and the colour blocks' side, so that a window
+        snapped to it pools the same blocks as the whole crop."""
+        return math.lcm(2 ** (len(self.channels) - 1), self.chroma_pool)
 
 
 def conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
@@ -105,7 +113,18 @@ class Generator(nn.Module):
             y = self.project[i](y)
             y = F.interpolate(y, size=skips[i].shape[-2:], mode="bilinear", align_corners=False)
             y = self.refine[i](y.add_(skips[i]))  # in place on the fresh upsample output: saves a full-res copy
-        return (composite + self.head(y)).clamp(-1.0, 1.0)
+        residual = self.head(y)  # [B, 3, H, W]
+        if self.config.chroma_pool > 1:
+            residual = smooth_chroma(residual, self.config.chroma_pool)
+        return (composite + residual).clamp(-1.0, 1.0)
+
+
+def smooth_chroma(residual: torch.Tensor, pool: int) -> torch.Tensor:
+    """[B, 3, H, W] -> [B, 3, H, W]: the grey part (the channel mean) kept per pixel, the colour part (each
+    channel minus that mean) replaced by its pool x pool block average, bilinearly upsampled back."""
+    grey = residual.mean(dim=1, keepdim=True)  # [B, 1, H, W]
+    coarse = F.avg_pool2d(residual - grey, pool, ceil_mode=True)  # [B, 3, ceil(H / pool), ceil(W / pool)]
+    return grey + F.interpolate(coarse, size=residual.shape[-2:], mode="bilinear", align_corners=False)
 
 
 def to_unit(images_uint8: torch.Tensor) -> torch.Tensor:

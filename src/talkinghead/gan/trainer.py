@@ -47,6 +47,7 @@ class GanParams:
 
     image_size: int
     channels: tuple[int, ...]  # U-Net width per level
+    chroma_pool: int  # the generator's colour residual is this many pixels coarse (generator.smooth_chroma); 1 = off
     use_reference: bool
     retrieval: bool  # also feed the nearest-mouth-shape training frame, aligned (gan/retrieval.py)
     retrieval_candidates: int  # training picks one of the k nearest at random (speak's pick is not always the nearest)
@@ -74,6 +75,7 @@ class GanParams:
     w_face_adv: float
     w_mouth_adv: float
     w_feature_matching: float
+    w_mouth_keep: float  # L1 between output and composite where the composite shows a retrieved real mouth (0 = off)
     checkpoint_every: int
     sample_every: int
     log_every: int
@@ -127,6 +129,7 @@ class Batch:
     reference: torch.Tensor | None  # [B, 3, c, c] or None
     retrieved: torch.Tensor | None  # [B, 3, c, c] aligned retrieved mouths, or None (no retrieval)
     boxes: torch.Tensor  # [B, 4] mouth boxes in the crop's pixels
+    painted: torch.Tensor | None = None  # [B, 1, c, c] 1 where the composite shows a retrieved real mouth, or None
 
 
 def choose_reference(data: GanData) -> int:
@@ -164,7 +167,7 @@ def sample_batch(data: GanData, rng: torch.Generator, batch_size: int, crop: int
         inner = None if r.target_inner is None else r.target_inner[rows]
         composites, mouths = retrieved_inputs(composites, data.frames, r.bank, chosen, r.target_lips[rows], inner)
         painted = composites if inner is not None else None
-    comps, reals, refs, boxes, retrieved = [], [], [], [], []
+    comps, reals, refs, boxes, retrieved, painted_masks = [], [], [], [], [], []
     for i, (row, (jx, jy)) in enumerate(zip(rows, jitter)):
         box = data.boxes[row].astype(np.float32)
         # a uniformly placed window that still contains the box centre (with a 16 px margin): mostly the mouth
@@ -180,6 +183,8 @@ def sample_batch(data: GanData, rng: torch.Generator, batch_size: int, crop: int
             refs.append(reference[window])
         if mouths is not None:
             retrieved.append(mouths[i][window])
+        if painted is not None:  # where painting changed the composite: the retrieved mouth's pixels
+            painted_masks.append((painted[i][window] != data.composites[row][window]).any(axis=-1))
         boxes.append(box - np.array([x0, y0, x0, y0], np.float32))
 
     def stack(images: list[np.ndarray]) -> torch.Tensor:
@@ -191,6 +196,8 @@ def sample_batch(data: GanData, rng: torch.Generator, batch_size: int, crop: int
         reference=stack(refs) if refs else None,
         retrieved=stack(retrieved) if retrieved else None,
         boxes=torch.from_numpy(np.stack(boxes)).to(device),
+        painted=(torch.from_numpy(np.stack(painted_masks)).float()[:, None].to(device)  # [B, c, c] -> [B, 1, c, c]
+                 if painted_masks else None),
     )
 
 
@@ -298,8 +305,11 @@ class GanTrainer:
             mouth_adv = adversarial_g_loss(mouth_fake[-1].float(), cfg.adv_loss)
             fm = (sum(feature_matching(r, f) for r, f in zip(face_real, face_fake)) / len(face_fake)
                   + feature_matching(mouth_real, mouth_fake))
+            # keep the retrieved real teeth the composite shows instead of repainting them (speckles, dark bars)
+            keep = (torch.zeros((), device=fake.device) if batch.painted is None or not cfg.w_mouth_keep
+                    else (batch.painted * (fake.float() - batch.composite).abs()).mean())
             g_loss = (cfg.w_l1 * l1 + cfg.w_face_adv * face_adv + cfg.w_mouth_adv * mouth_adv
-                      + cfg.w_feature_matching * fm)
+                      + cfg.w_feature_matching * fm + cfg.w_mouth_keep * keep)
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler_g.scale(g_loss).backward()  # also fills discriminator grads; cleared before their step
         self.scaler_g.step(self.opt_g)
@@ -324,7 +334,7 @@ class GanTrainer:
         self.loss_ema = g if self.loss_ema is None else cfg.loss_ema * self.loss_ema + (1 - cfg.loss_ema) * g
         return {"g_loss": g, "g_loss_ema": self.loss_ema, "l1": float(l1.detach()),
                 "face_adv": float(face_adv.detach()), "mouth_adv": float(mouth_adv.detach()),
-                "feature_matching": float(fm.detach()), "d_face": float(face_d.detach()),
+                "feature_matching": float(fm.detach()), "mouth_keep": float(keep.detach()), "d_face": float(face_d.detach()),
                 "d_mouth": float(mouth_d.detach())}
 
     # ---- loop ----------------------------------------------------------------------------------------

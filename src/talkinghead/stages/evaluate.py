@@ -13,7 +13,9 @@ so every generated frame lines up with a real crop. Metrics (all on S x S crops,
 ``appearance`` judges the image stage alone: the held-out frames rendered with their *fitted* expression (the true
 mouth shape, flame.parquet) instead of the lip model's, composited and passed through the generator; mouth PSNR /
 SSIM of the generated crops and of the composites themselves (the baseline), on all frames and on the open-mouth frames
-(real inner-lip gap above the clip's median). ``temporal``: mean absolute frame-to-frame change inside the mouth crop
+(real inner-lip gap above the clip's median), and ``appearance.colour_detail``: fine colour detail in the open
+mouths (imagemetrics.colour_detail_per_image) of real, composite and generated crops, generated over real (above 1:
+coloured speckles the real mouth lacks). ``temporal``: mean absolute frame-to-frame change inside the mouth crop
 (0-255 levels), generated (whole chain and fitted expression) over the real footage's: 1 = as steady as the real
 mouth, above 1 flicker. ``retrieval`` says whether the generator took mouths from the training footage (and why not).
 The same for two baselines: ``static`` (the pipeline with the mouth held closed: the closed-mouth frame's fitted
@@ -203,7 +205,7 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
     Writes side_by_side.mp4 and strip.png into paths.report("eval") as it goes; returns the metrics.
     """
     from ..audio import read_wav
-    from ..imagemetrics import psnr_per_image, ssim_per_image
+    from ..imagemetrics import colour_detail_per_image, psnr_per_image, ssim_per_image
     from ..lip import predict, speech_features
     from ..paths import LIP_CHECKPOINT
     from ..progress import Progress
@@ -239,6 +241,7 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
     show_open = set(open_mouth_rows(np.where(seen[tail], gap[tail], -np.inf), tail, params.open_mouth_rows))
     open_cells: dict[int, list[np.ndarray]] = {}
     appearance = {k: {"psnr": [], "ssim": []} for k in ("generated", "composite")}
+    colour_detail: dict[str, list[np.ndarray]] = {k: [] for k in ("real", "generated", "composite")}
     open_flags: list[np.ndarray] = []
     changes: dict[str, list[np.ndarray]] = {k: [] for k in ("real", "generated", "fitted")}
     last: dict[str, np.ndarray | None] = {k: None for k in changes}
@@ -285,6 +288,8 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
                 for name, mouths in (("generated", fitted_mouth), ("composite", comp_mouth)):
                     appearance[name]["psnr"].append(psnr_per_image(mouths, real_mouth))
                     appearance[name]["ssim"].append(ssim_per_image(mouths, real_mouth))
+                for name, mouths in (("real", real_mouth), ("generated", fitted_mouth), ("composite", comp_mouth)):
+                    colour_detail[name].append(colour_detail_per_image(mouths))
                 open_flags.append(is_open[source])
                 for name, mouths in (("real", real_mouth), ("generated", generated_mouth), ("fitted", fitted_mouth)):
                     changes[name].append(mean_change(last[name], mouths))
@@ -314,6 +319,8 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
         m["mouth_ssim"] = float(np.mean(np.concatenate(scores[name]["ssim"])))
         metrics["model" if name == "generated" else f"baseline_{name}"] = m
     metrics["appearance"] = appearance_metrics(appearance, np.concatenate(open_flags), median_gap * scale)
+    metrics["appearance"]["colour_detail"] = colour_detail_metrics(
+        {k: np.concatenate(v) for k, v in colour_detail.items()}, np.concatenate(open_flags))
     metrics["temporal"] = temporal_metrics({k: np.concatenate(v) for k, v in changes.items()})
     metrics["retrieval"] = ("off (generator without retrieval)" if synth.bank is None
                             else f"off: {synth.bank.note}" if synth.bank.empty else "on")
@@ -401,6 +408,17 @@ def appearance_metrics(scores: dict[str, dict[str, list[np.ndarray]]], is_open: 
             "mouth_psnr": _finite_mean(psnr), "mouth_ssim": float(ssim.mean()),
             "open_mouth_psnr": _finite_mean(psnr[is_open]) if is_open.any() else float("nan"),
             "open_mouth_ssim": float(ssim[is_open].mean()) if is_open.any() else float("nan")}
+    return out
+
+
+def colour_detail_metrics(detail: dict[str, np.ndarray], is_open: np.ndarray) -> dict[str, float]:
+    """Fine colour detail inside the mouth crop (imagemetrics.colour_detail_per_image), fitted expression, on the
+    open-mouth frames: real, composite and generated, and the generated / real ratio (> 1: coloured speckles the real
+    mouth does not have)."""
+    rows = is_open if is_open.any() else np.ones_like(is_open)
+    out = {f"open_{name}": float(values[rows].mean()) for name, values in detail.items()}
+    real = out["open_real"]
+    out["open_generated_ratio"] = out["open_generated"] / real if real > 0 else float("nan")
     return out
 
 
@@ -492,8 +510,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"evaluate {paths.name}: {result.metrics['frames']} frames; LMD {m['lmd']:.2f} px, r {m['mouth_opening_r']:.3f}, "
           f"AV offset {m['av_offset']}, mouth PSNR {m['mouth_psnr']:.2f} dB, SSIM {m['mouth_ssim']:.3f}; fitted "
           f"expression: {a['model']['mouth_psnr']:.2f} dB / {a['model']['mouth_ssim']:.3f} (composite "
-          f"{a['composite']['mouth_psnr']:.2f} dB), open mouths {a['model']['open_mouth_psnr']:.2f} dB; mouth change "
-          f"ratio {t['generated_ratio']:.2f}; retrieval {result.metrics['retrieval']} -> {out_dir}")
+          f"{a['composite']['mouth_psnr']:.2f} dB), open mouths {a['model']['open_mouth_psnr']:.2f} dB, colour detail "
+          f"{a['colour_detail']['open_generated_ratio']:.2f} x real; mouth change ratio {t['generated_ratio']:.2f}; retrieval {result.metrics['retrieval']} -> {out_dir}")
 
 
 if __name__ == "__main__":
