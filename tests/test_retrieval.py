@@ -209,7 +209,7 @@ def test_training_batches_carry_the_retrieved_mouths():
 
 
 def test_evaluate_steadiness_and_open_mouth_helpers():
-    from talkinghead.stages.evaluate import mean_change, open_mouth_rows, temporal_metrics
+    from talkinghead.stages.evaluate import colour_detail_metrics, mean_change, open_mouth_rows, temporal_metrics
 
     crops = np.zeros((4, 2, 2, 3), np.uint8)
     crops[1] = 10
@@ -221,3 +221,8 @@ def test_evaluate_steadiness_and_open_mouth_helpers():
     opening = np.array([1.0, 9.0, 8.5, 2.0, 7.0, -np.inf])
     frames = np.arange(100, 106)
     assert open_mouth_rows(opening, frames, 2, spacing=2) == [101, 104]  # 102 is too near 101
+    detail = {"real": np.array([9.0, 2.0, 2.0]), "generated": np.array([0.0, 3.0, 4.0]),
+              "composite": np.array([1.0, 1.0, 1.0])}
+    c = colour_detail_metrics(detail, np.array([False, True, True]))  # the open frames only
+    assert c["open_real"] == 2.0 and c["open_generated_ratio"] == pytest.approx(1.75)
+    assert colour_detail_metrics(detail, np.zeros(3, bool))["open_real"] == pytest.approx(13 / 3)  # none open: all

@@ -334,8 +334,8 @@ class GanTrainer:
         self.loss_ema = g if self.loss_ema is None else cfg.loss_ema * self.loss_ema + (1 - cfg.loss_ema) * g
         return {"g_loss": g, "g_loss_ema": self.loss_ema, "l1": float(l1.detach()),
                 "face_adv": float(face_adv.detach()), "mouth_adv": float(mouth_adv.detach()),
-                "feature_matching": float(fm.detach()), "mouth_keep": float(keep.detach()), "d_face": float(face_d.detach()),
-                "d_mouth": float(mouth_d.detach())}
+                "feature_matching": float(fm.detach()), "mouth_keep": float(keep.detach()),
+                "d_face": float(face_d.detach()), "d_mouth": float(mouth_d.detach())}
 
     # ---- loop ----------------------------------------------------------------------------------------
     def stop_reason(self) -> str | None:

@@ -413,8 +413,8 @@ def appearance_metrics(scores: dict[str, dict[str, list[np.ndarray]]], is_open: 
 
 def colour_detail_metrics(detail: dict[str, np.ndarray], is_open: np.ndarray) -> dict[str, float]:
     """Fine colour detail inside the mouth crop (imagemetrics.colour_detail_per_image), fitted expression, on the
-    open-mouth frames: real, composite and generated, and the generated / real ratio (> 1: coloured speckles the real
-    mouth does not have)."""
+    open-mouth frames (all frames when none is open): real, composite and generated, and the generated / real ratio
+    (> 1: coloured speckles the real mouth does not have)."""
     rows = is_open if is_open.any() else np.ones_like(is_open)
     out = {f"open_{name}": float(values[rows].mean()) for name, values in detail.items()}
     real = out["open_real"]
