@@ -53,6 +53,16 @@ def _gaussian_1d(size: int, sigma: float, device, dtype) -> torch.Tensor:
     return g / g.sum()
 
 
+def _gaussian_blur(t: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
+    """[B, C, H, W] -> [B, C, H - size + 1, W - size + 1]: each channel blurred by a size x size gaussian on the
+    'valid' positions (no padding), as two 1-D passes (separable: 2k instead of k^2 multiply-adds per pixel)."""
+    g = _gaussian_1d(size, sigma, t.device, t.dtype)
+    channels = t.shape[1]
+    w_rows = g.view(1, 1, size, 1).expand(channels, 1, size, 1)  # depthwise [C, 1, k, 1]
+    w_cols = g.view(1, 1, 1, size).expand(channels, 1, 1, size)  # depthwise [C, 1, 1, k]
+    return F.conv2d(F.conv2d(t, w_rows, groups=channels), w_cols, groups=channels)
+
+
 def ssim_per_image(a, b) -> np.ndarray:
     """Structural similarity of each image pair, [B], mean over channels and valid window positions.
 
@@ -63,13 +73,9 @@ def ssim_per_image(a, b) -> np.ndarray:
     x, y = x.float(), y.float()
     if min(x.shape[-2:]) < SSIM_WINDOW:
         raise ValueError(f"images must be at least {SSIM_WINDOW}x{SSIM_WINDOW} for SSIM, got {tuple(x.shape[-2:])}")
-    g = _gaussian_1d(SSIM_WINDOW, SSIM_SIGMA, x.device, x.dtype)
-    channels = x.shape[1]
-    w_rows = g.view(1, 1, SSIM_WINDOW, 1).expand(channels, 1, SSIM_WINDOW, 1)  # depthwise [C, 1, k, 1]
-    w_cols = g.view(1, 1, 1, SSIM_WINDOW).expand(channels, 1, 1, SSIM_WINDOW)  # depthwise [C, 1, 1, k]
 
     def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.conv2d(t, w_rows, groups=channels), w_cols, groups=channels)
+        return _gaussian_blur(t, SSIM_WINDOW, SSIM_SIGMA)
 
     mu_x, mu_y = blur(x), blur(y)
     var_x = blur(x * x) - mu_x**2
@@ -93,9 +99,5 @@ def colour_detail_per_image(images, sigma: float = 1.5) -> np.ndarray:
     x = _as_float_batch(images, "images").float()
     colour = x - x.mean(dim=1, keepdim=True)  # [B, 3, H, W]: zero where the pixel is grey
     size = 2 * int(round(3 * sigma)) + 1
-    g = _gaussian_1d(size, sigma, x.device, x.dtype)
-    w_rows = g.view(1, 1, size, 1).expand(3, 1, size, 1)  # depthwise [3, 1, k, 1]
-    w_cols = g.view(1, 1, 1, size).expand(3, 1, 1, size)  # depthwise [3, 1, 1, k]
-    padded = F.pad(colour, (size // 2,) * 4, mode="replicate")
-    blurred = F.conv2d(F.conv2d(padded, w_rows, groups=3), w_cols, groups=3)  # [B, 3, H, W]
+    blurred = _gaussian_blur(F.pad(colour, (size // 2,) * 4, mode="replicate"), size, sigma)  # [B, 3, H, W]
     return (colour - blurred).abs().flatten(1).mean(1).double().cpu().numpy()  # [B, 3 * H * W] -> [B]
