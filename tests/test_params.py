@@ -73,6 +73,16 @@ def test_values_of_the_wrong_type_are_refused(tmp_path):
         load_config(LipParams, "lip", path)
 
 
+@pytest.mark.parametrize("key, value", [("chroma_pool", 0), ("w_mouth_keep", -1.0)])
+def test_out_of_range_gan_values_are_one_error_naming_the_key(key, value, tmp_path):
+    params = load_params(PARAMS_YAML)
+    params["gan"][key] = value
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(InputError, match=rf"params.yaml: gan: gan.{key} must be >= "):
+        load_config(GanParams, "gan", path)
+
+
 def test_lists_become_tuples_and_nested_groups_dataclasses():
     gan = load_config(GanParams, "gan", PARAMS_YAML)
     speak = load_config(SpeakParams, "speak", PARAMS_YAML)

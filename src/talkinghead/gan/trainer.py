@@ -83,6 +83,13 @@ class GanParams:
     seed: int
     threads: int  # run time only: torch CPU threads, 0 = auto
 
+    def __post_init__(self) -> None:
+        # a pool of 0 would make the generator's input multiple 0; a negative weight would reward repainting the teeth
+        if self.chroma_pool < 1:
+            raise ValueError(f"gan.chroma_pool must be >= 1 (1 = per-pixel colour), got {self.chroma_pool}")
+        if self.w_mouth_keep < 0:
+            raise ValueError(f"gan.w_mouth_keep must be >= 0 (0 = off), got {self.w_mouth_keep}")
+
 
 @dataclass
 class RetrievalData:
