@@ -38,7 +38,9 @@ DEMO_VIDEO = Path("demo") / "demo.mp4"
 PREVIEW_SUFFIX = "_preview.webp"
 PREVIEW_WIDTH, PREVIEW_FPS, PREVIEW_SECONDS = 240, 8, 6.0
 
-# metric -> (label, unit, better): "higher", "lower" or "0" (closest to zero). Unknown metrics show their key only.
+# metric -> (label, unit, better): "higher", "lower", "0" (closest to zero) or "1" (closest to one, a ratio to the
+# real footage). A nested key (appearance.model.mouth_psnr) is labelled by its last part; unknown metrics show their
+# key only.
 METRICS: dict[str, tuple[str, str, str]] = {
     "lve_mm2": ("lip vertex error (LVE)", "mm²", "lower"),
     "mouth_opening_r": ("mouth-opening Pearson r", "", "higher"),
@@ -59,11 +61,21 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "heldout_frames": ("held-out frames", "frames", ""), "frames": ("frames", "", ""),
     "train_seconds": ("training time", "s", ""), "steps": ("training steps", "", ""),
     "best_val_loss": ("best validation loss", "", "lower"),
+    "open_mouth_psnr": ("open-mouth PSNR", "dB", "higher"), "open_mouth_ssim": ("open-mouth SSIM", "", "higher"),
+    "open_real": ("colour detail, real open mouths", "grey levels", ""),
+    "open_composite": ("colour detail, composite open mouths", "grey levels", ""),
+    "open_generated": ("colour detail, generated open mouths", "grey levels", ""),
+    "open_generated_ratio": ("colour detail, generated over real", "×", "1"),
+    "real_mouth_change": ("mouth change per frame, real", "grey levels", ""),
+    "generated_mouth_change": ("mouth change per frame, generated", "grey levels", ""),
+    "fitted_mouth_change": ("mouth change per frame, generated from the fitted expression", "grey levels", ""),
+    "generated_ratio": ("mouth change per frame, generated over real", "×", "1"),
+    "fitted_ratio": ("mouth change per frame, fitted-expression render over real", "×", "1"),
 }
 SYSTEM_NAMES = {"model": "model", "gan": "GAN (model)", "composite": "composite (its input)",
                 "baseline_static_mean": "still face", "baseline_static": "still face",
                 "baseline_ridge": "ridge regression", "baseline_shifted": "model shifted 3 frames"}
-BETTER = {"higher": "↑ higher", "lower": "↓ lower", "0": "0 best"}
+BETTER = {"higher": "↑ higher", "lower": "↓ lower", "0": "0 best", "1": "1 best"}
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; padding: 0 1em; }
@@ -157,9 +169,14 @@ def _format(value: Any) -> str:
     return html.escape(str(value))
 
 
+def _metric_info(key: str) -> tuple[str, str, str]:
+    """(label, unit, better) of a metric key, or of its last dotted part; blanks when unknown."""
+    return METRICS.get(key) or METRICS.get(key.rpartition(".")[2], ("", "", ""))
+
+
 def _metric_cells(key: str) -> tuple[str, str, str]:
     """(name cell, unit cell, better cell) of a metric row."""
-    label, unit, better = METRICS.get(key, ("", "", ""))
+    label, unit, better = _metric_info(key)
     name = f"{html.escape(label)} <code class=muted>{html.escape(key)}</code>" if label else html.escape(key)
     return (f"<td>{name}</td>", f'<td class="unit">{html.escape(unit)}</td>',
             f'<td class="better">{BETTER.get(better, "")}</td>')
@@ -169,7 +186,8 @@ def _best(values: list[Any], better: str) -> int | None:
     numbers = [(i, v) for i, v in enumerate(values) if isinstance(v, (int, float)) and math.isfinite(v)]
     if len(numbers) < 2 or better not in BETTER:
         return None
-    key = {"higher": lambda iv: -iv[1], "lower": lambda iv: iv[1], "0": lambda iv: abs(iv[1])}[better]
+    key = {"higher": lambda iv: -iv[1], "lower": lambda iv: iv[1], "0": lambda iv: abs(iv[1]),
+           "1": lambda iv: abs(iv[1] - 1.0)}[better]
     return min(numbers, key=key)[0]
 
 
@@ -182,7 +200,7 @@ def comparison_table(systems: dict[str, dict[str, Any]]) -> str:
     rows = [f"<tr><th>metric</th><th>unit</th><th>better</th>{head}</tr>"]
     for name in names:
         values = [g.get(name) for g in systems.values()]
-        best = _best(values, METRICS.get(name, ("", "", ""))[2])
+        best = _best(values, _metric_info(name)[2])
         cells = "".join(f'<td class="num{" best" if i == best else ""}">{_format(v)}</td>'
                         for i, v in enumerate(values))
         rows.append("<tr>" + "".join(_metric_cells(name)) + cells + "</tr>")
