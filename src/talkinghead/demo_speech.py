@@ -247,15 +247,51 @@ def flite_speak(text: str, voice: str, wpm: int = 155) -> tuple[np.ndarray, list
     return samples, phonemes
 
 
-def speak(text: str, voice: str = "en-us", wpm: int = 155) -> tuple[np.ndarray, list[Phoneme]]:
+# ---------------------------------------------------------------------------------------------- Piper (neural)
+
+def piper_speak(text: str, voice: str, wpm: int = 155, timings: bool = True) -> tuple[np.ndarray, list[Phoneme]]:
+    """Synthesise ``text`` with packaged Piper voice ``voice`` (``joe``): float32 16 kHz samples [T] and, when
+    ``timings``, its phonemes from forced alignment of the known text (contiguous from 0, gaps are silence ``_``).
+    Without ``timings`` (speech for ``speak --text``, whose phonemes nobody reads) the phoneme list is empty."""
+    from . import piper_voice
+    from .speech.forced_align import aligner
+
+    samples = piper_voice.synthesize(text, voice, wpm)
+    if not timings:
+        return samples, []
+    duration = len(samples) / SAMPLE_RATE
+    phonemes: list[Phoneme] = []
+    start = 0.0
+    for phone in aligner()(samples, text):
+        end_s = min(phone.end_s, duration)
+        if phone.start_s > start:
+            phonemes.append(Phoneme("_", start, phone.start_s))
+            start = phone.start_s
+        if end_s > start:
+            phonemes.append(Phoneme(phone.symbol, start, end_s))
+            start = end_s
+    if not any(p.symbol != "_" for p in phonemes):
+        raise InputError(None, f"voice {piper_voice.PREFIX}{voice}: forced alignment found no phones in {text[:60]!r} "
+                               "(words outside the CMU dictionary?)")
+    if start < duration:
+        phonemes.append(Phoneme("_", start, duration))
+    return samples, phonemes
+
+
+def speak(text: str, voice: str = "en-us", wpm: int = 155, timings: bool = True) -> tuple[np.ndarray, list[Phoneme]]:
     """Synthesise ``text``: float32 mono samples at 16 kHz [T] and the phonemes, contiguous and covering [0, T).
-    ``voice`` is an eSpeak NG voice (``en-us``, ``en-us+f2``, ...) or ``flite:NAME`` (``flite:slt``, ...)."""
+    ``voice`` is an eSpeak NG voice (``en-us``, ``en-us+f2``, ...), ``flite:NAME`` (``flite:slt``, ...) or
+    ``piper:joe``. ``timings`` False lets a voice skip work only the phonemes need (Piper's forced alignment)."""
     from scipy.signal import resample_poly
+
+    from .piper_voice import PREFIX as PIPER_PREFIX
 
     if not text.strip():
         raise InputError(None, "cannot speak an empty text")
     if voice.startswith(FLITE_PREFIX):
         return flite_speak(text, voice[len(FLITE_PREFIX):], wpm)
+    if voice.startswith(PIPER_PREFIX):
+        return piper_speak(text, voice[len(PIPER_PREFIX):], wpm, timings)
     engine = _engine()
     pcm, events = engine.synth(text, voice, wpm)
     samples = resample_poly(pcm.astype(np.float32) / 32768.0, SAMPLE_RATE, engine.rate).astype(np.float32)

@@ -3,8 +3,8 @@ sentence by sentence so any length of text streams.
 
 The synthesisers are the demo presenter's own (demo_speech: eSpeak NG through ctypes, Debian Flite through its
 command line). Voice names follow params.yaml ``demo.voices``: an eSpeak NG language, optionally with a variant
-(``en-us``, ``en-gb-x-rp+f4``), or ``flite:NAME`` (``flite:slt``). A piper voice is not offered: piper and its
-onnxruntime are not in the pinned environment.
+(``en-us``, ``en-gb-x-rp+f4``), ``flite:NAME`` (``flite:slt``), or ``piper:joe`` (Piper's neural en_US-joe-medium,
+run by onnxruntime from its wheel; ``piper_voice``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class TtsParams:
 @dataclass(frozen=True)
 class Voice:
     name: str  # what --voice takes
-    engine: str  # "espeak-ng" or "flite"
+    engine: str  # "espeak-ng", "flite" or "piper"
     description: str
 
 
@@ -83,16 +83,21 @@ def _espeak_variants() -> list[str]:
 
 @functools.lru_cache(maxsize=1)
 def available_voices() -> tuple[Voice, ...]:
-    """Every voice this machine can speak with: Flite's first (the default is one of them), then eSpeak NG's."""
+    """Every voice this machine can speak with: Flite's first (the default is one of them), then the packaged Piper
+    voice, then eSpeak NG's."""
+    import importlib.util
     import shutil
 
-    from . import demo_speech
+    from . import demo_speech, piper_voice
 
     voices: list[Voice] = []
     exe = shutil.which("flite")
     if exe is not None:
         voices += [Voice(f"{demo_speech.FLITE_PREFIX}{v}", "flite", "Flite (CMU), US English")
                    for v in demo_speech.flite_voices(exe)]
+    if importlib.util.find_spec("onnxruntime") is not None:
+        voices += [Voice(f"{piper_voice.PREFIX}{v}", "piper", "Piper (neural, one real speaker), US English")
+                   for v, package in piper_voice.PACKAGES.items() if importlib.util.find_spec(package) is not None]
     try:
         engine = demo_speech._engine()
     except RuntimeError:
@@ -112,9 +117,9 @@ def check_voice(voice: str) -> str:
     voices = available_voices()
     names = {v.name for v in voices}
     base, plus, variant = voice.partition("+")
-    if base in names and (not plus or (not base.startswith("flite:") and variant in espeak_variants())):
+    if base in names and (not plus or (base.partition(":")[1] == "" and variant in espeak_variants())):
         return voice
-    english = [v.name for v in voices if v.engine == "flite" or v.name.startswith("en")]
+    english = [v.name for v in voices if v.engine != "espeak-ng" or v.name.startswith("en")]
     raise InputError(None, f"unknown voice {voice!r}; voices here: {', '.join(english)} (English), and "
                            f"{len(voices) - len(english)} eSpeak NG voices of other languages; any eSpeak NG voice takes a variant "
                            f"such as +f2 or +m3; `talkinghead voices` lists them all")
@@ -192,7 +197,7 @@ class TextSpeech:
         from . import demo_speech
 
         for part in parts:
-            samples, _ = demo_speech.speak(part, self.voice, self.params.words_per_minute)
+            samples, _ = demo_speech.speak(part, self.voice, self.params.words_per_minute, timings=False)
             if len(samples):
                 yield samples
 

@@ -30,16 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..demo_speech import _FLITE_PHONES, VISEME_NAMES, Phoneme, mouth_opening, viseme_curves
+from ..demo_speech import VISEME_NAMES, Phoneme, mouth_opening, viseme_curves
 from ..errors import InputError
+from .forced_align import SILENCE, Aligner, aligner
 
 SAMPLE_RATE = 16000
 WINDOW_S = 30.0  # Whisper's input length; longer audio is transcribed and aligned window by window
 MAX_COMPRESSION = 2.4  # gzip ratio of a transcript above which Whisper is looping (Whisper's own threshold)
 NO_SPEECH, MIN_LOGPROB = 0.6, -1.0  # no-speech probability and mean token log-prob of a silent window (Whisper's)
-ALIGN_FPS = 100  # pocketsphinx frames per second
 PHONE_FEATURES = (*VISEME_NAMES, "mouth_open", "speaking")  # columns of phone_features
-SILENCE = "_"
 MARGIN_S = 0.2  # audio on each side of a Whisper segment given to the aligner
 
 
@@ -175,53 +174,9 @@ def timed_segments(tokens: list[str], length_s: float) -> tuple[list[tuple[float
     return segments, (last_end if 1.0 < last_end < length_s - 0.5 else None)
 
 
-class Aligner:
-    """pocketsphinx forced alignment of a known English text: phones with times (CMU phone set)."""
-
-    def __init__(self):
-        import pocketsphinx
-
-        # batch CMN: each utterance normalised on its own (live CMN carries over from the previous one)
-        self.decoder = pocketsphinx.Decoder(samprate=SAMPLE_RATE, loglevel="FATAL", cmn="batch")
-
-    def words(self, text: str) -> list[str]:
-        """The words of ``text`` that the pronunciation dictionary knows (lower case, punctuation removed)."""
-        words = (w.strip("'") for w in re.findall(r"[a-z']+", text.lower()))
-        return [w for w in words if w and self.decoder.lookup_word(w) is not None]
-
-    def __call__(self, samples: np.ndarray, text: str) -> list[Phoneme]:
-        """Phones of ``text`` in 16 kHz ``samples`` [T], times from the start of ``samples``; [] when nothing can be
-        aligned (no known word, or the decoder finds no path)."""
-        words = self.words(text)
-        if not words or len(samples) < SAMPLE_RATE // 10:
-            return []
-        pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
-        decoder = self.decoder
-        try:
-            decoder.set_align_text(" ".join(words))
-            decoder.start_utt()  # first pass: word alignment
-            decoder.process_raw(pcm, full_utt=True)
-            decoder.end_utt()
-            decoder.set_alignment()
-            decoder.start_utt()  # second pass: phones within those words
-            decoder.process_raw(pcm, full_utt=True)
-            decoder.end_utt()
-            alignment = decoder.get_alignment()
-        except RuntimeError:  # pocketsphinx: "Failed to stop utterance processing" = no path through the text
-            return []
-        if alignment is None:
-            return []
-        phones = []
-        for word in alignment:
-            for phone in word:
-                symbol = _FLITE_PHONES.get(phone.name.lower(), SILENCE)  # CMU phone -> the viseme table's symbol
-                phones.append(Phoneme(symbol, phone.start / ALIGN_FPS, (phone.start + phone.duration) / ALIGN_FPS))
-        return phones
-
-
 @functools.lru_cache(maxsize=2)
 def _models(model_dir: str | None) -> tuple[Transcriber, Aligner]:
-    return Transcriber(model_dir), Aligner()
+    return Transcriber(model_dir), aligner()
 
 
 def speech_phones(samples: np.ndarray, model_dir: str | None) -> list[Phoneme]:
