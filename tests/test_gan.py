@@ -19,7 +19,7 @@ from talkinghead.gan.retrieval import MouthBank
 from talkinghead.gan.synthetic import make_synthetic_presenter
 from talkinghead.gan.trainer import GanParams, GanTrainer, adversarial_g_loss, box_mask, sample_batch
 from talkinghead.errors import InputError
-from talkinghead.imagemetrics import colour_detail_per_image, psnr, ssim
+from talkinghead.imagemetrics import colour_cast_per_image, colour_detail_per_image, psnr, ssim
 from talkinghead.paths import PresenterPaths
 from talkinghead.stages.train_gan import load_gan_data
 
@@ -363,6 +363,22 @@ def test_colour_detail_sees_coloured_speckles_not_grey_edges():
     detail = colour_detail_per_image(np.concatenate([smooth, grey_edges, speckled]))
     assert detail[0] < 0.5 and detail[1] < 1e-6  # a ramp blurs to itself; grey pixels have no colour at all
     assert detail[2] > 10
+
+
+def test_colour_cast_sees_a_tint_not_speckles_or_brightness():
+    rng = np.random.default_rng(3)
+    real = np.full((1, 32, 32, 3), 230, np.uint8)  # white teeth
+    real[:, 12:20] = 30  # a dark gap
+    tinted = real.copy()
+    tinted[..., 1] = np.clip(tinted[..., 1].astype(int) + 30, 0, 255)  # the same teeth, greenish
+    speckled = real.copy()
+    speckled[0][rng.random((32, 32)) < 0.05] = (40, 220, 40)  # a few green specks
+    darker = (real * 0.8).astype(np.uint8)  # grey stays grey: no colour change
+    cast = colour_cast_per_image(np.concatenate([real, tinted, speckled, darker]), np.repeat(real, 4, axis=0))
+    assert cast[0] == 0 and cast[3] < 1e-6
+    assert cast[1] > 10 and cast[2] < cast[1] / 2  # a tint over the whole mouth is far more than scattered specks
+    with pytest.raises(ValueError, match="differ in shape"):
+        colour_cast_per_image(real, np.repeat(real, 2, axis=0))
 
 
 def test_metrics_reject_non_uint8():

@@ -71,12 +71,15 @@ def test_nested_evaluate_metrics_are_labelled_by_their_last_part():
     from talkinghead.report import comparison_table, metrics_table
 
     page = metrics_table({"model": {"lmd": 0.8}, "appearance": {
-        "model": {"open_mouth_psnr": 35.8}, "colour_detail": {"open_real": 0.58, "open_generated_ratio": 0.96}},
+        "model": {"open_mouth_psnr": 35.8}, "colour_detail": {"open_real": 0.58, "open_generated_ratio": 0.96},
+        "colour_cast": {"open_generated": 3.1}},
         "temporal": {"generated_ratio": 1.0}})
     row = re.search(r"<tr><td>open-mouth PSNR.*?</tr>", page).group(0)
     assert "appearance.model.open_mouth_psnr" in row and "dB" in row and "↑ higher" in row
     ratio = re.search(r"<tr><td>colour detail, generated over real.*?</tr>", page).group(0)
     assert "×" in ratio and "1 best" in ratio
+    cast = re.search(r"<tr><td>colour cast, generated open mouths vs real.*?</tr>", page).group(0)
+    assert "appearance.colour_cast.open_generated" in cast and "↓ lower" in cast
     # a ratio to the real footage is best nearest one, from either side
     table = comparison_table({"a": {"generated_ratio": 1.3}, "b": {"generated_ratio": 0.9}})
     assert '<td class="num best">0.9</td>' in table and '<td class="num">1.3</td>' in table

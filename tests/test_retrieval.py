@@ -209,7 +209,8 @@ def test_training_batches_carry_the_retrieved_mouths():
 
 
 def test_evaluate_steadiness_and_open_mouth_helpers():
-    from talkinghead.stages.evaluate import colour_detail_metrics, mean_change, open_mouth_rows, temporal_metrics
+    from talkinghead.stages.evaluate import (colour_cast_metrics, colour_detail_metrics, mean_change, open_mouth_rows,
+                                             temporal_metrics)
 
     crops = np.zeros((4, 2, 2, 3), np.uint8)
     crops[1] = 10
@@ -226,3 +227,6 @@ def test_evaluate_steadiness_and_open_mouth_helpers():
     c = colour_detail_metrics(detail, np.array([False, True, True]))  # the open frames only
     assert c["open_real"] == 2.0 and c["open_generated_ratio"] == pytest.approx(1.75)
     assert colour_detail_metrics(detail, np.zeros(3, bool))["open_real"] == pytest.approx(13 / 3)  # none open: all
+    cast = colour_cast_metrics({"generated": np.array([9.0, 1.0, 2.0]), "composite": np.array([0.0, 1.0, 3.0])},
+                               np.array([False, True, True]))
+    assert cast == {"open_generated": 1.5, "open_composite": 2.0}

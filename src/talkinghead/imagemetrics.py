@@ -92,6 +92,21 @@ def ssim(a, b) -> float:
     return float(np.mean(ssim_per_image(a, b)))
 
 
+def colour_cast_per_image(images, reference, sigma: float = 4.0) -> np.ndarray:
+    """Coarse colour difference of each uint8 [B, H, W, 3] image from ``reference`` (same shape), [B] in 0..255
+    units: the mean absolute difference of the two images' colour (each channel minus the pixel's channel mean) after
+    a gaussian blur of ``sigma`` px. A smooth tint (green teeth where the real ones are white) raises it; fine
+    speckles and small misalignments, blurred away, hardly do (those are colour_detail_per_image's)."""
+    x, y = _as_float_batch(images, "images").float(), _as_float_batch(reference, "reference").float()
+    if x.shape != y.shape:
+        raise ValueError(f"images {tuple(x.shape)} and reference {tuple(y.shape)} differ in shape")
+    size = 2 * int(round(3 * sigma)) + 1
+    colours = torch.cat([x - x.mean(dim=1, keepdim=True), y - y.mean(dim=1, keepdim=True)])  # [2B, 3, H, W]
+    blurred = _gaussian_blur(F.pad(colours, (size // 2,) * 4, mode="replicate"), size, sigma)  # [2B, 3, H, W]
+    a, b = blurred.chunk(2)  # [B, 3, H, W] each
+    return (a - b).abs().flatten(1).mean(1).double().cpu().numpy()  # [B, 3 * H * W] -> [B]
+
+
 def colour_detail_per_image(images, sigma: float = 1.5) -> np.ndarray:
     """Fine colour detail of each uint8 [B, H, W, 3] image, [B] in 0..255 units: the mean absolute difference
     between the image's colour (each channel minus the pixel's channel mean) and that colour blurred by a gaussian

@@ -66,6 +66,8 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "open_composite": ("colour detail, composite open mouths", "levels of 255", ""),
     "open_generated": ("colour detail, generated open mouths", "levels of 255", ""),
     "open_generated_ratio": ("colour detail, generated over real", "×", "1"),
+    "colour_cast.open_generated": ("colour cast, generated open mouths vs real", "levels of 255", "lower"),
+    "colour_cast.open_composite": ("colour cast, composite open mouths vs real", "levels of 255", "lower"),
     "real_mouth_change": ("mouth change per frame, real", "levels of 255", ""),
     "generated_mouth_change": ("mouth change per frame, generated", "levels of 255", ""),
     "fitted_mouth_change": ("mouth change per frame, generated from the fitted expression", "levels of 255", ""),
@@ -170,8 +172,9 @@ def _format(value: Any) -> str:
 
 
 def _metric_info(key: str) -> tuple[str, str, str]:
-    """(label, unit, better) of a metric key, or of its last dotted part; blanks when unknown."""
-    return METRICS.get(key) or METRICS.get(key.rpartition(".")[2], ("", "", ""))
+    """(label, unit, better) of a metric key, else of its last two or last dotted parts; blanks when unknown."""
+    parts = key.split(".")
+    return METRICS.get(key) or METRICS.get(".".join(parts[-2:])) or METRICS.get(parts[-1], ("", "", ""))
 
 
 def _metric_cells(key: str) -> tuple[str, str, str]:

@@ -15,7 +15,9 @@ mouth shape, flame.parquet) instead of the lip model's, composited and passed th
 SSIM of the generated crops and of the composites themselves (the baseline), on all frames and on the open-mouth frames
 (real inner-lip gap above the clip's median), and ``appearance.colour_detail``: fine colour detail in the open
 mouths (imagemetrics.colour_detail_per_image) of real, composite and generated crops, generated over real (above 1:
-coloured speckles the real mouth lacks). ``temporal``: mean absolute frame-to-frame change inside the mouth crop
+coloured speckles the real mouth lacks), and ``appearance.colour_cast``: the coarse colour difference from the real
+mouth (imagemetrics.colour_cast_per_image, 0 = the real colours) of generated and composite crops there (a tint the
+fine detail does not see). ``temporal``: mean absolute frame-to-frame change inside the mouth crop
 (0-255 levels), generated (whole chain and fitted expression) over the real footage's: 1 = as steady as the real
 mouth, above 1 flicker. ``retrieval`` says whether the generator took mouths from the training footage (and why not).
 The same for two baselines: ``static`` (the pipeline with the mouth held closed: the closed-mouth frame's fitted
@@ -205,7 +207,7 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
     Writes side_by_side.mp4 and strip.png into paths.report("eval") as it goes; returns the metrics.
     """
     from ..audio import read_wav
-    from ..imagemetrics import colour_detail_per_image, psnr_per_image, ssim_per_image
+    from ..imagemetrics import colour_cast_per_image, colour_detail_per_image, psnr_per_image, ssim_per_image
     from ..lip import predict, speech_features
     from ..paths import LIP_CHECKPOINT
     from ..progress import Progress
@@ -242,6 +244,7 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
     open_cells: dict[int, list[np.ndarray]] = {}
     appearance = {k: {"psnr": [], "ssim": []} for k in ("generated", "composite")}
     colour_detail: dict[str, list[np.ndarray]] = {k: [] for k in ("real", "generated", "composite")}
+    colour_cast: dict[str, list[np.ndarray]] = {k: [] for k in ("generated", "composite")}
     open_flags: list[np.ndarray] = []
     changes: dict[str, list[np.ndarray]] = {k: [] for k in ("real", "generated", "fitted")}
     last: dict[str, np.ndarray | None] = {k: None for k in changes}
@@ -290,6 +293,8 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
                     appearance[name]["ssim"].append(ssim_per_image(mouths, real_mouth))
                 for name, mouths in (("real", real_mouth), ("generated", fitted_mouth), ("composite", comp_mouth)):
                     colour_detail[name].append(colour_detail_per_image(mouths))
+                for name, mouths in (("generated", fitted_mouth), ("composite", comp_mouth)):
+                    colour_cast[name].append(colour_cast_per_image(mouths, real_mouth))
                 open_flags.append(is_open[source])
                 for name, mouths in (("real", real_mouth), ("generated", generated_mouth), ("fitted", fitted_mouth)):
                     changes[name].append(mean_change(last[name], mouths))
@@ -321,6 +326,8 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
     metrics["appearance"] = appearance_metrics(appearance, np.concatenate(open_flags), median_gap * scale)
     metrics["appearance"]["colour_detail"] = colour_detail_metrics(
         {k: np.concatenate(v) for k, v in colour_detail.items()}, np.concatenate(open_flags))
+    metrics["appearance"]["colour_cast"] = colour_cast_metrics(
+        {k: np.concatenate(v) for k, v in colour_cast.items()}, np.concatenate(open_flags))
     metrics["temporal"] = temporal_metrics({k: np.concatenate(v) for k, v in changes.items()})
     metrics["retrieval"] = ("off (generator without retrieval)" if synth.bank is None
                             else f"off: {synth.bank.note}" if synth.bank.empty else "on")
@@ -422,6 +429,13 @@ def colour_detail_metrics(detail: dict[str, np.ndarray], is_open: np.ndarray) ->
     return out
 
 
+def colour_cast_metrics(cast: dict[str, np.ndarray], is_open: np.ndarray) -> dict[str, float]:
+    """Mean coarse colour difference from the real mouth (imagemetrics.colour_cast_per_image), fitted expression, on
+    the open-mouth frames (all frames when none is open), per stream (generated, composite); 0 = the real colours."""
+    rows = is_open if is_open.any() else np.ones_like(is_open)
+    return {f"open_{name}": float(values[rows].mean()) for name, values in cast.items()}
+
+
 def temporal_metrics(changes: dict[str, np.ndarray]) -> dict[str, float]:
     """Mean frame-to-frame mouth change of each stream and its ratio to the real footage's."""
     real = float(changes["real"].mean()) if len(changes["real"]) else float("nan")
@@ -511,7 +525,8 @@ def main(argv: list[str] | None = None) -> None:
           f"AV offset {m['av_offset']}, mouth PSNR {m['mouth_psnr']:.2f} dB, SSIM {m['mouth_ssim']:.3f}; fitted "
           f"expression: {a['model']['mouth_psnr']:.2f} dB / {a['model']['mouth_ssim']:.3f} (composite "
           f"{a['composite']['mouth_psnr']:.2f} dB), open mouths {a['model']['open_mouth_psnr']:.2f} dB, colour detail "
-          f"{a['colour_detail']['open_generated_ratio']:.2f} x real; mouth change ratio {t['generated_ratio']:.2f}; retrieval {result.metrics['retrieval']} -> {out_dir}")
+          f"{a['colour_detail']['open_generated_ratio']:.2f} x real, colour cast "
+          f"{a['colour_cast']['open_generated']:.2f} (composite {a['colour_cast']['open_composite']:.2f}); mouth change ratio {t['generated_ratio']:.2f}; retrieval {result.metrics['retrieval']} -> {out_dir}")
 
 
 if __name__ == "__main__":
