@@ -92,6 +92,17 @@ def ssim(a, b) -> float:
     return float(np.mean(ssim_per_image(a, b)))
 
 
+def _colour(x: torch.Tensor) -> torch.Tensor:
+    """[B, 3, H, W] -> [B, 3, H, W]: each channel minus the pixel's channel mean (zero where the pixel is grey)."""
+    return x - x.mean(dim=1, keepdim=True)
+
+
+def _blur_same(t: torch.Tensor, sigma: float) -> torch.Tensor:
+    """[B, C, H, W] -> [B, C, H, W]: a gaussian blur of ``sigma`` px (3 sigma radius), borders replicated."""
+    size = 2 * int(round(3 * sigma)) + 1
+    return _gaussian_blur(F.pad(t, (size // 2,) * 4, mode="replicate"), size, sigma)
+
+
 def colour_cast_per_image(images, reference, sigma: float = 4.0) -> np.ndarray:
     """Coarse colour difference of each uint8 [B, H, W, 3] image from ``reference`` (same shape), [B] in 0..255
     units: the mean absolute difference of the two images' colour (each channel minus the pixel's channel mean) after
@@ -100,10 +111,7 @@ def colour_cast_per_image(images, reference, sigma: float = 4.0) -> np.ndarray:
     x, y = _as_float_batch(images, "images").float(), _as_float_batch(reference, "reference").float()
     if x.shape != y.shape:
         raise ValueError(f"images {tuple(x.shape)} and reference {tuple(y.shape)} differ in shape")
-    size = 2 * int(round(3 * sigma)) + 1
-    colours = torch.cat([x - x.mean(dim=1, keepdim=True), y - y.mean(dim=1, keepdim=True)])  # [2B, 3, H, W]
-    blurred = _gaussian_blur(F.pad(colours, (size // 2,) * 4, mode="replicate"), size, sigma)  # [2B, 3, H, W]
-    a, b = blurred.chunk(2)  # [B, 3, H, W] each
+    a, b = _blur_same(torch.cat([_colour(x), _colour(y)]), sigma).chunk(2)  # [2B, 3, H, W] -> [B, 3, H, W] each
     return (a - b).abs().flatten(1).mean(1).double().cpu().numpy()  # [B, 3 * H * W] -> [B]
 
 
@@ -111,8 +119,5 @@ def colour_detail_per_image(images, sigma: float = 1.5) -> np.ndarray:
     """Fine colour detail of each uint8 [B, H, W, 3] image, [B] in 0..255 units: the mean absolute difference
     between the image's colour (each channel minus the pixel's channel mean) and that colour blurred by a gaussian
     of ``sigma`` px. Coloured speckles raise it; brightness detail (teeth edges over a dark cavity) does not."""
-    x = _as_float_batch(images, "images").float()
-    colour = x - x.mean(dim=1, keepdim=True)  # [B, 3, H, W]: zero where the pixel is grey
-    size = 2 * int(round(3 * sigma)) + 1
-    blurred = _gaussian_blur(F.pad(colour, (size // 2,) * 4, mode="replicate"), size, sigma)  # [B, 3, H, W]
-    return (colour - blurred).abs().flatten(1).mean(1).double().cpu().numpy()  # [B, 3 * H * W] -> [B]
+    colour = _colour(_as_float_batch(images, "images").float())  # [B, 3, H, W]
+    return (colour - _blur_same(colour, sigma)).abs().flatten(1).mean(1).double().cpu().numpy()  # -> [B]

@@ -288,12 +288,11 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
                         generated_mouth = mouths
                 fitted_mouth = mouth_crops(fitted, boxes, mouth_crop)
                 comp_mouth = mouth_crops(fitted_comp, boxes, mouth_crop)
+                colour_detail["real"].append(colour_detail_per_image(real_mouth))
                 for name, mouths in (("generated", fitted_mouth), ("composite", comp_mouth)):
                     appearance[name]["psnr"].append(psnr_per_image(mouths, real_mouth))
                     appearance[name]["ssim"].append(ssim_per_image(mouths, real_mouth))
-                for name, mouths in (("real", real_mouth), ("generated", fitted_mouth), ("composite", comp_mouth)):
                     colour_detail[name].append(colour_detail_per_image(mouths))
-                for name, mouths in (("generated", fitted_mouth), ("composite", comp_mouth)):
                     colour_cast[name].append(colour_cast_per_image(mouths, real_mouth))
                 open_flags.append(is_open[source])
                 for name, mouths in (("real", real_mouth), ("generated", generated_mouth), ("fitted", fitted_mouth)):
@@ -422,18 +421,23 @@ def colour_detail_metrics(detail: dict[str, np.ndarray], is_open: np.ndarray) ->
     """Fine colour detail inside the mouth crop (imagemetrics.colour_detail_per_image), fitted expression, on the
     open-mouth frames (all frames when none is open): real, composite and generated, and the generated / real ratio
     (> 1: coloured speckles the real mouth does not have)."""
-    rows = is_open if is_open.any() else np.ones_like(is_open)
-    out = {f"open_{name}": float(values[rows].mean()) for name, values in detail.items()}
+    out = open_means(detail, is_open)
     real = out["open_real"]
     out["open_generated_ratio"] = out["open_generated"] / real if real > 0 else float("nan")
     return out
 
 
+def open_means(streams: dict[str, np.ndarray], is_open: np.ndarray) -> dict[str, float]:
+    """{"open_NAME": mean of each stream's per-frame values [N] on the open-mouth frames (all frames when none is
+    open)}."""
+    rows = is_open if is_open.any() else np.ones_like(is_open)
+    return {f"open_{name}": float(values[rows].mean()) for name, values in streams.items()}
+
+
 def colour_cast_metrics(cast: dict[str, np.ndarray], is_open: np.ndarray) -> dict[str, float]:
     """Mean coarse colour difference from the real mouth (imagemetrics.colour_cast_per_image), fitted expression, on
     the open-mouth frames (all frames when none is open), per stream (generated, composite); 0 = the real colours."""
-    rows = is_open if is_open.any() else np.ones_like(is_open)
-    return {f"open_{name}": float(values[rows].mean()) for name, values in cast.items()}
+    return open_means(cast, is_open)
 
 
 def temporal_metrics(changes: dict[str, np.ndarray]) -> dict[str, float]:
