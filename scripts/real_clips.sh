@@ -98,14 +98,17 @@ def cell(value, fmt):
 
 train = work / "reports" / "lip" / "train_metrics.json"
 val = json.loads(train.read_text()).get("val_loss_relative_to_static", {}) if train.exists() else {}
-print("| presenter | held-out frames | fit NME / lip NME % | lip model: val / static | r | AV offset | LVE / static | "
-      "ridge: val / static | LVE / static | GAN mouth PSNR (composite) | eval LMD (static) |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+print("| presenter | held-out frames | sync: applied (measured lag, r) | fit NME / lip NME % | lip model: val / static | "
+      "r | AV offset | LVE / static | ridge: val / static | LVE / static | GAN mouth PSNR (composite) | "
+      "eval LMD (static) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for name in presenters:
-    fit, lip, gan, ev = (load(stage, name) for stage in ("fit", "lip", "gan", "eval"))
+    sync, fit, lip, gan, ev = (load(stage, name) for stage in ("sync", "fit", "lip", "gan", "eval"))
     ridge = (lip or {}).get("baseline_ridge")
     static_lve = lip["baseline_static_mean"]["lve_mm2"] if lip else None
     row = [name, cell(lip and lip["heldout_frames"], "d"),
+           f"{cell(sync and sync['offset_frames'], '+d')} ({cell(sync and sync['measured_lag'], '+d')}, "
+           f"{cell(sync and sync['r_at_lag'], '+.2f')})",
            f"{cell(fit and fit['nme_pct'], '.2f')} / {cell(fit and fit['lip_nme_pct'], '.2f')}",
            cell(val.get(name), ".2f"), cell(lip and lip["model"]["mouth_opening_r"], "+.2f"),
            cell(lip and lip["model"]["av_offset"], "d"), cell(lip and lip["model"]["lve_mm2"] / static_lve, ".2f"),
@@ -113,7 +116,9 @@ for name in presenters:
            f"{cell(gan and gan['gan_mouth_psnr'], '.1f')} ({cell(gan and gan['composite_mouth_psnr'], '.1f')})",
            f"{cell(ev and ev['model']['lmd'], '.2f')} ({cell(ev and ev['baseline_static']['lmd'], '.2f')})"]
     print("| " + " | ".join(row) + " |")
-print("\nval / static: the training objective on the validation slice (before the held-out tail) over a still face's "
+print("\nsync: the footage's audio offset applied before align, frames (+ = sound late), and the sync detector's best "
+      "lag and r on the frames before the held-out tail (talkinghead.sync_detector). val / static: the training "
+      "objective on the validation slice (before the held-out tail) over a still face's "
       "(< 1 = an audio cue that beats a still face). LVE / static: lip vertex error on the held-out tail over the still "
       "(training-mean) face's (< 1 = better). ridge: a linear regression from the same features fitted on that "
       "presenter alone (talkinghead.lip.ridge).")

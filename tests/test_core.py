@@ -190,6 +190,13 @@ def test_repro_with_a_gan_prior_presenter_not_listed_is_one_error_before_dvc(tmp
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["repro"])
     assert exit_info.value.code == 0 and len(started) == 1
+    # the footage sync detector is fitted on the generated demo: a project without it says so before DVC runs
+    params.write_text(params.read_text() + "sync:\n  presenter: demo\n")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["repro"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(started) == 1
+    assert err.startswith("error: params.yaml: sync.presenter is 'demo', not one of the presenters (anna)")
 
 
 def test_mlflow_child_runs_nest_under_parent(tmp_path, monkeypatch):

@@ -86,11 +86,16 @@ def synthetic_targets(opening: np.ndarray, rounding: np.ndarray, n_frames: int, 
 
 def synthetic_presenter(root: Path, name: str = "synth", seconds: float = 60.0, fps: int = 25,
                         seed: int = 0) -> Path:
-    """Write data/interim/NAME/{audio.wav, frames.parquet, flame.parquet} under ``root``; returns the folder."""
+    """Write data/interim/NAME/{audio.wav, sync.json, frames.parquet, flame.parquet} under ``root`` (the sound in
+    sync with the picture, as stage sync says of a generated presenter); returns the folder."""
+    from talkinghead.atomic import json_safe, write_json
+    from talkinghead.sync_detector import SyncEstimate
+
     interim = root / "data" / "interim" / name
     samples, opening, rounding = synthetic_speech(seconds, seed)
     n = int(round(seconds * fps))
     write_wav(interim / "audio.wav", samples, RATE)
+    write_json(interim / "sync.json", json_safe(SyncEstimate.not_measured("synthetic test presenter").to_dict()))
     times = np.arange(n) / fps
     frames = pd.DataFrame({"frame": np.arange(n, dtype=np.int32), "time_s": times, "source_time_s": times,
                            "crop_x0": 0.0, "crop_y0": 0.0, "crop_side": 256.0, "orig_width": 256, "orig_height": 256,

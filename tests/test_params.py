@@ -21,6 +21,7 @@ from talkinghead.app import AppParams
 from talkinghead.synthesis import SpeakParams
 from talkinghead.speech.features import AlignParams
 from talkinghead.split import SplitParams
+from talkinghead.sync_detector import SyncParams
 from talkinghead.stages.crossdrive import CrossdriveParams
 from talkinghead.stages.demo import DemoParams
 from talkinghead.stages.evaluate import EvaluateParams
@@ -32,7 +33,7 @@ from talkinghead.video import ExtractParams
 from configs import PARAMS_YAML
 
 GROUPS = {"demo": DemoParams, "extract": ExtractParams, "landmarks": LandmarksParams, "head_model": HeadModelParams, "fit": FitConfig,
-          "render": RenderParams, "split": SplitParams, "align": AlignParams, "lip": LipParams,
+          "render": RenderParams, "split": SplitParams, "sync": SyncParams, "align": AlignParams, "lip": LipParams,
           "crossdrive": CrossdriveParams, "composites": CompositesParams, "gan": GanParams, "gan_prior": GanPriorParams, "speak": SpeakParams,
           "evaluate": EvaluateParams, "stream": StreamParams, "tts": TtsParams, "app": AppParams}
 

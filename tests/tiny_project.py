@@ -42,7 +42,7 @@ def build_tiny_presenter(root: Path) -> Path:
     """A ~3 s generated demo presenter ('tiny', 128 px crops) through extract, landmarks and fit."""
     import os
 
-    from talkinghead.stages import extract, fit, landmarks
+    from talkinghead.stages import extract, fit, landmarks, sync
     from talkinghead.stages.demo import generate_demo
 
     write_project_params(root, presenters=["tiny"], extract={"crop_size": 128})
@@ -55,6 +55,7 @@ def build_tiny_presenter(root: Path) -> Path:
                       text="Hello there, this is a short test.")
         extract.main(["data/raw/tiny", "data/interim/tiny"])
         landmarks.main(["data/interim/tiny"])
+        sync.main(["data/interim/tiny"])  # a generated presenter: in sync by construction, no detector read
         fit.main(["data/interim/tiny"])
         paths = PresenterPaths.of("tiny", root)
         write_checkpoints(paths, root)

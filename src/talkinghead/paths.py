@@ -32,6 +32,8 @@ LIP_TRAIN_METRICS = REPORTS / "lip" / "train_metrics.json"
 # The GAN prior (stage gan_prior): every presenter's GAN starts from these weights; its resumable training state.
 GAN_PRIOR = MODELS / "gan_prior" / "prior.pt"
 GAN_PRIOR_STATE = MODELS / "gan_prior" / "train_state.pt"
+# The footage sync detector (stage sync_model, fitted on the generated demo presenter; talkinghead.avsync).
+SYNC_DETECTOR = MODELS / "sync" / "detector.npz"
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
 
 
@@ -90,6 +92,12 @@ class PresenterPaths:
     @property
     def landmarks(self) -> Path:
         return self.interim / "landmarks.parquet"
+
+    # sync
+    @property
+    def sync(self) -> Path:
+        """JSON: the footage's measured audio offset and the one applied (talkinghead.avsync.SyncEstimate)."""
+        return self.interim / "sync.json"
 
     # fit
     @property

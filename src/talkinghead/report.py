@@ -28,8 +28,9 @@ from .atomic import atomic_path
 from .paths import REPORTS
 from .tracking import flatten, git_commit
 
-STAGE_ORDER = ["extract", "landmarks", "fit", "align", "lip", "composites", "gan", "eval"]
+STAGE_ORDER = ["extract", "landmarks", "sync", "fit", "align", "lip", "composites", "gan", "eval"]
 STAGE_TITLES = {"extract": "extract (frames, crops, audio)", "landmarks": "landmarks (FaceMesh)",
+                "sync": "sync (the footage's sound against its picture)",
                 "fit": "fit (head model to landmarks)", "align": "align (audio features per video frame)",
                 "lip": "lip model on the held-out tail",
                 "composites": "composites (render on the real crop: the GAN's input)",
@@ -45,6 +46,13 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "lve_mm2": ("lip vertex error (LVE)", "mm²", "lower"),
     "mouth_opening_r": ("mouth-opening Pearson r", "", "higher"),
     "av_offset": ("AV offset", "frames", "0"),
+    "offset_frames": ("footage audio offset applied (+ = sound late)", "frames", "0"),
+    "measured_lag": ("sync detector's best lag", "frames", "0"),
+    "r_at_lag": ("sync detector r at its best lag", "", "higher"),
+    "r_at_zero": ("sync detector r as recorded", "", "higher"),
+    "offset_s": ("footage audio offset applied (+ = sound late)", "s", "0"),
+    "applied": ("offset applied", "", ""), "reason": ("why", "", ""),
+    "frames_used": ("frames measured (before the held-out tail)", "frames", ""),
     "lmd": ("mouth landmark distance (LMD)", "px", "lower"),
     "mouth_psnr": ("mouth PSNR", "dB", "higher"), "mouth_ssim": ("mouth SSIM", "", "higher"),
     "full_psnr": ("full-crop PSNR", "dB", "higher"), "full_ssim": ("full-crop SSIM", "", "higher"),

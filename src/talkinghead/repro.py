@@ -28,6 +28,12 @@ def check_presenters() -> None:
         raise InputError(PARAMS_FILE, f"gan_prior.presenter is {prior.presenter!r}, not one of the presenters "
                                       f"({', '.join(map(str, presenters))}): name one of them, or set "
                                       "gan_prior.max_steps: 0 (every GAN starts from random weights)")
+    sync = params.get("sync")
+    if isinstance(sync, dict) and sync.get("presenter") not in presenters:
+        # stage sync_model fits the footage sync detector on that (generated) presenter's footage
+        raise InputError(PARAMS_FILE, f"sync.presenter is {sync.get('presenter')!r}, not one of the presenters "
+                                      f"({', '.join(map(str, presenters))}): name the generated demo presenter "
+                                      "(list `- demo` under presenters)")
 
 
 def repro(targets: list[str] | None = None, extra: list[str] | None = None,

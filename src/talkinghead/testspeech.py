@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import schemas
-from .audio import read_wav
+from .avsync import footage_audio
 from .errors import InputError
 from .lipmetrics import mouth_opening_ratio
 from .paths import PresenterPaths
@@ -49,9 +49,7 @@ def load_speaker_clip(paths: PresenterPaths, heldout_fraction: float | None,
         raise InputError(paths.landmarks, f"{len(landmarks)} rows but {paths.frames_table} has {n}; rerun landmarks")
     start = 0 if heldout_fraction is None else heldout_start(n, heldout_fraction)
     fps = float(frames["fps"].iloc[0])
-    samples, rate = read_wav(paths.audio)
-    if rate != SAMPLE_RATE:
-        raise InputError(paths.audio, f"sample rate {rate}, expected {SAMPLE_RATE}")
+    samples, rate = footage_audio(paths.audio, paths.sync, fps), SAMPLE_RATE  # on the video's clock (stage sync)
     lo, hi = int(round(start / fps * rate)), int(round(n / fps * rate))
     audio = samples[lo:hi]
     audio = np.pad(audio, (0, hi - lo - len(audio))).astype(np.float32)  # silence past the end of the file

@@ -21,7 +21,9 @@ out the same way in training and at inference.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -173,3 +175,24 @@ def features_for_audio(samples: np.ndarray, n_frames: int, fps: float,
     offsets = np.arange(-params.half_context, params.half_context + 1)  # [C]
     idx = np.clip(centres[:, None] + offsets[None, :], 0, len(states) - 1)  # [N, C]
     return states[idx]  # [N, C, D]
+
+
+def fit_length(samples: np.ndarray, n_frames: int, fps: float, max_mismatch_s: float,
+               source: str | Path | None = None) -> np.ndarray:
+    """Pad (with silence) or trim ``samples`` [T] to exactly ``n_frames / fps`` seconds.
+
+    Up to one frame of mismatch is normal (container rounding) and silent; more warns; more than ``max_mismatch_s``
+    raises InputError, because then audio and video are not the same recording (or one is truncated).
+    """
+    target = int(round(n_frames / fps * SAMPLE_RATE))
+    mismatch_s = abs(len(samples) - target) / SAMPLE_RATE
+    if mismatch_s > max_mismatch_s:
+        raise InputError(source, f"audio lasts {len(samples) / SAMPLE_RATE:.3f} s but the video {n_frames / fps:.3f} s "
+                                 f"({n_frames} frames at {fps:g} fps); mismatch above align.max_mismatch_s="
+                                 f"{max_mismatch_s}")
+    if mismatch_s > 1.0 / fps:
+        warnings.warn(f"{source}: audio and video lengths differ by {mismatch_s:.3f} s (> one frame); "
+                      f"{'padding' if len(samples) < target else 'trimming'} the audio", stacklevel=2)
+    if len(samples) >= target:
+        return samples[:target]
+    return np.concatenate([samples, np.zeros(target - len(samples), np.float32)])

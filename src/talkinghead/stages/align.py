@@ -1,6 +1,7 @@
 """Stage align@NAME: audio features aligned to every video frame.
 
-``python -m talkinghead.stages.align data/interim/NAME`` reads ``audio.wav`` (16 kHz mono) and ``frames.parquet`` and
+``python -m talkinghead.stages.align data/interim/NAME`` reads ``audio.wav`` (16 kHz mono; moved by ``sync.json``'s
+offset onto the video's clock, ``talkinghead.avsync``) and ``frames.parquet`` and
 writes ``features.npy`` (float32 [N, C, D]), ``features.parquet`` (schemas.FEATURES) and reports/align/NAME/metrics.json
 (frames, encoder, feature shape, audio - video length before padding / trimming, encoding speed).
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,36 +23,15 @@ import pandas as pd
 
 from .. import schemas
 from ..atomic import write_json
-from ..audio import read_wav
+from ..avsync import footage_audio, read_sync
 from ..errors import InputError, exits_on_input_error
 from ..params import load_config
 from ..paths import PresenterPaths
-from ..speech.features import SAMPLE_RATE, AlignParams, features_for_audio, frame_center_hops
+from ..speech.features import SAMPLE_RATE, AlignParams, features_for_audio, fit_length, frame_center_hops
 from ..tracking import stage_run
 from ..tensorfile import save_tensor
 
 __all__ = ["AlignParams", "align_presenter", "features_for_audio", "fit_length", "frame_center_hops", "main"]
-
-
-def fit_length(samples: np.ndarray, n_frames: int, fps: float, max_mismatch_s: float,
-               source: str | Path | None = None) -> np.ndarray:
-    """Pad (with silence) or trim ``samples`` [T] to exactly ``n_frames / fps`` seconds.
-
-    Up to one frame of mismatch is normal (container rounding) and silent; more warns; more than ``max_mismatch_s``
-    raises InputError, because then audio and video are not the same recording (or one is truncated).
-    """
-    target = int(round(n_frames / fps * SAMPLE_RATE))
-    mismatch_s = abs(len(samples) - target) / SAMPLE_RATE
-    if mismatch_s > max_mismatch_s:
-        raise InputError(source, f"audio lasts {len(samples) / SAMPLE_RATE:.3f} s but the video {n_frames / fps:.3f} s "
-                                 f"({n_frames} frames at {fps:g} fps); mismatch above align.max_mismatch_s="
-                                 f"{max_mismatch_s}")
-    if mismatch_s > 1.0 / fps:
-        warnings.warn(f"{source}: audio and video lengths differ by {mismatch_s:.3f} s (> one frame); "
-                      f"{'padding' if len(samples) < target else 'trimming'} the audio", stacklevel=2)
-    if len(samples) >= target:
-        return samples[:target]
-    return np.concatenate([samples, np.zeros(target - len(samples), np.float32)])
 
 
 def align_presenter(paths: PresenterPaths, params: AlignParams) -> tuple[np.ndarray, pd.DataFrame, dict[str, Any]]:
@@ -65,9 +44,8 @@ def align_presenter(paths: PresenterPaths, params: AlignParams) -> tuple[np.ndar
         raise InputError(paths.frames_table, f"fps must be positive, got {fps}")
     if not np.array_equal(frames["frame"].to_numpy(), np.arange(len(frames))):
         raise InputError(paths.frames_table, "frame column is not 0..N-1 in order")
-    samples, rate = read_wav(paths.audio)
-    if rate != SAMPLE_RATE:
-        raise InputError(paths.audio, f"sample rate {rate}, expected {SAMPLE_RATE}")
+    # the footage's sound on its picture's clock (stage sync's measured offset; 0 when in sync)
+    samples = footage_audio(paths.audio, paths.sync, fps)
     n = len(frames)
     audio_s = len(samples) / SAMPLE_RATE
     samples = fit_length(samples, n, fps, params.max_mismatch_s, paths.audio)
@@ -79,6 +57,7 @@ def align_presenter(paths: PresenterPaths, params: AlignParams) -> tuple[np.ndar
     metrics = {"frames": n, "fps": fps, "encoder": params.encoder, "context": int(features.shape[1]),
                "feature_dim": int(features.shape[2]), "audio_s": audio_s, "video_s": n / fps,
                "audio_minus_video_s": audio_s - n / fps,  # before fit_length pads / trims it away
+               "sync_offset_frames": read_sync(paths.sync)["offset_frames"],
                "seconds": seconds, "seconds_per_10s_audio": seconds / (n / fps) * 10,
                "feature_mean": float(features.mean()), "feature_std": float(features.std())}
     return features, table, metrics

@@ -3,7 +3,8 @@
     python -m talkinghead.stages.evaluate data/interim/NAME
 
 The speak pipeline runs at crop level (render + composite + GAN on the real tail's own head poses, no paste-back),
-so every generated frame lines up with a real crop. Metrics (all on S x S crops, distances rescaled to a 256 crop):
+so every generated frame lines up with a real crop. The tail's audio is the footage's on its video's clock (moved by
+stage sync's offset, ``talkinghead.avsync``), as the lip model was trained on it. Metrics (all on S x S crops, distances rescaled to a 256 crop):
 - ``lmd``: lip landmark distance (px): MediaPipe FaceMesh on generated and real crops; per frame the lip points of
   each set are mean-centred (head position cancels), then the mean point distance; averaged over frames.
 - ``mouth_opening_r``: Pearson r of the inner-lip gap, real vs generated.
@@ -206,7 +207,7 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
 
     Writes side_by_side.mp4 and strip.png into paths.report("eval") as it goes; returns the metrics.
     """
-    from ..audio import read_wav
+    from ..avsync import SAMPLE_RATE, footage_audio
     from ..imagemetrics import colour_cast_per_image, colour_detail_per_image, psnr_per_image, ssim_per_image
     from ..lip import predict, speech_features
     from ..paths import LIP_CHECKPOINT
@@ -223,7 +224,7 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
     n = stop - start
     if n <= 2 * params.max_lag + 1:
         raise InputError(paths.frames_table, f"held-out tail has only {n} frames; too short to evaluate")
-    samples, rate = read_wav(paths.audio)
+    samples, rate = footage_audio(paths.audio, paths.sync, pres.fps), SAMPLE_RATE  # on the video's clock
     audio = tail_audio(samples, rate, start, stop, pres.fps)
     features = speech_features(root / LIP_CHECKPOINT, audio, n, pres.fps)  # [n, C, D], as the model was trained
     expression = np.asarray(predict(root / LIP_CHECKPOINT, features, paths.name), np.float32)  # [n, 53]
