@@ -381,6 +381,34 @@ def test_colour_cast_sees_a_tint_not_speckles_or_brightness():
         colour_cast_per_image(real, np.repeat(real, 2, axis=0))
 
 
+def test_interior_colour_cast_sees_a_tint_on_small_teeth_that_the_whole_crop_dilutes():
+    from talkinghead.compositing import inner_lip_masks
+    from talkinghead.facemesh import INNER_LOWER, INNER_UPPER
+    from talkinghead.imagemetrics import interior_colour_cast_per_image
+
+    real = np.full((1, 64, 64, 3), (200, 120, 110), np.uint8)  # lips and skin
+    real[:, 28:36, 24:40] = 235  # a small row of white teeth
+    tinted = real.copy()
+    tinted[:, 28:36, 24:40] = (200, 255, 200)  # green teeth, nothing else changed
+    lmk = np.full((1, 478, 3), 32.0)
+    lmk[0, list(INNER_UPPER), 0] = np.linspace(24, 40, len(INNER_UPPER))  # an opening around the teeth
+    lmk[0, list(INNER_UPPER), 1] = 28.0
+    lmk[0, list(INNER_LOWER), 0] = np.linspace(24, 40, len(INNER_LOWER))
+    lmk[0, list(INNER_LOWER), 1] = 36.0
+    inside = inner_lip_masks(lmk, 64)[..., 0] / 255.0
+    assert inside.shape == (1, 64, 64) and 100 < inside.sum() < 160 and inside[0, 32, 32] == 1 and inside[0, 10, 10] == 0
+    interior = interior_colour_cast_per_image(tinted, real, inside)
+    whole = colour_cast_per_image(tinted, real)
+    assert interior[0] > 10 and interior[0] > 3 * whole[0]
+    assert interior_colour_cast_per_image(real, real, inside)[0] == 0
+    closed = interior_colour_cast_per_image(tinted, real, np.zeros((1, 64, 64)))
+    assert np.isnan(closed[0])  # a closed mouth has no inside to measure
+    nan_lmk = np.full((1, 478, 3), np.nan)
+    assert inner_lip_masks(nan_lmk, 64).max() == 0
+    with pytest.raises(ValueError, match="do not match"):
+        interior_colour_cast_per_image(tinted, real, inside[:, :32])
+
+
 def test_metrics_reject_non_uint8():
     with pytest.raises(ValueError):
         psnr(np.zeros((1, 16, 16, 3), np.float32), np.zeros((1, 16, 16, 3), np.float32))

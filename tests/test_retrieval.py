@@ -230,3 +230,5 @@ def test_evaluate_steadiness_and_open_mouth_helpers():
     cast = colour_cast_metrics({"generated": np.array([9.0, 1.0, 2.0]), "composite": np.array([0.0, 1.0, 3.0])},
                                np.array([False, True, True]))
     assert cast == {"open_generated": 1.5, "open_composite": 2.0}
+    closed = colour_cast_metrics({"generated": np.array([np.nan, 1.0, np.nan])}, np.array([False, True, True]))
+    assert closed == {"open_generated": 1.0}  # frames with no opening to measure (NaN) are left out

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .facemesh import LIPS
+from .facemesh import INNER_LOWER, INNER_UPPER, LIPS
 from .schemas import N_LANDMARKS
 
 # MediaPipe FaceMesh indices (mediapipe/python/solutions/face_mesh_connections.py), copied so that this stage does not
@@ -273,6 +273,17 @@ def composite(render: np.ndarray, real: np.ndarray, mask: np.ndarray) -> np.ndar
     real_f = real.astype(np.float32)
     blended = real_f + mask[..., None].astype(np.float32) * (render.astype(np.float32) - real_f)
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+def inner_lip_masks(lmk_crop: np.ndarray, image_size: int) -> np.ndarray:
+    """uint8 [B, S, S, 3]: 255 inside each frame's FaceMesh inner-lip polygon (landmarks [B, 478, >=2], crop
+    pixels), 0 elsewhere and on frames with non-finite landmarks; three channels so mouth_crops can resample it."""
+    ring = list(INNER_UPPER) + list(INNER_LOWER[-2:0:-1])  # upper lip left -> right, lower lip back
+    out = np.zeros((len(lmk_crop), image_size, image_size), np.uint8)
+    for b, points in enumerate(np.asarray(lmk_crop, np.float64)[:, ring, :2]):
+        if np.isfinite(points).all():
+            cv2.fillPoly(out[b], [np.round((points - 0.5) * 16).astype(np.int32)], 255, cv2.LINE_8, shift=4)
+    return np.repeat(out[..., None], 3, axis=3)  # [B, S, S] -> [B, S, S, 3]
 
 
 def mouth_box(lmk_crop: np.ndarray, image_size: int, params: CompositesParams) -> tuple[int, int, int, int]:

@@ -115,6 +115,25 @@ def colour_cast_per_image(images, reference, sigma: float = 4.0) -> np.ndarray:
     return (a - b).abs().flatten(1).mean(1).double().cpu().numpy()  # [B, 3 * H * W] -> [B]
 
 
+def interior_colour_cast_per_image(images, reference, weights, min_weight: float = 4.0) -> np.ndarray:
+    """Colour cast inside a region of each uint8 [B, H, W, 3] image against ``reference`` (same shape), [B] in 0..255
+    units: the region's mean colour (each channel minus the pixel's channel mean, weighted by ``weights`` [B, H, W]
+    in 0..1, e.g. the real mouth's opening) in the image minus that in the reference, absolute, averaged over the
+    channels. Teeth tinted green where the real ones are white raise it however small the opening is; NaN where the
+    region weighs less than ``min_weight`` pixels (a closed mouth has no inside)."""
+    x, y = _as_float_batch(images, "images").float(), _as_float_batch(reference, "reference").float()
+    if x.shape != y.shape:
+        raise ValueError(f"images {tuple(x.shape)} and reference {tuple(y.shape)} differ in shape")
+    w = torch.as_tensor(np.asarray(weights, np.float32))
+    if w.shape != (x.shape[0], x.shape[2], x.shape[3]):
+        raise ValueError(f"weights {tuple(w.shape)} do not match images {tuple(x.shape)} ([B, H, W])")
+    total = w.flatten(1).sum(1)  # [B]
+    diff = ((_colour(x) - _colour(y)) * w[:, None]).flatten(2).sum(2) / total.clamp(min=1e-6)[:, None]  # [B, 3]
+    out = diff.abs().mean(1).double().cpu().numpy()
+    out[total.numpy() < min_weight] = np.nan
+    return out
+
+
 def colour_detail_per_image(images, sigma: float = 1.5) -> np.ndarray:
     """Fine colour detail of each uint8 [B, H, W, 3] image, [B] in 0..255 units: the mean absolute difference
     between the image's colour (each channel minus the pixel's channel mean) and that colour blurred by a gaussian

@@ -18,7 +18,9 @@ SSIM of the generated crops and of the composites themselves (the baseline), on 
 mouths (imagemetrics.colour_detail_per_image) of real, composite and generated crops, generated over real (above 1:
 coloured speckles the real mouth lacks), and ``appearance.colour_cast``: the coarse colour difference from the real
 mouth (imagemetrics.colour_cast_per_image, 0 = the real colours) of generated and composite crops there (a tint the
-fine detail does not see). ``temporal``: mean absolute frame-to-frame change inside the mouth crop
+fine detail does not see), and ``appearance.interior_cast``: the same colours averaged inside the real mouth's
+opening only (its FaceMesh inner-lip polygon: the teeth and cavity; imagemetrics.interior_colour_cast_per_image), so
+a tint on small teeth is not diluted by lips and skin. ``temporal``: mean absolute frame-to-frame change inside the mouth crop
 (0-255 levels), generated (whole chain and fitted expression) over the real footage's: 1 = as steady as the real
 mouth, above 1 flicker. ``retrieval`` says whether the generator took mouths from the training footage (and why not).
 The same for two baselines: ``static`` (the pipeline with the mouth held closed: the closed-mouth frame's fitted
@@ -208,12 +210,13 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
     Writes side_by_side.mp4 and strip.png into paths.report("eval") as it goes; returns the metrics.
     """
     from ..avsync import SAMPLE_RATE, footage_audio
-    from ..imagemetrics import colour_cast_per_image, colour_detail_per_image, psnr_per_image, ssim_per_image
+    from ..imagemetrics import (colour_cast_per_image, colour_detail_per_image, interior_colour_cast_per_image,
+                                psnr_per_image, ssim_per_image)
     from ..lip import predict, speech_features
     from ..paths import LIP_CHECKPOINT
     from ..progress import Progress
     from ..synthesis import CropSynthesizer, closed_mouth_frame, load_presenter, mouth_opening_from_landmarks
-    from ..compositing import mouth_box
+    from ..compositing import inner_lip_masks, mouth_box
     from ..gan.mouth_discriminator import mouth_crops
     from ..videoio import VideoWriter
 
@@ -246,6 +249,7 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
     appearance = {k: {"psnr": [], "ssim": []} for k in ("generated", "composite")}
     colour_detail: dict[str, list[np.ndarray]] = {k: [] for k in ("real", "generated", "composite")}
     colour_cast: dict[str, list[np.ndarray]] = {k: [] for k in ("generated", "composite")}
+    interior_cast: dict[str, list[np.ndarray]] = {k: [] for k in ("generated", "composite")}
     open_flags: list[np.ndarray] = []
     changes: dict[str, list[np.ndarray]] = {k: [] for k in ("real", "generated", "fitted")}
     last: dict[str, np.ndarray | None] = {k: None for k in changes}
@@ -290,11 +294,14 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
                 fitted_mouth = mouth_crops(fitted, boxes, mouth_crop)
                 comp_mouth = mouth_crops(fitted_comp, boxes, mouth_crop)
                 colour_detail["real"].append(colour_detail_per_image(real_mouth))
+                # the real mouth's opening (FaceMesh inner lips) in the mouth crop: where its teeth and cavity are
+                inside = mouth_crops(inner_lip_masks(pres.lmk_crop[source], size), boxes, mouth_crop)[..., 0] / 255.0
                 for name, mouths in (("generated", fitted_mouth), ("composite", comp_mouth)):
                     appearance[name]["psnr"].append(psnr_per_image(mouths, real_mouth))
                     appearance[name]["ssim"].append(ssim_per_image(mouths, real_mouth))
                     colour_detail[name].append(colour_detail_per_image(mouths))
                     colour_cast[name].append(colour_cast_per_image(mouths, real_mouth))
+                    interior_cast[name].append(interior_colour_cast_per_image(mouths, real_mouth, inside))
                 open_flags.append(is_open[source])
                 for name, mouths in (("real", real_mouth), ("generated", generated_mouth), ("fitted", fitted_mouth)):
                     changes[name].append(mean_change(last[name], mouths))
@@ -328,6 +335,8 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
         {k: np.concatenate(v) for k, v in colour_detail.items()}, np.concatenate(open_flags))
     metrics["appearance"]["colour_cast"] = colour_cast_metrics(
         {k: np.concatenate(v) for k, v in colour_cast.items()}, np.concatenate(open_flags))
+    metrics["appearance"]["interior_cast"] = colour_cast_metrics(
+        {k: np.concatenate(v) for k, v in interior_cast.items()}, np.concatenate(open_flags))
     metrics["temporal"] = temporal_metrics({k: np.concatenate(v) for k, v in changes.items()})
     metrics["retrieval"] = ("off (generator without retrieval)" if synth.bank is None
                             else f"off: {synth.bank.note}" if synth.bank.empty else "on")
@@ -432,12 +441,14 @@ def open_means(streams: dict[str, np.ndarray], is_open: np.ndarray) -> dict[str,
     """{"open_NAME": mean of each stream's per-frame values [N] on the open-mouth frames (all frames when none is
     open)}."""
     rows = is_open if is_open.any() else np.ones_like(is_open)
-    return {f"open_{name}": float(values[rows].mean()) for name, values in streams.items()}
+    return {f"open_{name}": _finite_mean(values[rows], empty=float("nan")) for name, values in streams.items()}
 
 
 def colour_cast_metrics(cast: dict[str, np.ndarray], is_open: np.ndarray) -> dict[str, float]:
-    """Mean coarse colour difference from the real mouth (imagemetrics.colour_cast_per_image), fitted expression, on
-    the open-mouth frames (all frames when none is open), per stream (generated, composite); 0 = the real colours."""
+    """Mean colour difference from the real mouth (imagemetrics.colour_cast_per_image over the crop, or
+    interior_colour_cast_per_image inside the opening), fitted expression, on the open-mouth frames (all frames when
+    none is open; frames with no opening to measure, NaN, left out), per stream (generated, composite); 0 = the real
+    colours."""
     return open_means(cast, is_open)
 
 
@@ -452,9 +463,11 @@ def temporal_metrics(changes: dict[str, np.ndarray]) -> dict[str, float]:
     return out
 
 
-def _finite_mean(values: np.ndarray) -> float:
+def _finite_mean(values: np.ndarray, empty: float = float("inf")) -> float:
+    """Mean of the finite values (PSNR is inf for identical crops; a closed mouth has no inside); ``empty`` when
+    there are none."""
     finite = values[np.isfinite(values)]
-    return float(finite.mean()) if finite.size else float("inf")
+    return float(finite.mean()) if finite.size else empty
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
@@ -531,7 +544,8 @@ def main(argv: list[str] | None = None) -> None:
           f"expression: {a['model']['mouth_psnr']:.2f} dB / {a['model']['mouth_ssim']:.3f} (composite "
           f"{a['composite']['mouth_psnr']:.2f} dB), open mouths {a['model']['open_mouth_psnr']:.2f} dB, colour detail "
           f"{a['colour_detail']['open_generated_ratio']:.2f} x real, colour cast "
-          f"{a['colour_cast']['open_generated']:.2f} (composite {a['colour_cast']['open_composite']:.2f}); mouth change ratio {t['generated_ratio']:.2f}; retrieval {result.metrics['retrieval']} -> {out_dir}")
+          f"{a['colour_cast']['open_generated']:.2f} (composite {a['colour_cast']['open_composite']:.2f}), inside "
+          f"the opening {a['interior_cast']['open_generated']:.2f} ({a['interior_cast']['open_composite']:.2f}); mouth change ratio {t['generated_ratio']:.2f}; retrieval {result.metrics['retrieval']} -> {out_dir}")
 
 
 if __name__ == "__main__":
