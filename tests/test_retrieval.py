@@ -153,12 +153,36 @@ def test_retrieved_inputs_paint_only_when_asked():
     frames = np.full((40, 128, 128, 3), 220, np.uint8)
     comps = np.full((2, 128, 128, 3), 40, np.uint8)
     picks = np.array([5, -1])
-    painted, mouths = retrieved_inputs(comps, frames, bank, picks, g.lips[30:32], g.inner[30:32])
+    painted, mouths, pixels = retrieved_inputs(comps, frames, bank, picks, g.lips[30:32], g.inner[30:32])
     np.testing.assert_array_equal(mouths, aligned_mouths(frames, bank, picks, g.lips[30:32]))
     np.testing.assert_array_equal(painted, paint_mouths(comps, mouths, picks, g.inner[30:32]))
     assert (painted[0] == 220).any() and not (painted[1] == 220).any()  # nothing retrieved: the render stays
-    unpainted, _ = retrieved_inputs(comps, frames, bank, picks, g.lips[30:32], None)
+    assert pixels.shape == (2, 128, 128) and pixels[0].any() and not pixels[1].any()
+    np.testing.assert_array_equal(pixels, (painted != comps).any(axis=-1))  # exactly the pixels painting changed
+    unpainted, _, none = retrieved_inputs(comps, frames, bank, picks, g.lips[30:32], None)
     np.testing.assert_array_equal(unpainted, comps)  # gan.paint_mouth off: the composites as they were
+    assert none is None
+
+
+def test_a_generator_that_keeps_the_painted_colour_changes_only_brightness_there():
+    from talkinghead.gan import generate
+
+    torch.manual_seed(0)
+    g = Generator(GeneratorConfig(channels=(8, 16), use_reference=False, keep_painted_colour=True))
+    torch.nn.init.normal_(g.head.weight, std=0.3)  # a residual with colour everywhere
+    comps = np.full((1, 32, 32, 3), (200, 190, 185), np.uint8)
+    comps[0, 10:20, 8:24] = 235  # the painted real teeth: white
+    painted = np.zeros((1, 32, 32), bool)
+    painted[0, 10:20, 8:24] = True
+    out = generate(g, comps, painted=painted).astype(float)
+    colour = out - out.mean(axis=-1, keepdims=True)  # each channel minus the pixel's grey
+    teeth = colour[0, 11:19, 9:23]
+    assert np.abs(teeth).max() <= 1.0  # white stays white (up to rounding), whatever brightness the net adds
+    assert np.abs(colour[0, 25:, :]).max() > 3  # outside the painted opening the residual's colour remains
+    free = generate(g, comps).astype(float)  # without the mask: the same net tints the teeth
+    assert np.abs((free - free.mean(axis=-1, keepdims=True))[0, 11:19, 9:23]).max() > 3
+    g.config.keep_painted_colour = False  # an older checkpoint: the mask is ignored
+    np.testing.assert_array_equal(generate(g, comps, painted=painted), generate(g, comps))
 
 def test_generator_with_retrieval_takes_nine_channels_and_old_configs_load():
     config = GeneratorConfig(channels=(8, 16), use_retrieval=True)

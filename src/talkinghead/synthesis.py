@@ -271,15 +271,16 @@ class CropSynthesizer:
                                                 moved_from, rendered.landmarks, self.composite_params)
         window = None if self.window_margin < 0 else mask_window(masks, self.window_margin,
                                                                   self.generator.config.multiple)
-        mouths = None
+        mouths = painted = None
         if self.bank is not None:  # the generator also reads retrieved mouths, exactly as in training
             from .gan.retrieval import lip_geometry, retrieved_inputs
 
             geometry = lip_geometry(self.model, {k: v.cpu().numpy() for k, v in params.items()}, size)
             picks = self.bank.retrieve(geometry.keys, self.state if state is None else state)
-            comps, mouths = retrieved_inputs(comps, self.presenter.crops, self.bank, picks, geometry.lips,
-                                             geometry.inner if self.generator.config.paint_mouth else None)
-        generated = generate(self.generator, comps, None, batch_size=len(source), window=window, retrieved=mouths)
+            comps, mouths, painted = retrieved_inputs(comps, self.presenter.crops, self.bank, picks, geometry.lips,
+                                                      geometry.inner if self.generator.config.paint_mouth else None)
+        generated = generate(self.generator, comps, None, batch_size=len(source), window=window, retrieved=mouths,
+                             painted=painted)
         return generated, comps, masks
 
 

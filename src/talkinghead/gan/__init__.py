@@ -64,9 +64,11 @@ def mask_window(masks: np.ndarray, margin: int, multiple: int) -> tuple[int, int
 
 def generate(generator: Generator, composites: np.ndarray | torch.Tensor, reference: np.ndarray | None = None,
              batch_size: int = 16, window: tuple[int, int, int, int] | None = None,
-             retrieved: np.ndarray | None = None) -> np.ndarray:
+             retrieved: np.ndarray | None = None, painted: np.ndarray | None = None) -> np.ndarray:
     """uint8 [B, S, S, 3] composites (+ optional uint8 [S, S, 3] reference, default the stored one; + for a generator
-    with use_retrieval the aligned retrieved mouths uint8 [B, S, S, 3], retrieval.aligned_mouths) -> uint8 [B, S, S, 3].
+    with use_retrieval the aligned retrieved mouths uint8 [B, S, S, 3], retrieval.aligned_mouths; + the painted
+    pixels bool [B, S, S] of retrieval.retrieved_inputs, kept in the real mouth's colour by a generator with
+    keep_painted_colour) -> uint8 [B, S, S, 3].
 
     ``window`` (y0, y1, x0, x1), e.g. from ``mask_window``: run the generator on that part only (composites and
     reference cut alike) and keep the composite elsewhere. Frames whose size is not a multiple of the network's
@@ -83,8 +85,9 @@ def generate(generator: Generator, composites: np.ndarray | torch.Tensor, refere
             elif reference is not None:
                 reference = np.asarray(reference)[y0:y1, x0:x1]
             mouths = None if retrieved is None else np.asarray(retrieved)[:, y0:y1, x0:x1]
+            inside = None if painted is None else np.asarray(painted)[:, y0:y1, x0:x1]
             out[:, y0:y1, x0:x1] = generate(generator, composites[:, y0:y1, x0:x1], reference, batch_size,
-                                            retrieved=mouths)
+                                            retrieved=mouths, painted=inside)
         return out
     device = next(generator.parameters()).device
     if isinstance(composites, torch.Tensor):
@@ -115,7 +118,11 @@ def generate(generator: Generator, composites: np.ndarray | torch.Tensor, refere
             if retrieved is not None and generator.config.use_retrieval:
                 mouths = to_unit(torch.from_numpy(np.asarray(retrieved[start:start + batch_size]))).to(device)
                 mouths = F.pad(mouths, pad, mode="replicate").contiguous(memory_format=torch.channels_last)
-            y = generator(x, ref, mouths)[:, :, :height, :width]
+            keep = None
+            if painted is not None and generator.config.keep_painted_colour:
+                keep = torch.from_numpy(np.asarray(painted[start:start + batch_size], np.float32))[:, None].to(device)
+                keep = F.pad(keep, pad)  # [b, 1, S, S]: padding is not painted
+            y = generator(x, ref, mouths, keep)[:, :, :height, :width]
             out[start:start + batch_size] = to_uint8(y).cpu().numpy()
     generator.train(was_training)
     return out

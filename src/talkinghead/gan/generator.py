@@ -12,7 +12,9 @@ A small U-Net built for CPU speed (>= 10 frames/s at 256x256 on two cores):
   With ``chroma_pool`` > 1 the residual's colour (its difference from grey) is averaged over chroma_pool-pixel
   blocks and upsampled smoothly, its brightness kept sharp: the net can still draw tooth edges and lip creases
   but no longer the green, yellow and red speckles short CPU training left in open mouths (the composite's own
-  colour detail, e.g. the retrieved real mouth, passes through untouched).
+  colour detail, e.g. the retrieved real mouth, passes through untouched). With ``keep_painted_colour`` the
+  residual has no colour at all where the composite shows the presenter's own retrieved mouth (the painted
+  opening): the net may brighten or darken those teeth, not tint them; their colour is the real frame's.
 Optionally a reference frame of the same presenter (a closed-mouth training frame, stored in the checkpoint)
 is concatenated to the input, giving the network the presenter's true skin and lip appearance, and (use_retrieval)
 a retrieved mouth: the training frame whose mouth shape is nearest the rendered one, aligned to the target's lips
@@ -39,6 +41,7 @@ class GeneratorConfig:
     paint_mouth: bool = False  # its composites' mouth opening is painted from the retrieved mouth (retrieval.paint_mouths)
     image_size: int = 256  # the resolution it is trained for (fully convolutional: any multiple works)
     chroma_pool: int = 1  # >1: the residual's colour is this many pixels coarse (smooth_chroma); 1 in older checkpoints
+    keep_painted_colour: bool = False  # no residual colour on painted pixels (forward's ``painted``); False in older
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -91,9 +94,10 @@ class Generator(nn.Module):
         self.register_buffer("reference", torch.zeros(0))
 
     def forward(self, composite: torch.Tensor, reference: torch.Tensor | None = None,
-                retrieved: torch.Tensor | None = None) -> torch.Tensor:
+                retrieved: torch.Tensor | None = None, painted: torch.Tensor | None = None) -> torch.Tensor:
         """composite [B, 3, H, W] in [-1, 1]; reference [B or 1, 3, H, W] (default: the stored one); retrieved
-        [B, 3, H, W] aligned mouths in [-1, 1] (None: nothing retrieved) -> [B, 3, H, W]."""
+        [B, 3, H, W] aligned mouths in [-1, 1] (None: nothing retrieved); painted [B, 1, H, W] in 0..1, where the
+        composite shows the retrieved real mouth (None: nowhere) -> [B, 3, H, W]."""
         inputs = [composite]
         if self.config.use_reference:
             if reference is None:
@@ -116,6 +120,9 @@ class Generator(nn.Module):
         residual = self.head(y)  # [B, 3, H, W]
         if self.config.chroma_pool > 1:
             residual = smooth_chroma(residual, self.config.chroma_pool)
+        if self.config.keep_painted_colour and painted is not None:
+            grey = residual.mean(dim=1, keepdim=True)  # [B, 1, H, W]
+            residual = grey + (residual - grey) * (1.0 - painted.to(residual.dtype))  # painted: brightness only
         return (composite + residual).clamp(-1.0, 1.0)
 
 

@@ -300,12 +300,15 @@ def paint_mouths(composites: np.ndarray, mouths: np.ndarray, picks: np.ndarray, 
 
 
 def retrieved_inputs(composites: np.ndarray, frames: np.ndarray, bank: MouthBank, picks: np.ndarray,
-                     target_lips: np.ndarray, target_inner: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+                     target_lips: np.ndarray, target_inner: np.ndarray | None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """What a retrieval generator reads for a batch, the same in training, its evaluation and speak: the picked bank
     frames (int [B], -1: none) aligned to the target lips [B, L, 2] (``aligned_mouths``), and the composites uint8
     [B, S, S, 3] with their mouth opening painted from them when the inner-lip polygons [B, P, 2] are given
-    (gan.paint_mouth; None: unpainted). -> (composites, aligned mouths), both uint8 [B, S, S, 3]."""
+    (gan.paint_mouth; None: unpainted). -> (composites, aligned mouths, both uint8 [B, S, S, 3]; painted: bool
+    [B, S, S], the pixels painting changed -- where the composite shows the presenter's own mouth -- or None)."""
     mouths = aligned_mouths(frames, bank, picks, target_lips)
-    if target_inner is not None:
-        composites = paint_mouths(composites, mouths, picks, target_inner)
-    return composites, mouths
+    if target_inner is None:
+        return composites, mouths, None
+    painted = paint_mouths(composites, mouths, picks, target_inner)
+    return painted, mouths, (painted != np.asarray(composites)).any(axis=-1)

@@ -55,6 +55,7 @@ class GanParams:
     retrieval_stickiness: float  # sequences keep the previous pick while within this many bank tolerances of the best
     bank_min_opening: float  # head model units: a training part that never opens wider gets no bank (render only)
     paint_mouth: bool  # with retrieval: the composite's mouth opening shows the retrieved mouth, not the teeth band
+    keep_mouth_colour: bool  # with paint_mouth: the generator changes only the brightness of the painted opening
     d_channels: int
     d_scales: int
     mouth_crop: int
@@ -163,7 +164,7 @@ def sample_batch(data: GanData, rng: torch.Generator, batch_size: int, crop: int
     picks = torch.randint(len(data.train_index), (batch_size,), generator=rng).numpy()
     jitter = torch.rand((batch_size, 2), generator=rng).numpy()
     rows = data.train_index[picks]
-    mouths = None
+    mouths = painted_pixels = None
     painted: np.ndarray | None = None  # the batch's composites with the retrieved mouths painted in (gan.paint_mouth)
     if data.retrieval is not None:  # drawn only then, so a run without retrieval samples as before
         r = data.retrieval
@@ -172,7 +173,8 @@ def sample_batch(data: GanData, rng: torch.Generator, batch_size: int, crop: int
         chosen = np.where(chosen >= 0, chosen, r.candidates[rows, 0])  # fewer than k candidates: the nearest
         composites = np.stack([data.composites[row] for row in rows])
         inner = None if r.target_inner is None else r.target_inner[rows]
-        composites, mouths = retrieved_inputs(composites, data.frames, r.bank, chosen, r.target_lips[rows], inner)
+        composites, mouths, painted_pixels = retrieved_inputs(composites, data.frames, r.bank, chosen,
+                                                              r.target_lips[rows], inner)
         painted = composites if inner is not None else None
     comps, reals, refs, boxes, retrieved, painted_masks = [], [], [], [], [], []
     for i, (row, (jx, jy)) in enumerate(zip(rows, jitter)):
@@ -190,8 +192,8 @@ def sample_batch(data: GanData, rng: torch.Generator, batch_size: int, crop: int
             refs.append(reference[window])
         if mouths is not None:
             retrieved.append(mouths[i][window])
-        if painted is not None:  # where painting changed the composite: the retrieved mouth's pixels
-            painted_masks.append((painted[i][window] != data.composites[row][window]).any(axis=-1))
+        if painted_pixels is not None:  # where painting changed the composite: the retrieved mouth's pixels
+            painted_masks.append(painted_pixels[i][window])
         boxes.append(box - np.array([x0, y0, x0, y0], np.float32))
 
     def stack(images: list[np.ndarray]) -> torch.Tensor:
@@ -304,7 +306,7 @@ class GanTrainer:
 
         # generator step
         with autocast:
-            fake = self.generator(batch.composite, batch.reference, batch.retrieved)
+            fake = self.generator(batch.composite, batch.reference, batch.retrieved, batch.painted)
             face_real, face_fake = zip(*(split_real_fake(o, n) for o in self.face_d(comp2, torch.cat([batch.real, fake]))))
             mouth_real, mouth_fake = split_real_fake(self.mouth_d(comp2, torch.cat([batch.real, fake]), boxes2), n)
             l1 = (mouth_weight * (fake.float() - batch.real).abs()).mean()

@@ -143,13 +143,13 @@ def evaluate(generator, data: GanData, mouth_size: int = 64, batch_size: int = 1
     for start in Progress(range(0, len(data.heldout_index), batch_size), desc="gan eval", unit="batch"):
         rows = data.heldout_index[start:start + batch_size]
         comp, real = np.asarray(data.composites[rows]), np.asarray(data.frames[rows])
-        retrieved = None
+        retrieved = painted = None
         if data.retrieval is not None:
             r = data.retrieval
             picks = r.bank.retrieve(r.target_keys[rows], state)
-            comp, retrieved = retrieved_inputs(comp, data.frames, r.bank, picks, r.target_lips[rows],
-                                               None if r.target_inner is None else r.target_inner[rows])
-        fake = generate(generator, comp, retrieved=retrieved)
+            comp, retrieved, painted = retrieved_inputs(comp, data.frames, r.bank, picks, r.target_lips[rows],
+                                                        None if r.target_inner is None else r.target_inner[rows])
+        fake = generate(generator, comp, retrieved=retrieved, painted=painted)
         boxes = data.boxes[rows]
         crops = {k: mouth_crops(v, boxes, mouth_size) for k, v in (("comp", comp), ("fake", fake), ("real", real))}
         for name, images, mouths in (("gan", fake, crops["fake"]), ("composite", comp, crops["comp"])):
@@ -173,7 +173,8 @@ def evaluate(generator, data: GanData, mouth_size: int = 64, batch_size: int = 1
 def build_trainer(params: GanParams, device: torch.device) -> GanTrainer:
     gen_config = GeneratorConfig(channels=params.channels, use_reference=params.use_reference,
                                  use_retrieval=params.retrieval, paint_mouth=params.retrieval and params.paint_mouth,
-                                 image_size=params.image_size, chroma_pool=params.chroma_pool)
+                                 image_size=params.image_size, chroma_pool=params.chroma_pool,
+                                 keep_painted_colour=params.retrieval and params.paint_mouth and params.keep_mouth_colour)
     face_config = PatchDiscriminatorConfig(base_channels=params.d_channels, scales=params.d_scales)
     mouth_config = MouthDiscriminatorConfig(crop_size=params.mouth_crop, base_channels=params.d_channels)
     return GanTrainer(gen_config, params, face_config, mouth_config, device)
