@@ -14,7 +14,9 @@ A small U-Net built for CPU speed (>= 10 frames/s at 256x256 on two cores):
   but no longer the green, yellow and red speckles short CPU training left in open mouths (the composite's own
   colour detail, e.g. the retrieved real mouth, passes through untouched). With ``keep_painted_colour`` the
   residual has no colour at all where the composite shows the presenter's own retrieved mouth (the painted
-  opening): the net may brighten or darken those teeth, not tint them; their colour is the real frame's.
+  opening): the net may brighten or darken those teeth, not tint them; their colour is the real frame's. The
+  trainer leaves it off in its training steps (``painted`` not passed): trained under it, the net moved the tint
+  onto the lips around the opening (orange lip edges); applied when generating only, the teeth keep their colour.
 Optionally a reference frame of the same presenter (a closed-mouth training frame, stored in the checkpoint)
 is concatenated to the input, giving the network the presenter's true skin and lip appearance, and (use_retrieval)
 a retrieved mouth: the training frame whose mouth shape is nearest the rendered one, aligned to the target's lips

@@ -55,7 +55,7 @@ class GanParams:
     retrieval_stickiness: float  # sequences keep the previous pick while within this many bank tolerances of the best
     bank_min_opening: float  # head model units: a training part that never opens wider gets no bank (render only)
     paint_mouth: bool  # with retrieval: the composite's mouth opening shows the retrieved mouth, not the teeth band
-    keep_mouth_colour: bool  # with paint_mouth: the generator changes only the brightness of the painted opening
+    keep_mouth_colour: bool  # with paint_mouth: generating changes only the brightness of the painted opening
     d_channels: int
     d_scales: int
     mouth_crop: int
@@ -306,7 +306,9 @@ class GanTrainer:
 
         # generator step
         with autocast:
-            fake = self.generator(batch.composite, batch.reference, batch.retrieved, batch.painted)
+            # no ``painted`` here: the colour lock (keep_painted_colour) applies when generating, not while training
+            # -- trained under it, the net moved the colour it could not put on the teeth onto the lips around them
+            fake = self.generator(batch.composite, batch.reference, batch.retrieved)
             face_real, face_fake = zip(*(split_real_fake(o, n) for o in self.face_d(comp2, torch.cat([batch.real, fake]))))
             mouth_real, mouth_fake = split_real_fake(self.mouth_d(comp2, torch.cat([batch.real, fake]), boxes2), n)
             l1 = (mouth_weight * (fake.float() - batch.real).abs()).mean()
