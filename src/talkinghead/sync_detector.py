@@ -18,7 +18,7 @@ reaches ``sync.min_r``: a recording whose mouth the detector cannot follow keeps
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -168,8 +168,7 @@ def fit_detector(features: np.ndarray, opening: np.ndarray, split: TimeSplit, en
                             float(fit.strength), float(fit.validation_ratio), 0.0)
     val = split.validation
     fit_r = float(np.corrcoef(detector.predict(features[val.start:val.stop]), target[val.start:val.stop, 0])[0, 1])
-    return SyncDetector(detector.x_mean, detector.weights, detector.feature_shape, encoder, detector.strength,
-                        detector.validation_ratio, fit_r)
+    return replace(detector, fit_r=fit_r)
 
 
 def estimate_offset(detector: SyncDetector, features: np.ndarray, opening: np.ndarray, fps: float,

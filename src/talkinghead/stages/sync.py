@@ -1,7 +1,7 @@
 """Stage sync@NAME: how far the footage's sound is off its picture, measured and (when clear) corrected.
 
 ``python -m talkinghead.stages.sync data/interim/NAME --detector models/sync/detector.npz`` writes
-data/interim/NAME/sync.json (``talkinghead.avsync.SyncEstimate``: the offset applied, the lag measured, its lag
+data/interim/NAME/sync.json (``talkinghead.sync_detector.SyncEstimate``: the offset applied, the lag measured, its lag
 curve) and reports/sync/NAME/metrics.json. Stage align and every reader of the footage's audio (evaluate, crossdrive)
 then take the audio moved by that offset (``avsync.footage_audio``), so the lip model learns each presenter's mouth
 against its own sound, not against a camera's delay.
@@ -18,12 +18,12 @@ import argparse
 from pathlib import Path
 
 from ..atomic import json_safe, write_json
-from ..sync_detector import SyncDetector, SyncEstimate, SyncParams, estimate_offset, footage_signals
-from ..errors import exits_on_input_error
+from ..errors import InputError, exits_on_input_error
 from ..params import load_config
 from ..paths import SYNC_DETECTOR, PresenterPaths
 from ..speech.features import AlignParams
 from ..split import SplitParams, heldout_start
+from ..sync_detector import SyncDetector, SyncEstimate, SyncParams, estimate_offset, footage_signals
 from ..tracking import stage_run
 
 
@@ -33,6 +33,9 @@ def measure(paths: PresenterPaths, detector_path: Path, params: SyncParams, alig
     if paths.visemes.is_file():
         return SyncEstimate.not_measured("generated presenter: its face follows its phones exactly")
     detector = SyncDetector.load(detector_path)
+    if detector.encoder != align.encoder:
+        raise InputError(detector_path, f"fitted on align.encoder {detector.encoder!r}, params say {align.encoder!r}; "
+                                        "rerun the sync_model stage")
     signals = footage_signals(paths, align)
     end = heldout_start(len(signals.opening), heldout_fraction)  # the held-out tail is never looked at
     return estimate_offset(detector, signals.features[:end], signals.opening[:end], signals.fps, params)

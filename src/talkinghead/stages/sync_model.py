@@ -3,7 +3,7 @@
 ``python -m talkinghead.stages.sync_model data/interim/demo --out models/sync/detector.npz`` reads that presenter's
 audio.wav, frames.parquet and landmarks.parquet, computes stage align's features of its audio (``align`` params), fits
 a ridge regression from them to its FaceMesh mouth opening on the frames before its validation slice and held-out
-tail (penalty chosen on the validation slice; ``talkinghead.avsync``), and writes the detector and
+tail (penalty chosen on the validation slice; ``talkinghead.sync_detector``), and writes the detector and
 reports/sync_model/metrics.json. The generated presenter's face follows its voices' phones with an exact timing, so
 the detector's idea of "in sync" is that timing; stage sync measures every recording against it.
 """
@@ -14,12 +14,12 @@ import argparse
 from pathlib import Path
 
 from ..atomic import json_safe, write_json
-from ..sync_detector import SyncParams, fit_detector, footage_signals
 from ..errors import InputError, exits_on_input_error
 from ..params import load_config
 from ..paths import REPORTS, SYNC_DETECTOR, PresenterPaths
 from ..speech.features import AlignParams
 from ..split import SplitParams, time_split
+from ..sync_detector import SyncParams, fit_detector, footage_signals
 from ..tracking import stage_run
 
 SYNC_MODEL_REPORT = REPORTS / "sync_model"
