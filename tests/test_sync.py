@@ -117,6 +117,12 @@ def test_stage_smoke_a_late_recording_is_measured_and_align_corrects_it(tmp_path
     assert best_lag(curve) == 0
     assert json.loads(Path("reports/align/late/metrics.json").read_text())["sync_offset_frames"] == 3
 
+    # a detector fitted on other features than params' align.encoder: refused, naming the detector
+    write_project_params(tmp_path, presenters=["gen", "late"], align={"encoder": "whisper"}, sync={"presenter": "gen"})
+    with pytest.raises(InputError, match="detector.npz: fitted on align.encoder 'mel'"):
+        sync.measure(paths, Path("models/sync/detector.npz"), PARAMS, load_config(AlignParams, "align"), 0.2)
+    write_project_params(tmp_path, presenters=["gen", "late"], align={"encoder": "mel"}, sync={"presenter": "gen"})
+
     # bad input: one clear error naming the file, exit 2, nothing written
     Path("models/sync/detector.npz").write_bytes(b"not a detector")
     before = Path("data/interim/late/sync.json").read_text()
