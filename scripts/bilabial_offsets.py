@@ -59,7 +59,8 @@ def main(names: list[str]) -> None:
     if not names:
         names = [p for p in yaml.safe_load(Path("params.yaml").read_text())["presenters"]
                  if not PresenterPaths.of(p).visemes.is_file()]
-    print("| presenter | bilabials / open vowels | lag of the largest vowel - bilabial contrast | sync.json measured lag |")
+    print("| presenter | bilabials / open vowels | lag of the largest vowel - bilabial contrast | "
+          "sync.json measured lag |")
     print("|---|---|---|---|")
     for name in names:
         curve, n_closed, n_open = contrast_by_lag(name)

@@ -351,7 +351,8 @@ def test_evaluate_end_to_end_on_a_tiny_presenter(tiny_presenter, monkeypatch):
     cast = metrics["appearance"]["colour_cast"]  # the image stage's coarse colour error, generated and composite
     assert set(cast) == {"open_generated", "open_composite"} and all(np.isfinite(v) and v >= 0 for v in cast.values())
     inside = metrics["appearance"]["interior_cast"]  # the same inside the real opening only (the tiny face opens)
-    assert set(inside) == {"open_generated", "open_composite"} and all(np.isfinite(v) and v >= 0 for v in inside.values())
+    assert set(inside) == {"open_generated", "open_composite"}
+    assert all(np.isfinite(v) and v >= 0 for v in inside.values())
     info = probe(out / "side_by_side.mp4")
     assert info["video"]["width"] == 2 * 128 and info["video"]["frames"] == tail
     assert info["audio"] is not None and abs(info["audio"]["duration_s"] - tail / 25) <= 2 / 25

@@ -2,13 +2,13 @@
 detector that never heard that footage (stage sync_model fits it, stage sync applies it).
 
 Why: a camera's own delay, a separate microphone or an edit leaves many recordings' sound 50-200 ms off their picture.
-A lip model trained on such footage learns that presenter's delay, and pooled over presenters with different delays
-it learns a blur of them. Lip-sync pipelines therefore correct each clip's offset before training (SyncNet in the
-preparation of LRS2 and of Wav2Lip's training data). No SyncNet weights can ship here, so the detector is a ridge regression
-from the lip model's own audio features (stage align's encoder) to the mouth opening, fitted on the generated demo
-presenter, whose face follows its voices' phones with an exact, known timing (``demo.face_lead_s`` ahead of the
-sound). The lag at which its prediction correlates best with a presenter's real mouth opening (FaceMesh inner-lip gap
-over the eye distance) is that recording's offset relative to the demo's timing.
+A lip model trained on such footage learns that presenter's delay, and pooled over presenters with different delays it
+learns a blur of them. Lip-sync pipelines therefore correct each clip's offset before training (SyncNet in the
+preparation of LRS2 and of Wav2Lip's training data). No SyncNet weights can ship here, so the detector is a ridge
+regression from the lip model's own audio features (stage align's encoder) to the mouth opening, fitted on the
+generated demo presenter, whose face follows its voices' phones with an exact, known timing (``demo.face_lead_s``
+ahead of the sound). The lag at which its prediction correlates best with a presenter's real mouth opening (FaceMesh
+inner-lip gap over the eye distance) is that recording's offset relative to the demo's timing.
 
 Sign as in ``talkinghead.avsync`` (> 0: the sound is late). Only the training part of
 the timeline (before split's held-out tail) is measured, and an offset is applied only when the peak correlation

@@ -7,10 +7,10 @@ of every other speaker, compared with the mouth of the person who really spoke i
 For every presenter S with a held-out tail (the speaker) and every other presenter P in the lip model (the face):
 S's held-out audio (on S's video clock: moved by stage sync's offset), encoded alone as ``talkinghead speak`` encodes
 new speech (``lip.speech_features``), drives P through the lip model; the mouth opening of the result (head model
-with P's shape: the inner-lip gap of the FaceMesh lip pairs) is correlated with S's real mouth opening in that tail (FaceMesh inner-lip gap over the
-eye-corner distance, from S's landmarks). Reported per pair: Pearson r at lag 0, the best lag in
-[-max_lag, max_lag] (positive: the generated mouth is late) and its r, and r on the frames Silero VAD calls
-speech. The same for a pooled ridge regression from the same features to the same standardised targets, fitted
+with P's shape: the inner-lip gap of the FaceMesh lip pairs) is correlated with S's real mouth opening in that tail
+(FaceMesh inner-lip gap over the eye-corner distance, from S's landmarks). Reported per pair: Pearson r at lag 0,
+the best lag in [-max_lag, max_lag] (positive: the generated mouth is late) and its r, and r on the frames Silero VAD
+calls speech. The same for a pooled ridge regression from the same features to the same standardised targets, fitted
 on the same training frames (``lip.ridge.pooled_ridge``): the bar a learnt model has to clear.
 
 Speakers whose raw folder holds ``visemes.parquet`` are generated (the demo presenter: its held-out tail is

@@ -4,7 +4,8 @@
 
 The speak pipeline runs at crop level (render + composite + GAN on the real tail's own head poses, no paste-back),
 so every generated frame lines up with a real crop. The tail's audio is the footage's on its video's clock (moved by
-stage sync's offset, ``talkinghead.avsync``), as the lip model was trained on it. Metrics (all on S x S crops, distances rescaled to a 256 crop):
+stage sync's offset, ``talkinghead.avsync``), as the lip model was trained on it. Metrics (all on S x S crops,
+distances rescaled to a 256 crop):
 - ``lmd``: lip landmark distance (px): MediaPipe FaceMesh on generated and real crops; per frame the lip points of
   each set are mean-centred (head position cancels), then the mean point distance; averaged over frames.
 - ``mouth_opening_r``: Pearson r of the inner-lip gap, real vs generated.
@@ -20,9 +21,10 @@ coloured speckles the real mouth lacks), and ``appearance.colour_cast``: the coa
 mouth (imagemetrics.colour_cast_per_image, 0 = the real colours) of generated and composite crops there (a tint the
 fine detail does not see), and ``appearance.interior_cast``: the same colours averaged inside the real mouth's
 opening only (its FaceMesh inner-lip polygon: the teeth and cavity; imagemetrics.interior_colour_cast_per_image), so
-a tint on small teeth is not diluted by lips and skin. ``temporal``: mean absolute frame-to-frame change inside the mouth crop
-(0-255 levels), generated (whole chain and fitted expression) over the real footage's: 1 = as steady as the real
-mouth, above 1 flicker. ``retrieval`` says whether the generator took mouths from the training footage (and why not).
+a tint on small teeth is not diluted by lips and skin. ``temporal``: mean absolute frame-to-frame change inside the
+mouth crop (0-255 levels), generated (whole chain and fitted expression) over the real footage's: 1 = as steady as the
+real mouth, above 1 flicker. ``retrieval`` says whether the generator took mouths from the training footage (and why
+not).
 The same for two baselines: ``static`` (the pipeline with the mouth held closed: the closed-mouth frame's fitted
 expression on every frame) and ``shifted`` (the generated video delayed by 3 frames; should give av_offset 3).
 
@@ -540,11 +542,13 @@ def main(argv: list[str] | None = None) -> None:
     m = result.metrics["model"]
     a, t = result.metrics["appearance"], result.metrics["temporal"]
     # two lines: a log line stays readable (and under 300 characters) in CI logs
-    print(f"evaluate {paths.name}: {result.metrics['frames']} frames; LMD {m['lmd']:.2f} px, r {m['mouth_opening_r']:.3f}, "
-          f"AV offset {m['av_offset']}, mouth PSNR {m['mouth_psnr']:.2f} dB, SSIM {m['mouth_ssim']:.3f}; mouth change "
-          f"ratio {t['generated_ratio']:.2f}; retrieval {result.metrics['retrieval']} -> {out_dir}")
-    print(f"evaluate {paths.name}: fitted expression: {a['model']['mouth_psnr']:.2f} dB / {a['model']['mouth_ssim']:.3f} "
-          f"(composite {a['composite']['mouth_psnr']:.2f} dB), open mouths {a['model']['open_mouth_psnr']:.2f} dB, "
+    print(f"evaluate {paths.name}: {result.metrics['frames']} frames; LMD {m['lmd']:.2f} px, "
+          f"r {m['mouth_opening_r']:.3f}, AV offset {m['av_offset']}, mouth PSNR {m['mouth_psnr']:.2f} dB, "
+          f"SSIM {m['mouth_ssim']:.3f}; mouth change ratio {t['generated_ratio']:.2f}; "
+          f"retrieval {result.metrics['retrieval']} -> {out_dir}")
+    print(f"evaluate {paths.name}: fitted expression: {a['model']['mouth_psnr']:.2f} dB / "
+          f"{a['model']['mouth_ssim']:.3f} (composite {a['composite']['mouth_psnr']:.2f} dB), "
+          f"open mouths {a['model']['open_mouth_psnr']:.2f} dB, "
           f"colour detail {a['colour_detail']['open_generated_ratio']:.2f} x real, colour cast "
           f"{a['colour_cast']['open_generated']:.2f} (composite {a['colour_cast']['open_composite']:.2f}), inside the "
           f"opening {a['interior_cast']['open_generated']:.2f} ({a['interior_cast']['open_composite']:.2f})")

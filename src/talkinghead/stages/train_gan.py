@@ -174,7 +174,8 @@ def build_trainer(params: GanParams, device: torch.device) -> GanTrainer:
     gen_config = GeneratorConfig(channels=params.channels, use_reference=params.use_reference,
                                  use_retrieval=params.retrieval, paint_mouth=params.retrieval and params.paint_mouth,
                                  image_size=params.image_size, chroma_pool=params.chroma_pool,
-                                 keep_painted_colour=params.retrieval and params.paint_mouth and params.keep_mouth_colour)
+                                 keep_painted_colour=(params.retrieval and params.paint_mouth
+                                                      and params.keep_mouth_colour))
     face_config = PatchDiscriminatorConfig(base_channels=params.d_channels, scales=params.d_scales)
     mouth_config = MouthDiscriminatorConfig(crop_size=params.mouth_crop, base_channels=params.d_channels)
     return GanTrainer(gen_config, params, face_config, mouth_config, device)
