@@ -49,11 +49,13 @@ def read_sync(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def footage_audio(audio_path: str | Path, sync_path: str | Path, fps: float) -> np.ndarray:
-    """A presenter's 16 kHz footage audio [T] on its video's clock: audio.wav moved by sync.json's offset."""
+def footage_audio(audio_path: str | Path, sync_path: str | Path, fps: float) -> tuple[np.ndarray, int]:
+    """A presenter's 16 kHz footage audio [T] on its video's clock (audio.wav moved by sync.json's offset), and that
+    offset in frames (read once: align also reports it)."""
     from .audio import read_wav
 
     samples, rate = read_wav(audio_path)
     if rate != SAMPLE_RATE:
         raise InputError(audio_path, f"sample rate {rate}, expected {SAMPLE_RATE}")
-    return to_video_clock(samples, read_sync(sync_path)["offset_frames"], fps, rate)
+    offset = read_sync(sync_path)["offset_frames"]
+    return to_video_clock(samples, offset, fps, rate), offset

@@ -49,7 +49,7 @@ def load_speaker_clip(paths: PresenterPaths, heldout_fraction: float | None,
         raise InputError(paths.landmarks, f"{len(landmarks)} rows but {paths.frames_table} has {n}; rerun landmarks")
     start = 0 if heldout_fraction is None else heldout_start(n, heldout_fraction)
     fps = float(frames["fps"].iloc[0])
-    samples, rate = footage_audio(paths.audio, paths.sync, fps), SAMPLE_RATE  # on the video's clock (stage sync)
+    (samples, _), rate = footage_audio(paths.audio, paths.sync, fps), SAMPLE_RATE  # on the video's clock (stage sync)
     lo, hi = int(round(start / fps * rate)), int(round(n / fps * rate))
     audio = samples[lo:hi]
     audio = np.pad(audio, (0, hi - lo - len(audio))).astype(np.float32)  # silence past the end of the file

@@ -23,7 +23,7 @@ import pandas as pd
 
 from .. import schemas
 from ..atomic import write_json
-from ..avsync import footage_audio, read_sync
+from ..avsync import footage_audio
 from ..errors import InputError, exits_on_input_error
 from ..params import load_config
 from ..paths import PresenterPaths
@@ -45,7 +45,7 @@ def align_presenter(paths: PresenterPaths, params: AlignParams) -> tuple[np.ndar
     if not np.array_equal(frames["frame"].to_numpy(), np.arange(len(frames))):
         raise InputError(paths.frames_table, "frame column is not 0..N-1 in order")
     # the footage's sound on its picture's clock (stage sync's measured offset; 0 when in sync)
-    samples = footage_audio(paths.audio, paths.sync, fps)
+    samples, sync_offset = footage_audio(paths.audio, paths.sync, fps)
     n = len(frames)
     audio_s = len(samples) / SAMPLE_RATE
     samples = fit_length(samples, n, fps, params.max_mismatch_s, paths.audio)
@@ -57,7 +57,7 @@ def align_presenter(paths: PresenterPaths, params: AlignParams) -> tuple[np.ndar
     metrics = {"frames": n, "fps": fps, "encoder": params.encoder, "context": int(features.shape[1]),
                "feature_dim": int(features.shape[2]), "audio_s": audio_s, "video_s": n / fps,
                "audio_minus_video_s": audio_s - n / fps,  # before fit_length pads / trims it away
-               "sync_offset_frames": read_sync(paths.sync)["offset_frames"],
+               "sync_offset_frames": sync_offset,
                "seconds": seconds, "seconds_per_10s_audio": seconds / (n / fps) * 10,
                "feature_mean": float(features.mean()), "feature_std": float(features.std())}
     return features, table, metrics

@@ -229,7 +229,7 @@ def evaluate_presenter(paths: PresenterPaths, params: EvaluateParams, synthesis,
     n = stop - start
     if n <= 2 * params.max_lag + 1:
         raise InputError(paths.frames_table, f"held-out tail has only {n} frames; too short to evaluate")
-    samples, rate = footage_audio(paths.audio, paths.sync, pres.fps), SAMPLE_RATE  # on the video's clock
+    (samples, _), rate = footage_audio(paths.audio, paths.sync, pres.fps), SAMPLE_RATE  # on the video's clock
     audio = tail_audio(samples, rate, start, stop, pres.fps)
     features = speech_features(root / LIP_CHECKPOINT, audio, n, pres.fps)  # [n, C, D], as the model was trained
     expression = np.asarray(predict(root / LIP_CHECKPOINT, features, paths.name), np.float32)  # [n, 53]
